@@ -1,0 +1,10 @@
+//! Stormlog's broker: a Kafka-compatible broker written as a sans-IO state
+//! machine ([`node::Node`]) behind the seam in [`seam`], plus the thin tokio
+//! shell in [`runtime`] that runs it for real.
+//!
+//! Everything except `runtime` is deterministic: no clocks, sockets, files,
+//! threads or ambient randomness.
+
+pub mod config;
+pub mod node;
+pub mod seam;
