@@ -6,5 +6,6 @@
 //! threads or ambient randomness.
 
 pub mod config;
+pub mod diskio;
 pub mod node;
 pub mod seam;

@@ -111,6 +111,11 @@ pub type DiskPath = String;
 
 /// An asynchronous disk operation.
 ///
+/// Ordering: a driver performs one node's disk operations one at a time, in
+/// the order they were issued, and delivers their completions in that order.
+/// The node relies on this (a write issued before a sync is covered by it; a
+/// file created before a write exists when the write runs).
+///
 /// Semantics follow POSIX files: writes land in the page cache; only
 /// `SyncFile` makes a file's contents durable and only `SyncDir` makes the
 /// creation, rename or removal of a directory entry durable.
