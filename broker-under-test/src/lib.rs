@@ -1,11 +1,14 @@
 //! Stormlog's broker: a Kafka-compatible broker written as a sans-IO state
 //! machine ([`node::Node`]) behind the seam in [`seam`], plus the thin tokio
-//! shell in [`runtime`] that runs it for real.
+//! shell in `runtime` that runs it for real.
 //!
 //! Everything except `runtime` is deterministic: no clocks, sockets, files,
 //! threads or ambient randomness.
 
 pub mod config;
 pub mod diskio;
+pub mod log;
+pub mod memdisk;
 pub mod node;
+pub mod protocol;
 pub mod seam;

@@ -1,0 +1,743 @@
+//! The broker node: one broker process as a state machine.
+//!
+//! [`Node::step`] takes one [`Input`] and appends the [`Output`]s it causes.
+//! Requests that must wait (a produce for its sync, a fetch for data, a
+//! topic creation for its files) are parked as [`Op`]s, Kafka-purgatory style,
+//! keyed by the partitions they wait on, and finished by a log event or a
+//! deadline.
+
+mod admin;
+mod fetch;
+mod offsets;
+mod produce;
+mod versions;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::Bytes;
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::{Encodable, HeaderVersion};
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+use crate::config::{BrokerConfig, Durability};
+use crate::diskio::DiskIo;
+use crate::log::{LogConfig, LogEvent, LogState, PartitionLog};
+use crate::protocol::{self, FrameDecoder, FrameError, RawRequest};
+use crate::seam::{ConnId, DiskOp, DiskReply, DiskReqId, Input, Now, Output, TimerId};
+
+/// A partition's handle inside the node (stable while the node lives).
+pub type PartId = u32;
+/// A parked request's handle.
+type OpId = u64;
+
+const TIMER_DEADLINES: TimerId = 1;
+const TIMER_MAINTENANCE: TimerId = 2;
+
+/// The node's lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Created, waiting for `Input::Start`.
+    Idle,
+    /// Reading the data directory and recovering logs; requests are queued.
+    Recovering,
+    Running,
+    /// Finishing in-flight work before `Output::Stopped`.
+    ShuttingDown,
+    Stopped,
+}
+
+/// A topic and its partitions (index `i` of `partitions` is partition `i`).
+#[derive(Debug)]
+struct Topic {
+    id: Uuid,
+    partitions: Vec<PartId>,
+}
+
+/// One partition this node hosts.
+struct Partition {
+    topic: String,
+    index: i32,
+    log: PartitionLog,
+}
+
+/// Who issued a disk request.
+#[derive(Debug, Clone, Copy)]
+enum DiskOwner {
+    Log(PartId),
+    /// The listing of the data directory at start.
+    Startup,
+}
+
+/// One client connection: its frame decoder and its answers, which are sent
+/// strictly in request order even when they complete out of order.
+struct Connection {
+    decoder: FrameDecoder,
+    /// Requests in arrival order; `Some` once answered (`Some(None)`: answered
+    /// with nothing to send, as for acks=0 produce).
+    answers: VecDeque<(u64, Option<Option<Bytes>>)>,
+    next_seq: u64,
+    /// Frames that arrived before the node finished recovering.
+    queued: VecDeque<Bytes>,
+}
+
+/// Where an answer goes.
+#[derive(Debug, Clone, Copy)]
+struct ReplyTo {
+    conn: ConnId,
+    seq: u64,
+    correlation_id: i32,
+    version: i16,
+}
+
+/// A request that is waiting for something.
+struct Op {
+    reply: ReplyTo,
+    deadline: Option<u64>,
+    kind: OpKind,
+}
+
+enum OpKind {
+    Produce(produce::PendingProduce),
+    Fetch(fetch::PendingFetch),
+    ListOffsets(offsets::PendingListOffsets),
+    CreateTopics(admin::PendingCreate),
+    DeleteTopics(admin::PendingDelete),
+}
+
+/// One broker process.
+pub struct Node {
+    config: BrokerConfig,
+    log_config: LogConfig,
+    rng: ChaCha8Rng,
+    phase: Phase,
+    conns: BTreeMap<ConnId, Connection>,
+    topics: BTreeMap<String, Topic>,
+    partitions: BTreeMap<PartId, Partition>,
+    next_part: PartId,
+    next_disk_req: DiskReqId,
+    disk_owner: BTreeMap<DiskReqId, DiskOwner>,
+    ops: BTreeMap<OpId, Op>,
+    next_op: OpId,
+    /// Parked ops to re-examine when a partition's log changes.
+    waiters: BTreeMap<PartId, BTreeSet<OpId>>,
+    /// Outstanding log reads: (partition, token) -> op.
+    log_tokens: BTreeMap<(PartId, u64), OpId>,
+    deadlines: BTreeSet<(u64, OpId)>,
+    armed_deadline: Option<u64>,
+    leader_epoch: i32,
+}
+
+impl Node {
+    /// A new node. `seed` feeds every random choice the node makes (topic ids).
+    pub fn new(config: BrokerConfig, seed: u64) -> Node {
+        Node {
+            log_config: LogConfig::from_broker(&config),
+            config,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            phase: Phase::Idle,
+            conns: BTreeMap::new(),
+            topics: BTreeMap::new(),
+            partitions: BTreeMap::new(),
+            next_part: 0,
+            next_disk_req: 1,
+            disk_owner: BTreeMap::new(),
+            ops: BTreeMap::new(),
+            next_op: 1,
+            waiters: BTreeMap::new(),
+            log_tokens: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
+            armed_deadline: None,
+            leader_epoch: 0,
+        }
+    }
+
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Names of the topics this node hosts, sorted.
+    pub fn topic_names(&self) -> Vec<String> {
+        self.topics.keys().cloned().collect()
+    }
+
+    /// (log start offset, high watermark, log end offset) of a partition.
+    pub fn partition_offsets(&self, topic: &str, partition: i32) -> Option<(i64, i64, i64)> {
+        let part = self.topics.get(topic)?.partitions.get(partition as usize)?;
+        let log = &self.partitions.get(part)?.log;
+        Some((
+            log.log_start_offset(),
+            log.high_watermark(),
+            log.log_end_offset(),
+        ))
+    }
+
+    /// Deliver one input; outputs are appended to `out`.
+    pub fn step(&mut self, now: Now, input: Input, out: &mut Vec<Output>) {
+        if self.phase == Phase::Stopped {
+            return;
+        }
+        match input {
+            Input::Start => self.start(out),
+            Input::Accepted { conn, peer } => {
+                debug!(conn, %peer, "connection accepted");
+                self.conns.insert(
+                    conn,
+                    Connection {
+                        decoder: FrameDecoder::new(),
+                        answers: VecDeque::new(),
+                        next_seq: 0,
+                        queued: VecDeque::new(),
+                    },
+                );
+            }
+            Input::Received { conn, bytes } => self.on_received(now, conn, &bytes, out),
+            Input::Closed { conn } => {
+                debug!(conn, "connection closed");
+                self.conns.remove(&conn);
+            }
+            // Outbound connections are for replication, which comes later.
+            Input::Connected { conn } | Input::ConnectFailed { conn } => {
+                out.push(Output::Close { conn });
+            }
+            Input::TimerFired { id } => match id {
+                TIMER_DEADLINES => {
+                    self.armed_deadline = None;
+                    self.expire_deadlines(now, out);
+                }
+                TIMER_MAINTENANCE => self.maintain(now, out),
+                _ => {}
+            },
+            Input::DiskDone { req, result } => match self.disk_owner.remove(&req) {
+                Some(DiskOwner::Log(part)) => {
+                    self.with_log(part, out, |log, io| log.on_disk_done(req, result, now, io));
+                    self.after_log_activity(part, now, out);
+                }
+                Some(DiskOwner::Startup) => self.on_data_dir_listed(now, result, out),
+                None => warn!(req, "completion of an unknown disk request"),
+            },
+            Input::Shutdown => self.begin_shutdown(now, out),
+        }
+        self.arm_deadline_timer(out);
+        if self.phase == Phase::ShuttingDown {
+            self.maybe_finish_shutdown(out);
+        }
+    }
+
+    // ----- lifecycle -----
+
+    fn start(&mut self, out: &mut Vec<Output>) {
+        if self.phase != Phase::Idle {
+            return;
+        }
+        info!(
+            node = self.config.node_id,
+            "starting: reading the data directory"
+        );
+        self.phase = Phase::Recovering;
+        let mut io = DiskIo::new(&mut self.next_disk_req, out);
+        let req = io.submit(DiskOp::List {
+            path: String::new(),
+        });
+        self.disk_owner.insert(req, DiskOwner::Startup);
+    }
+
+    fn on_data_dir_listed(
+        &mut self,
+        now: Now,
+        result: Result<DiskReply, crate::seam::DiskError>,
+        out: &mut Vec<Output>,
+    ) {
+        let entries = match result {
+            Ok(DiskReply::Listing(entries)) => entries,
+            Ok(other) => {
+                warn!(?other, "unexpected reply to listing the data directory");
+                Vec::new()
+            }
+            Err(e) if e.kind == crate::seam::DiskErrorKind::NotFound => Vec::new(),
+            Err(e) => {
+                // Serving without knowing what is on disk could overwrite it.
+                tracing::error!(error = %e, "cannot list the data directory; stopping");
+                self.phase = Phase::Stopped;
+                out.push(Output::Stopped);
+                return;
+            }
+        };
+        // Partition directories are named `<topic>-<partition>`.
+        let mut found: BTreeMap<String, BTreeMap<i32, String>> = BTreeMap::new();
+        for entry in entries.into_iter().filter(|e| e.is_dir) {
+            let parsed = entry.name.rsplit_once('-').and_then(|(topic, index)| {
+                let index: i32 = index.parse().ok()?;
+                (protocol::validate_topic_name(topic).is_ok() && index >= 0)
+                    .then(|| (topic.to_string(), index))
+            });
+            match parsed {
+                Some((topic, index)) => {
+                    found.entry(topic).or_default().insert(index, entry.name);
+                }
+                None => warn!(name = %entry.name, "ignoring a directory that is not a partition"),
+            }
+        }
+        for (topic, dirs) in found {
+            let mut parts = Vec::new();
+            for (expected, (index, dir)) in dirs.into_iter().enumerate() {
+                if index as usize != expected {
+                    warn!(%topic, index, "partition directories are not contiguous; ignoring the rest");
+                    break;
+                }
+                let part = self.add_partition(
+                    &topic,
+                    index,
+                    |log_config, io| PartitionLog::open(dir, log_config, now, io),
+                    out,
+                );
+                parts.push(part);
+            }
+            info!(%topic, partitions = parts.len(), "recovering topic");
+            self.topics.insert(
+                topic,
+                Topic {
+                    id: Uuid::nil(),
+                    partitions: parts,
+                },
+            );
+        }
+        self.check_recovered(now, out);
+    }
+
+    fn check_recovered(&mut self, now: Now, out: &mut Vec<Output>) {
+        if self.phase != Phase::Recovering {
+            return;
+        }
+        if self
+            .partitions
+            .values()
+            .any(|p| matches!(p.log.state(), LogState::Opening))
+        {
+            return;
+        }
+        // Recovered topics take their id from their first partition's metadata.
+        for topic in self.topics.values_mut() {
+            if topic.id.is_nil() {
+                if let Some(p) = topic
+                    .partitions
+                    .first()
+                    .and_then(|p| self.partitions.get(p))
+                {
+                    topic.id = Uuid::from_bytes(p.log.topic_id());
+                }
+            }
+        }
+        info!(
+            topics = self.topics.len(),
+            partitions = self.partitions.len(),
+            "recovery complete; serving"
+        );
+        self.phase = Phase::Running;
+        let interval = self.maintenance_interval_ms();
+        out.push(Output::SetTimer {
+            id: TIMER_MAINTENANCE,
+            at_nanos: now.after_millis(interval),
+        });
+        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in conns {
+            while let Some(frame) = self.conns.get_mut(&conn).and_then(|c| c.queued.pop_front()) {
+                self.handle_frame(now, conn, frame, out);
+            }
+        }
+    }
+
+    fn maintenance_interval_ms(&self) -> u64 {
+        let mut interval = self.config.log_retention_check_interval_ms;
+        if self.config.durability == Durability::PageCache {
+            interval = interval.min(self.config.log_flush_interval_ms);
+        }
+        interval.max(1)
+    }
+
+    fn maintain(&mut self, now: Now, out: &mut Vec<Output>) {
+        let parts: Vec<PartId> = self.partitions.keys().copied().collect();
+        for part in parts {
+            self.with_log(part, out, |log, io| log.maintain(now, io));
+            self.after_log_activity(part, now, out);
+        }
+        if self.phase == Phase::Running {
+            let interval = self.maintenance_interval_ms();
+            out.push(Output::SetTimer {
+                id: TIMER_MAINTENANCE,
+                at_nanos: now.after_millis(interval),
+            });
+        }
+    }
+
+    fn begin_shutdown(&mut self, now: Now, out: &mut Vec<Output>) {
+        if matches!(self.phase, Phase::ShuttingDown | Phase::Stopped) {
+            return;
+        }
+        info!("shutting down: finishing in-flight requests and syncing logs");
+        self.phase = Phase::ShuttingDown;
+        out.push(Output::CancelTimer {
+            id: TIMER_MAINTENANCE,
+        });
+        // Parked fetches answer now with what they have; produces wait for the flush.
+        let fetches: Vec<OpId> = self
+            .ops
+            .iter()
+            .filter(|(_, op)| matches!(op.kind, OpKind::Fetch(_)))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in fetches {
+            self.fetch_force(id, now, out);
+        }
+        let parts: Vec<PartId> = self.partitions.keys().copied().collect();
+        for part in parts {
+            self.with_log(part, out, |log, io| log.flush(io));
+            self.after_log_activity(part, now, out);
+        }
+    }
+
+    fn maybe_finish_shutdown(&mut self, out: &mut Vec<Output>) {
+        if !self.ops.is_empty() || self.partitions.values().any(|p| !p.log.is_idle()) {
+            return;
+        }
+        for (conn, _) in std::mem::take(&mut self.conns) {
+            out.push(Output::Close { conn });
+        }
+        out.push(Output::CancelTimer {
+            id: TIMER_DEADLINES,
+        });
+        self.phase = Phase::Stopped;
+        info!("stopped");
+        out.push(Output::Stopped);
+    }
+
+    // ----- connections and requests -----
+
+    fn on_received(&mut self, now: Now, conn: ConnId, bytes: &[u8], out: &mut Vec<Output>) {
+        let max = self.config.socket_request_max_bytes;
+        let Some(connection) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        connection.decoder.extend(bytes);
+        loop {
+            let Some(connection) = self.conns.get_mut(&conn) else {
+                return;
+            };
+            match connection.decoder.next_frame(max) {
+                Ok(Some(frame)) => match self.phase {
+                    Phase::Running => self.handle_frame(now, conn, frame, out),
+                    Phase::Idle | Phase::Recovering => connection.queued.push_back(frame),
+                    // No new work once shutting down; the connection closes at the end.
+                    Phase::ShuttingDown | Phase::Stopped => {}
+                },
+                Ok(None) => return,
+                Err(e) => {
+                    self.close_for(conn, &e, out);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn close_for(&mut self, conn: ConnId, error: &FrameError, out: &mut Vec<Output>) {
+        warn!(conn, %error, "closing connection");
+        self.conns.remove(&conn);
+        out.push(Output::Close { conn });
+    }
+
+    fn handle_frame(&mut self, now: Now, conn: ConnId, frame: Bytes, out: &mut Vec<Output>) {
+        let raw = match protocol::parse_request(frame) {
+            Ok(raw) => raw,
+            Err(e) => return self.close_for(conn, &e, out),
+        };
+        let Some(connection) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let seq = connection.next_seq;
+        connection.next_seq += 1;
+        connection.answers.push_back((seq, None));
+        let reply = ReplyTo {
+            conn,
+            seq,
+            correlation_id: raw.header.correlation_id,
+            version: raw.api_version,
+        };
+        let (min, max) = protocol::supported_versions(raw.api_key).unwrap_or((0, -1));
+        if raw.api_version < min || raw.api_version > max {
+            return self.reject_version(reply, &raw, out);
+        }
+        let result = match raw.api_key {
+            ApiKey::ApiVersions => self.handle_api_versions(reply, &raw, out),
+            ApiKey::Metadata => self.handle_metadata(now, reply, &raw, out),
+            ApiKey::CreateTopics => self.handle_create_topics(now, reply, &raw, out),
+            ApiKey::DeleteTopics => self.handle_delete_topics(now, reply, &raw, out),
+            ApiKey::Produce => self.handle_produce(now, reply, &raw, out),
+            ApiKey::Fetch => self.handle_fetch(now, reply, &raw, out),
+            ApiKey::ListOffsets => self.handle_list_offsets(now, reply, &raw, out),
+            other => Err(FrameError::UnknownApiKey(other as i16)),
+        };
+        if let Err(e) = result {
+            self.close_for(conn, &e, out);
+        }
+    }
+
+    /// Encode and queue an answer; sends every answer that is now at the head.
+    fn respond<T: Encodable + HeaderVersion>(
+        &mut self,
+        reply: ReplyTo,
+        body: &T,
+        out: &mut Vec<Output>,
+    ) {
+        match protocol::encode_response(reply.correlation_id, reply.version, body) {
+            Ok(bytes) => self.answer(reply, Some(bytes), out),
+            Err(e) => {
+                warn!(conn = reply.conn, error = %e, "cannot encode a response; closing");
+                self.conns.remove(&reply.conn);
+                out.push(Output::Close { conn: reply.conn });
+            }
+        }
+    }
+
+    /// Record the answer (or its absence) for a request and flush in order.
+    fn answer(&mut self, reply: ReplyTo, bytes: Option<Bytes>, out: &mut Vec<Output>) {
+        let Some(connection) = self.conns.get_mut(&reply.conn) else {
+            return; // the client went away; the work was still done
+        };
+        if let Some(slot) = connection.answers.iter_mut().find(|(s, _)| *s == reply.seq) {
+            slot.1 = Some(bytes);
+        }
+        while let Some((_, Some(_))) = connection.answers.front() {
+            if let Some((_, Some(Some(bytes)))) = connection.answers.pop_front() {
+                out.push(Output::Send {
+                    conn: reply.conn,
+                    bytes,
+                });
+            }
+        }
+    }
+
+    // ----- partitions and logs -----
+
+    fn add_partition(
+        &mut self,
+        topic: &str,
+        index: i32,
+        make: impl FnOnce(LogConfig, &mut DiskIo) -> PartitionLog,
+        out: &mut Vec<Output>,
+    ) -> PartId {
+        let part = self.next_part;
+        self.next_part += 1;
+        let first = self.next_disk_req;
+        let log = make(
+            self.log_config.clone(),
+            &mut DiskIo::new(&mut self.next_disk_req, out),
+        );
+        for req in first..self.next_disk_req {
+            self.disk_owner.insert(req, DiskOwner::Log(part));
+        }
+        self.partitions.insert(
+            part,
+            Partition {
+                topic: topic.to_string(),
+                index,
+                log,
+            },
+        );
+        part
+    }
+
+    /// Run `f` on a partition's log, recording which disk requests it issued.
+    fn with_log<R>(
+        &mut self,
+        part: PartId,
+        out: &mut Vec<Output>,
+        f: impl FnOnce(&mut PartitionLog, &mut DiskIo) -> R,
+    ) -> Option<R> {
+        let first = self.next_disk_req;
+        let partition = self.partitions.get_mut(&part)?;
+        let result = f(
+            &mut partition.log,
+            &mut DiskIo::new(&mut self.next_disk_req, out),
+        );
+        for req in first..self.next_disk_req {
+            self.disk_owner.insert(req, DiskOwner::Log(part));
+        }
+        Some(result)
+    }
+
+    /// Handle what a log reports and wake the requests waiting on it.
+    fn after_log_activity(&mut self, part: PartId, now: Now, out: &mut Vec<Output>) {
+        while let Some(event) = self
+            .partitions
+            .get_mut(&part)
+            .and_then(|p| p.log.poll_event())
+        {
+            self.dispatch_log_event(part, event, now, out);
+        }
+        self.wake(part, now, out);
+    }
+
+    fn dispatch_log_event(
+        &mut self,
+        part: PartId,
+        event: LogEvent,
+        now: Now,
+        out: &mut Vec<Output>,
+    ) {
+        match event {
+            LogEvent::Opened => self.check_recovered(now, out),
+            LogEvent::Failed { reason } => {
+                if let Some(p) = self.partitions.get(&part) {
+                    tracing::error!(topic = %p.topic, partition = p.index, %reason,
+                        "log failed; partition offline (KAFKA_STORAGE_ERROR)");
+                }
+                self.check_recovered(now, out);
+            }
+            LogEvent::ReadDone { token, result } => {
+                if let Some(op) = self.log_tokens.remove(&(part, token)) {
+                    self.fetch_read_done(op, part, token, result, out);
+                }
+            }
+            LogEvent::TimestampFound { token, result } => {
+                if let Some(op) = self.log_tokens.remove(&(part, token)) {
+                    self.list_offsets_found(op, part, token, result, out);
+                }
+            }
+            LogEvent::Deleted => {
+                self.partitions.remove(&part);
+            }
+        }
+    }
+
+    /// Re-examine every parked op waiting on `part`.
+    fn wake(&mut self, part: PartId, now: Now, out: &mut Vec<Output>) {
+        let Some(waiting) = self.waiters.get(&part).cloned() else {
+            return;
+        };
+        for id in waiting {
+            self.poll_op(id, now, out);
+        }
+    }
+
+    fn poll_op(&mut self, id: OpId, now: Now, out: &mut Vec<Output>) {
+        let Some(op) = self.ops.get(&id) else {
+            return;
+        };
+        match op.kind {
+            OpKind::Produce(_) => self.produce_poll(id, false, out),
+            OpKind::Fetch(_) => self.fetch_poll(id, now, out),
+            OpKind::CreateTopics(_) => self.create_poll(id, out),
+            OpKind::DeleteTopics(_) => self.delete_poll(id, out),
+            OpKind::ListOffsets(_) => {}
+        }
+    }
+
+    fn park(
+        &mut self,
+        reply: ReplyTo,
+        deadline: Option<u64>,
+        kind: OpKind,
+        parts: &[PartId],
+    ) -> OpId {
+        let id = self.next_op;
+        self.next_op += 1;
+        for part in parts {
+            self.waiters.entry(*part).or_default().insert(id);
+        }
+        if let Some(at) = deadline {
+            self.deadlines.insert((at, id));
+        }
+        self.ops.insert(
+            id,
+            Op {
+                reply,
+                deadline,
+                kind,
+            },
+        );
+        id
+    }
+
+    /// Remove a parked op from every index and hand it back.
+    fn unpark(&mut self, id: OpId) -> Option<Op> {
+        let op = self.ops.remove(&id)?;
+        self.waiters.retain(|_, ids| {
+            ids.remove(&id);
+            !ids.is_empty()
+        });
+        self.log_tokens.retain(|_, op_id| *op_id != id);
+        if let Some(at) = op.deadline {
+            self.deadlines.remove(&(at, id));
+        }
+        Some(op)
+    }
+
+    fn expire_deadlines(&mut self, now: Now, out: &mut Vec<Output>) {
+        while let Some(&(at, id)) = self.deadlines.first() {
+            if at > now.mono_nanos {
+                break;
+            }
+            self.deadlines.remove(&(at, id));
+            if let Some(op) = self.ops.get_mut(&id) {
+                op.deadline = None;
+            }
+            match self.ops.get(&id).map(|op| &op.kind) {
+                Some(OpKind::Produce(_)) => self.produce_poll(id, true, out),
+                Some(OpKind::Fetch(_)) => self.fetch_force(id, now, out),
+                Some(OpKind::CreateTopics(_)) => self.create_expire(id, out),
+                Some(OpKind::DeleteTopics(_)) => self.delete_expire(id, out),
+                Some(OpKind::ListOffsets(_)) | None => {}
+            }
+        }
+    }
+
+    fn arm_deadline_timer(&mut self, out: &mut Vec<Output>) {
+        let earliest = self.deadlines.first().map(|(at, _)| *at);
+        if earliest != self.armed_deadline {
+            match earliest {
+                Some(at) => out.push(Output::SetTimer {
+                    id: TIMER_DEADLINES,
+                    at_nanos: at,
+                }),
+                None => out.push(Output::CancelTimer {
+                    id: TIMER_DEADLINES,
+                }),
+            }
+            self.armed_deadline = earliest;
+        }
+    }
+
+    /// The partition of `topic` numbered `index`, if hosted here.
+    fn lookup(&self, topic: &str, index: i32) -> Option<PartId> {
+        let topic = self.topics.get(topic)?;
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| topic.partitions.get(i))
+            .copied()
+    }
+
+    fn new_topic_id(&mut self) -> Uuid {
+        let mut bytes = [0u8; 16];
+        self.rng.fill_bytes(&mut bytes);
+        // RFC 4122 version 4 layout, like Kafka's random topic ids.
+        bytes[6] = (bytes[6] & 0x0f) | 0x40;
+        bytes[8] = (bytes[8] & 0x3f) | 0x80;
+        Uuid::from_bytes(bytes)
+    }
+}
+
+/// Used by handlers: a request that cannot be decoded closes the connection.
+type HandlerResult = Result<(), FrameError>;
+
+fn decode<T: kafka_protocol::protocol::Decodable>(raw: &RawRequest) -> Result<T, FrameError> {
+    protocol::decode_body(raw)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,229 @@
+//! Produce: validate and append each partition's batches, then answer once
+//! they are durable (acks=1/all), at once (acks=0: no answer at all), or
+//! with REQUEST_TIMED_OUT when `timeout_ms` passes first.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::produce_response::{
+    PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::messages::ProduceRequest;
+use kafka_protocol::protocol::StrBytes;
+
+use super::{decode, HandlerResult, Node, OpId, OpKind, PartId, ReplyTo};
+use crate::log::{BatchError, LogError, LogState};
+use crate::protocol::{self, RawRequest};
+use crate::seam::{Now, Output};
+
+/// One partition of a produce request.
+pub(super) struct ProducePartition {
+    index: i32,
+    part: Option<PartId>,
+    error: i16,
+    message: Option<String>,
+    base_offset: i64,
+    log_start_offset: i64,
+    /// Durable once the high watermark passes this offset.
+    awaiting: Option<i64>,
+}
+
+pub(super) struct PendingProduce {
+    topics: Vec<(kafka_protocol::messages::TopicName, Vec<ProducePartition>)>,
+}
+
+impl Node {
+    pub(super) fn handle_produce(
+        &mut self,
+        now: Now,
+        reply: ReplyTo,
+        raw: &RawRequest,
+        out: &mut Vec<Output>,
+    ) -> HandlerResult {
+        let request: ProduceRequest = decode(raw)?;
+        let acks = request.acks;
+        let mut topics = Vec::with_capacity(request.topic_data.len());
+        let mut waiting_on = Vec::new();
+        for topic in request.topic_data {
+            let name = topic.name.0.to_string();
+            let mut partitions = Vec::with_capacity(topic.partition_data.len());
+            for data in topic.partition_data {
+                let mut result = ProducePartition {
+                    index: data.index,
+                    part: None,
+                    error: 0,
+                    message: None,
+                    base_offset: -1,
+                    log_start_offset: -1,
+                    awaiting: None,
+                };
+                let outcome = if !matches!(acks, -1..=1) {
+                    Err((ResponseError::InvalidRequiredAcks, None))
+                } else if let Err(why) = protocol::validate_topic_name(&name) {
+                    Err((ResponseError::InvalidTopicException, Some(why)))
+                } else if let Some(part) = self.lookup(&name, data.index) {
+                    result.part = Some(part);
+                    self.append_one(part, data.records, now, out)
+                } else {
+                    Err((ResponseError::UnknownTopicOrPartition, None))
+                };
+                match outcome {
+                    Ok(info) => {
+                        result.base_offset = info.base_offset;
+                        result.log_start_offset = info.log_start_offset;
+                        result.awaiting = Some(info.last_offset);
+                        if let Some(part) = result.part {
+                            waiting_on.push(part);
+                        }
+                    }
+                    Err((error, message)) => {
+                        result.error = error.code();
+                        result.message = message;
+                    }
+                }
+                partitions.push(result);
+            }
+            topics.push((topic.name, partitions));
+        }
+
+        if acks == 0 {
+            // No answer is ever sent for acks=0; Kafka closes the connection
+            // on an error so the client notices.
+            let failed = topics.iter().flat_map(|(_, p)| p).find(|p| p.error != 0);
+            if let Some(failed) = failed {
+                tracing::warn!(
+                    conn = reply.conn,
+                    error = failed.error,
+                    "acks=0 produce failed; closing"
+                );
+                self.conns.remove(&reply.conn);
+                out.push(Output::Close { conn: reply.conn });
+            } else {
+                self.answer(reply, None, out);
+            }
+            waiting_on.dedup();
+            for part in waiting_on {
+                self.after_log_activity(part, now, out);
+            }
+            return Ok(());
+        }
+        let deadline = now.after_millis(request.timeout_ms.max(0) as u64);
+        let id = self.park(
+            reply,
+            Some(deadline),
+            OpKind::Produce(PendingProduce { topics }),
+            &waiting_on,
+        );
+        // Appends may have settled at once, and parked fetches may now have data.
+        waiting_on.dedup();
+        for part in waiting_on {
+            self.after_log_activity(part, now, out);
+        }
+        self.produce_poll(id, false, out);
+        Ok(())
+    }
+
+    fn append_one(
+        &mut self,
+        part: PartId,
+        records: Option<bytes::Bytes>,
+        now: Now,
+        out: &mut Vec<Output>,
+    ) -> Result<crate::log::AppendInfo, (ResponseError, Option<String>)> {
+        let Some(records) = records else {
+            return Err((ResponseError::CorruptMessage, Some("no records".into())));
+        };
+        let epoch = self.leader_epoch;
+        let result = self
+            .with_log(part, out, |log, io| match log.state() {
+                LogState::Online => log.append(records, epoch, now, io),
+                LogState::Opening => Err(LogError::NotReady),
+                LogState::Failed(why) => Err(LogError::Offline(why.clone())),
+                LogState::Deleting | LogState::Deleted => Err(LogError::NotReady),
+            })
+            .unwrap_or(Err(LogError::NotReady));
+        result.map_err(|e| match e {
+            LogError::Batch(BatchError::TooLarge { size, max }) => (
+                ResponseError::MessageTooLarge,
+                Some(format!(
+                    "batch of {size} bytes exceeds message.max.bytes={max}"
+                )),
+            ),
+            LogError::Batch(other) => (ResponseError::CorruptMessage, Some(format!("{other:?}"))),
+            LogError::Offline(why) => (ResponseError::KafkaStorageError, Some(why)),
+            LogError::NotReady => (ResponseError::NotLeaderOrFollower, None),
+            LogError::OffsetOutOfRange { .. } => (ResponseError::UnknownServerError, None),
+        })
+    }
+
+    /// Settle what can be settled; answer when nothing is left waiting.
+    /// `expired`: the request's timeout has passed.
+    pub(super) fn produce_poll(&mut self, id: OpId, expired: bool, out: &mut Vec<Output>) {
+        let Some(op) = self.ops.get_mut(&id) else {
+            return;
+        };
+        let OpKind::Produce(pending) = &mut op.kind else {
+            return;
+        };
+        let mut open = false;
+        for (_, partitions) in &mut pending.topics {
+            for p in partitions.iter_mut() {
+                let Some(last) = p.awaiting else { continue };
+                let log = p
+                    .part
+                    .and_then(|part| self.partitions.get(&part))
+                    .map(|x| &x.log);
+                match log {
+                    Some(log) if log.high_watermark() > last => p.awaiting = None,
+                    Some(log) if matches!(log.state(), LogState::Failed(_)) => {
+                        p.awaiting = None;
+                        p.error = ResponseError::KafkaStorageError.code();
+                        p.base_offset = -1;
+                    }
+                    None => {
+                        // Deleted while waiting.
+                        p.awaiting = None;
+                        p.error = ResponseError::UnknownTopicOrPartition.code();
+                        p.base_offset = -1;
+                    }
+                    Some(_) if expired => {
+                        p.awaiting = None;
+                        p.error = ResponseError::RequestTimedOut.code();
+                        p.base_offset = -1;
+                    }
+                    Some(_) => open = true,
+                }
+            }
+        }
+        if open {
+            return;
+        }
+        let Some(op) = self.unpark(id) else { return };
+        let OpKind::Produce(pending) = op.kind else {
+            return;
+        };
+        let response = ProduceResponse::default().with_responses(
+            pending
+                .topics
+                .into_iter()
+                .map(|(name, partitions)| {
+                    TopicProduceResponse::default()
+                        .with_name(name)
+                        .with_partition_responses(
+                            partitions
+                                .into_iter()
+                                .map(|p| {
+                                    PartitionProduceResponse::default()
+                                        .with_index(p.index)
+                                        .with_error_code(p.error)
+                                        .with_base_offset(p.base_offset)
+                                        .with_log_append_time_ms(-1)
+                                        .with_log_start_offset(p.log_start_offset)
+                                        .with_error_message(p.message.map(StrBytes::from_string))
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        );
+        self.respond(op.reply, &response, out);
+    }
+}
