@@ -8,4 +8,5 @@
 pub mod config;
 pub mod diskio;
 pub mod node;
+pub mod runtime;
 pub mod seam;
