@@ -32,7 +32,11 @@ def kp_create(bootstrap, topic, timeout):
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout * 1000)
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        request_timeout_ms=timeout * 1000,
+        api_version_auto_timeout_ms=10000,
+    )
     try:
         admin.create_topics([NewTopic(name=topic, num_partitions=1, replication_factor=1)])
     except TopicAlreadyExistsError:
@@ -50,6 +54,7 @@ def kp_produce(bootstrap, topic, msgs, timeout):
         linger_ms=5,
         max_in_flight_requests_per_connection=1,
         request_timeout_ms=timeout * 1000,
+        api_version_auto_timeout_ms=10000,
     )
     futures = [producer.send(topic, value=v.encode(), partition=0) for v in msgs]
     producer.flush(timeout=timeout)
@@ -72,6 +77,7 @@ def kp_consume(bootstrap, topic, n, timeout):
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         request_timeout_ms=max(timeout * 1000, 31000),
+        api_version_auto_timeout_ms=10000,
     )
     tp = TopicPartition(topic, 0)
     consumer.assign([tp])
@@ -243,7 +249,8 @@ def main():
         print("%s: %s" % (args.client, e), file=sys.stderr)
         return 1
     except Exception as e:  # noqa: BLE001 - any client error is a failure
-        print("%s: %s: %s" % (args.client, type(e).__name__, e), file=sys.stderr)
+        print("%s: %s: %s" % (args.client, type(e).__name__, e or "(no detail; timed out?)"),
+              file=sys.stderr)
         return 1
     return 0
 
