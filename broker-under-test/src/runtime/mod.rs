@@ -42,6 +42,19 @@ use crate::seam::{
 
 pub use disk::RealDisk;
 
+/// What the shell drives: a state machine stepped through the seam. The
+/// broker's [`Node`] is the one that matters; tests drive scripted machines
+/// to check the shell's own behaviour.
+pub trait Machine {
+    fn step(&mut self, now: Now, input: Input, out: &mut Vec<Output>);
+}
+
+impl Machine for Node {
+    fn step(&mut self, now: Now, input: Input, out: &mut Vec<Output>) {
+        Node::step(self, now, input, out)
+    }
+}
+
 /// How the shell runs a node, beyond the broker's own configuration.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -112,8 +125,6 @@ pub async fn run_with(
     options: RunOptions,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let seed = options.seed.unwrap_or_else(seed_from_clock);
     tracing::info!(
         node_id = config.node_id,
@@ -123,6 +134,19 @@ pub async fn run_with(
         "starting node"
     );
     let node = Node::new(config, seed);
+    run_machine(node, data_dir, listener, options, shutdown).await
+}
+
+/// Drive any [`Machine`] the way [`run_with`] drives a [`Node`] (`options.seed` is unused).
+pub async fn run_machine<M: Machine>(
+    node: M,
+    data_dir: PathBuf,
+    listener: TcpListener,
+    options: RunOptions,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let (events_tx, events_rx) = mpsc::channel(options.event_queue.max(1));
     let disk = DiskThread::start(RealDisk::new(data_dir), events_tx.clone())?;
     let accept = tokio::spawn(accept_loop(listener, events_tx.clone()));
@@ -222,8 +246,8 @@ struct Conn {
     reader: AbortHandle,
 }
 
-struct Shell {
-    node: Node,
+struct Shell<M> {
+    node: M,
     start: Instant,
     events_tx: mpsc::Sender<Event>,
     events_rx: mpsc::Receiver<Event>,
@@ -240,7 +264,7 @@ struct Shell {
     stopped: bool,
 }
 
-impl Shell {
+impl<M: Machine> Shell<M> {
     fn now(&self) -> Now {
         let mono_nanos = Instant::now()
             .saturating_duration_since(self.start)
@@ -255,6 +279,13 @@ impl Shell {
         }
     }
 
+    /// The instant of monotonic time `at_nanos` (far in the future if out of range).
+    fn deadline(&self, at_nanos: u64) -> Instant {
+        self.start
+            .checked_add(Duration::from_nanos(at_nanos))
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 24 * 3600))
+    }
+
     async fn event_loop(
         &mut self,
         shutdown: impl Future<Output = ()>,
@@ -266,10 +297,7 @@ impl Shell {
         let mut give_up_at = Instant::now();
         self.step(Input::Start);
         while !self.stopped {
-            let next_timer = self
-                .timer_queue
-                .first()
-                .map(|&(at, _)| self.start + Duration::from_nanos(at));
+            let next_timer = self.timer_queue.first().map(|&(at, _)| self.deadline(at));
             tokio::select! {
                 biased;
                 _ = &mut shutdown, if !shutting_down => {
@@ -594,6 +622,8 @@ impl DiskThread {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::seam::{DiskReply, DiskReqId};
+    use tokio::io::{AsyncBufReadExt, BufReader};
 
     #[tokio::test]
     async fn starts_accepts_and_times_out_shutdown_with_stub_node() {
@@ -622,5 +652,255 @@ mod tests {
         if let Err(err) = result {
             assert!(err.to_string().contains("did not stop"), "{err}");
         }
+    }
+
+    /// A line-based scripted machine that exercises every kind of output.
+    #[derive(Default)]
+    struct Script {
+        lines: BTreeMap<ConnId, Vec<u8>>,
+        open: BTreeSet<ConnId>,
+        next_req: DiskReqId,
+        /// Disk request -> the connection to answer when it completes.
+        disk_waiters: BTreeMap<DiskReqId, ConnId>,
+        next_done: DiskReqId,
+        next_out: ConnId,
+        /// Outbound connection -> the inbound one that asked for it.
+        outbound: BTreeMap<ConnId, ConnId>,
+        started: bool,
+    }
+
+    impl Script {
+        fn send(out: &mut Vec<Output>, conn: ConnId, text: &str) {
+            out.push(Output::Send {
+                conn,
+                bytes: Bytes::from(format!("{text}\n")),
+            });
+        }
+
+        fn disk(&mut self, out: &mut Vec<Output>, op: DiskOp) -> DiskReqId {
+            let req = self.next_req;
+            self.next_req += 1;
+            out.push(Output::Disk { req, op });
+            req
+        }
+
+        fn command(&mut self, now: Now, conn: ConnId, line: &str, out: &mut Vec<Output>) {
+            let (word, arg) = line.split_once(' ').unwrap_or((line, ""));
+            match word {
+                "echo" => Self::send(out, conn, arg),
+                "close" => {
+                    Self::send(out, conn, "bye");
+                    out.push(Output::Close { conn });
+                }
+                "timer" => {
+                    let millis: u64 = arg.parse().unwrap();
+                    // A timer that is set, moved and cancelled never fires.
+                    out.push(Output::SetTimer {
+                        id: conn + 1000,
+                        at_nanos: now.after_millis(1),
+                    });
+                    out.push(Output::SetTimer {
+                        id: conn + 1000,
+                        at_nanos: now.after_millis(millis),
+                    });
+                    out.push(Output::CancelTimer { id: conn + 1000 });
+                    out.push(Output::SetTimer {
+                        id: conn,
+                        at_nanos: now.after_millis(millis),
+                    });
+                }
+                "disk" => {
+                    // Issued together: only FIFO execution makes them succeed.
+                    let p = |s: &str| s.to_string();
+                    self.disk(out, DiskOp::CreateDir { path: p("d") });
+                    self.disk(out, DiskOp::Create { path: p("d/f") });
+                    for (offset, data) in [(0, "abc"), (3, "def")] {
+                        self.disk(
+                            out,
+                            DiskOp::Write {
+                                path: p("d/f"),
+                                offset,
+                                data: Bytes::from(data),
+                            },
+                        );
+                    }
+                    self.disk(out, DiskOp::SyncFile { path: p("d/f") });
+                    self.disk(out, DiskOp::SyncDir { path: p("d") });
+                    let req = self.disk(
+                        out,
+                        DiskOp::Read {
+                            path: p("d/f"),
+                            offset: 0,
+                            len: 100,
+                        },
+                    );
+                    self.disk_waiters.insert(req, conn);
+                }
+                "connect" => {
+                    let out_conn = OUTBOUND_CONN_BASE + self.next_out;
+                    self.next_out += 1;
+                    self.outbound.insert(out_conn, conn);
+                    out.push(Output::Connect {
+                        conn: out_conn,
+                        addr: arg.to_string(),
+                    });
+                }
+                other => Self::send(out, conn, &format!("unknown {other}")),
+            }
+        }
+    }
+
+    impl Machine for Script {
+        fn step(&mut self, now: Now, input: Input, out: &mut Vec<Output>) {
+            match input {
+                Input::Start => self.started = true,
+                Input::Accepted { conn, .. } => {
+                    assert!(self.started && (1..OUTBOUND_CONN_BASE).contains(&conn));
+                    assert!(self.open.insert(conn), "conn {conn} accepted twice");
+                }
+                Input::Received { conn, bytes } => {
+                    assert!(self.open.contains(&conn), "bytes on unknown conn {conn}");
+                    let buf = self.lines.entry(conn).or_default();
+                    buf.extend_from_slice(&bytes);
+                    let mut lines = Vec::new();
+                    while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
+                        let line: Vec<u8> = buf.drain(..=pos).collect();
+                        lines.push(String::from_utf8(line).unwrap().trim().to_string());
+                    }
+                    for line in lines {
+                        self.command(now, conn, &line, out);
+                    }
+                }
+                Input::Closed { conn } => {
+                    assert!(self.open.remove(&conn), "Closed for unknown conn {conn}");
+                }
+                Input::Connected { conn } => {
+                    let origin = self.outbound[&conn];
+                    Self::send(out, conn, "hello from outbound");
+                    Self::send(out, origin, "connected");
+                }
+                Input::ConnectFailed { conn } => {
+                    let origin = self.outbound.remove(&conn).unwrap();
+                    Self::send(out, origin, "connect failed");
+                }
+                Input::TimerFired { id } => {
+                    assert!(id < 1000, "cancelled timer {id} fired");
+                    Self::send(out, id, "fired");
+                }
+                Input::DiskDone { req, result } => {
+                    assert_eq!(req, self.next_done, "disk completions out of order");
+                    self.next_done += 1;
+                    if let Some(conn) = self.disk_waiters.remove(&req) {
+                        match result {
+                            Ok(DiskReply::Data(data)) => Self::send(
+                                out,
+                                conn,
+                                &format!("read {}", String::from_utf8_lossy(&data)),
+                            ),
+                            other => Self::send(out, conn, &format!("disk {other:?}")),
+                        }
+                    } else if let Err(err) = result {
+                        panic!("disk request {req} failed: {err}");
+                    }
+                }
+                Input::Shutdown => {
+                    for &conn in &self.open {
+                        Self::send(out, conn, "shutting down");
+                    }
+                    out.push(Output::Stopped);
+                }
+            }
+        }
+    }
+
+    async fn line(reader: &mut BufReader<TcpStream>) -> String {
+        let mut line = String::new();
+        tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line))
+            .await
+            .expect("no line within 5 s")
+            .unwrap();
+        line.trim_end().to_string()
+    }
+
+    async fn say(reader: &mut BufReader<TcpStream>, text: &str) {
+        reader
+            .get_mut()
+            .write_all(format!("{text}\n").as_bytes())
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shell_carries_out_every_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let listener = bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let shell = tokio::spawn(run_machine(
+            Script::default(),
+            data.clone(),
+            listener,
+            RunOptions::default(),
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+
+        let mut a = BufReader::new(TcpStream::connect(addr).await.unwrap());
+        say(&mut a, "echo hello").await;
+        assert_eq!(line(&mut a).await, "hello");
+
+        // Timers: the moved-then-cancelled one never fires.
+        let started = Instant::now();
+        say(&mut a, "timer 100").await;
+        assert_eq!(line(&mut a).await, "fired");
+        assert!(started.elapsed() >= Duration::from_millis(100));
+
+        // Disk: a chain of dependent operations issued at once.
+        say(&mut a, "disk").await;
+        assert_eq!(line(&mut a).await, "read abcdef");
+        assert_eq!(std::fs::read(data.join("d/f")).unwrap(), b"abcdef");
+
+        // Outbound connections, to a listener of our own and to nowhere.
+        let peer = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        say(&mut a, &format!("connect {}", peer.local_addr().unwrap())).await;
+        let (peer_stream, _) = peer.accept().await.unwrap();
+        assert_eq!(line(&mut a).await, "connected");
+        let mut peer_stream = BufReader::new(peer_stream);
+        assert_eq!(line(&mut peer_stream).await, "hello from outbound");
+        let refused = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        say(&mut a, &format!("connect {refused}")).await;
+        assert_eq!(line(&mut a).await, "connect failed");
+
+        // Close: what was sent before it is flushed, then EOF.
+        let mut b = BufReader::new(TcpStream::connect(addr).await.unwrap());
+        say(&mut b, "echo one\nclose").await;
+        assert_eq!(line(&mut b).await, "one");
+        assert_eq!(line(&mut b).await, "bye");
+        assert_eq!(line(&mut b).await, "", "expected EOF after Close");
+
+        // A peer that goes away is reported once (Script asserts that).
+        let c = TcpStream::connect(addr).await.unwrap();
+        drop(c);
+
+        // Shutdown: outputs of the last step are flushed before the shell returns.
+        say(&mut a, "echo still here").await;
+        assert_eq!(line(&mut a).await, "still here");
+        stop_tx.send(()).unwrap();
+        assert_eq!(line(&mut a).await, "shutting down");
+        tokio::time::timeout(Duration::from_secs(10), shell)
+            .await
+            .expect("shell did not return")
+            .unwrap()
+            .unwrap();
+        assert_eq!(line(&mut a).await, "", "connections are closed at the end");
+        assert!(
+            TcpStream::connect(addr).await.is_err(),
+            "listener must be closed after shutdown"
+        );
     }
 }
