@@ -73,17 +73,23 @@ fn prints_listening_line_and_accepts_connections() {
 }
 
 #[test]
-fn sigterm_stops_the_process() {
+fn sigterm_and_sigint_stop_the_process() {
     // With a node that does not stop by itself the shell gives up after the
-    // shutdown timeout; either way the process must go away promptly.
-    let dir = tempfile::tempdir().unwrap();
-    let mut broker = Broker::start(&["--data-dir", dir_arg(dir.path()), "--shutdown-timeout", "2"]);
-    let _client = TcpStream::connect(broker.addr).unwrap();
-    broker.signal("TERM");
-    let status = broker
-        .wait_timeout(Duration::from_secs(10))
-        .expect("still running 10 s after SIGTERM");
-    assert!(matches!(status.code(), Some(0) | Some(1)), "{status:?}");
+    // shutdown timeout (status 1); either way the process must go away
+    // promptly, also when signalled right after printing its address.
+    for signal in ["TERM", "INT"] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut broker =
+            Broker::start(&["--data-dir", dir_arg(dir.path()), "--shutdown-timeout", "2"]);
+        broker.signal(signal);
+        let status = broker
+            .wait_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("still running 10 s after SIG{signal}"));
+        assert!(
+            matches!(status.code(), Some(0) | Some(1)),
+            "SIG{signal}: {status:?}"
+        );
+    }
 }
 
 #[test]

@@ -166,6 +166,9 @@ fn real_main(args: Args) -> Result<(), Fatal> {
             .local_addr()
             .map_err(|err| Fatal(format!("cannot read the bound address: {err}"), 1))?;
         config.advertised = advertised.unwrap_or_else(|| bound.to_string());
+        // Install the handlers before announcing the address, so that a
+        // signal sent right after the line is seen is an orderly stop.
+        let shutdown = shutdown_signal().map_err(|err| Fatal(err, 1))?;
         println!(
             "stormlog-broker listening on {bound} (data dir {})",
             display_dir(&data_dir)
@@ -175,7 +178,7 @@ fn real_main(args: Args) -> Result<(), Fatal> {
             shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
             ..RunOptions::default()
         };
-        runtime::run_with(config, data_dir, listener, options, shutdown_signal())
+        runtime::run_with(config, data_dir, listener, options, shutdown)
             .await
             .map_err(|err| Fatal(format!("{err:#}"), 1))
     })
@@ -185,19 +188,18 @@ fn display_dir(dir: &Path) -> String {
     dir.display().to_string()
 }
 
-/// Completes on SIGTERM or ctrl-c (SIGINT).
-async fn shutdown_signal() {
+/// A future that completes on SIGTERM or ctrl-c (SIGINT). The handlers are
+/// installed at once, not when the future is first polled.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, String> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(err) => {
-            tracing::warn!(%err, "cannot listen for SIGTERM; only ctrl-c stops the broker");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let mut term =
+        signal(SignalKind::terminate()).map_err(|err| format!("cannot handle SIGTERM: {err}"))?;
+    let mut int =
+        signal(SignalKind::interrupt()).map_err(|err| format!("cannot handle SIGINT: {err}"))?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("interrupt received"),
         }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
-    }
+    })
 }
