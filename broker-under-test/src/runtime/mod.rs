@@ -75,7 +75,7 @@ impl Default for RunOptions {
             seed: None,
             shutdown_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
-            event_queue: 4096,
+            event_queue: 1024,
         }
     }
 }
