@@ -11,4 +11,5 @@ pub mod log;
 pub mod memdisk;
 pub mod node;
 pub mod protocol;
+pub mod runtime;
 pub mod seam;

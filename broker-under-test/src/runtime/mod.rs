@@ -1,0 +1,906 @@
+//! The real shell: runs a [`Node`] on tokio, over real sockets, files and clocks.
+//!
+//! It holds no broker logic. It only translates the real world into the
+//! seam's [`Input`]s and carries out the node's [`Output`]s:
+//!
+//! - One event loop task owns the node and is the only place it is stepped.
+//!   Everything else (the accept loop, per-connection readers, outbound
+//!   connects, the disk thread) sends events to it over one channel.
+//! - Each connection has a reader task (`Received` chunks, then `Closed` on
+//!   EOF or error) and a writer task fed by an unbounded channel of bytes,
+//!   written in order. `Output::Close` drops the sender: the writer flushes
+//!   what is queued, then shuts the socket down.
+//! - Timers live in the loop (a map plus `sleep_until` the earliest).
+//! - Disk operations run on one dedicated thread per node, strictly FIFO,
+//!   which is what the seam's ordering rule asks of a driver.
+//! - `Now` is the monotonic time since the shell started plus the wall clock.
+//!
+//! This is the only code of the broker that reads real time or randomness.
+
+pub mod disk;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::{AbortHandle, JoinHandle};
+use tokio::time::Instant;
+
+use crate::config::BrokerConfig;
+use crate::node::Node;
+use crate::seam::{
+    ConnId, DiskExecutor, DiskOp, DiskReqId, Input, Now, Output, TimerId, OUTBOUND_CONN_BASE,
+};
+
+pub use disk::RealDisk;
+
+/// What the shell drives: a state machine stepped through the seam. The
+/// broker's [`Node`] is the one that matters; tests drive scripted machines
+/// to check the shell's own behaviour.
+pub trait Machine {
+    fn step(&mut self, now: Now, input: Input, out: &mut Vec<Output>);
+}
+
+impl Machine for Node {
+    fn step(&mut self, now: Now, input: Input, out: &mut Vec<Output>) {
+        Node::step(self, now, input, out)
+    }
+}
+
+/// How the shell runs a node, beyond the broker's own configuration.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The seed handed to [`Node::new`]; `None` draws one from the wall clock.
+    pub seed: Option<u64>,
+    /// How long to wait for the node's `Output::Stopped` after
+    /// `Input::Shutdown` before giving up ([`run`] then returns an error).
+    pub shutdown_timeout: Duration,
+    /// How long an outbound connect may take before it is `ConnectFailed`.
+    pub connect_timeout: Duration,
+    /// Capacity of the event channel into the loop (backpressure for readers).
+    pub event_queue: usize,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            seed: None,
+            shutdown_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            event_queue: 1024,
+        }
+    }
+}
+
+/// A seed from the wall clock and the process id (the real shell may do this).
+pub fn seed_from_clock() -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    // splitmix64 over the clock and pid, so nearby starts get unrelated seeds.
+    let mut z = nanos ^ ((std::process::id() as u64) << 32);
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Bind a listener on `addr` (`"127.0.0.1:0"` for an ephemeral port).
+pub async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+}
+
+/// Run a broker node over `listener` and the files under `data_dir` until
+/// `shutdown` completes, then shut it down gracefully. The seed comes from
+/// the wall clock; see [`run_with`] for the other options.
+pub async fn run(
+    config: BrokerConfig,
+    data_dir: PathBuf,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    run_with(config, data_dir, listener, RunOptions::default(), shutdown).await
+}
+
+/// [`run`] with explicit [`RunOptions`].
+///
+/// Returns `Ok` once the node emitted `Output::Stopped` (after `shutdown`
+/// completed, or on its own) and queued writes were flushed; an error if the
+/// node did not stop within `options.shutdown_timeout`.
+pub async fn run_with(
+    config: BrokerConfig,
+    data_dir: PathBuf,
+    listener: TcpListener,
+    options: RunOptions,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let seed = options.seed.unwrap_or_else(seed_from_clock);
+    tracing::info!(
+        node_id = config.node_id,
+        advertised = %config.advertised,
+        data_dir = %data_dir.display(),
+        seed,
+        "starting node"
+    );
+    let node = Node::new(config, seed);
+    run_machine(node, data_dir, listener, options, shutdown).await
+}
+
+/// Drive any [`Machine`] the way [`run_with`] drives a [`Node`] (`options.seed` is unused).
+pub async fn run_machine<M: Machine>(
+    node: M,
+    data_dir: PathBuf,
+    listener: TcpListener,
+    options: RunOptions,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let (events_tx, events_rx) = mpsc::channel(options.event_queue.max(1));
+    let disk = DiskThread::start(RealDisk::new(data_dir), events_tx.clone())?;
+    let accept = tokio::spawn(accept_loop(listener, events_tx.clone()));
+    let mut shell = Shell {
+        node,
+        start: Instant::now(),
+        events_tx,
+        events_rx,
+        conns: BTreeMap::new(),
+        connecting: BTreeSet::new(),
+        timers: BTreeMap::new(),
+        timer_queue: BTreeSet::new(),
+        disk: Some(disk),
+        options,
+        outputs: Vec::new(),
+        stopped: false,
+    };
+    let result = shell.event_loop(shutdown, accept.abort_handle()).await;
+    accept.abort();
+    shell.finish().await;
+    result
+}
+
+/// A broker running in-process on its own tokio task, for tests.
+pub struct BrokerHandle {
+    addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl BrokerHandle {
+    /// The address the broker listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Ask for a graceful shutdown and wait for it.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.task.await.context("broker task panicked")?
+    }
+
+    /// Stop the broker abruptly, as a crash would (no graceful shutdown).
+    pub fn abort(self) {
+        self.task.abort();
+    }
+}
+
+/// Start a broker in-process on `listen` (e.g. `"127.0.0.1:0"`), advertising
+/// the address it actually bound, and return at once.
+pub async fn start(
+    mut config: BrokerConfig,
+    data_dir: PathBuf,
+    listen: &str,
+    options: RunOptions,
+) -> anyhow::Result<BrokerHandle> {
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let listener = bind(listen).await?;
+    let addr = listener.local_addr()?;
+    config.advertised = addr.to_string();
+    let (tx, rx) = oneshot::channel::<()>();
+    let shutdown = async move {
+        let _ = rx.await;
+    };
+    let task = tokio::spawn(run_with(config, data_dir, listener, options, shutdown));
+    Ok(BrokerHandle {
+        addr,
+        shutdown: Some(tx),
+        task,
+    })
+}
+
+/// What the other tasks tell the event loop.
+enum Event {
+    /// A ready input for the node.
+    Input(Input),
+    /// The accept loop took a connection.
+    Accepted {
+        conn: ConnId,
+        peer: SocketAddr,
+        stream: TcpStream,
+    },
+    /// An outbound connect finished.
+    ConnectDone {
+        conn: ConnId,
+        result: std::io::Result<TcpStream>,
+    },
+}
+
+struct Conn {
+    /// Dropping it lets the writer flush and shut the socket down.
+    writer: mpsc::UnboundedSender<Bytes>,
+    writer_task: JoinHandle<()>,
+    reader: AbortHandle,
+}
+
+struct Shell<M> {
+    node: M,
+    start: Instant,
+    events_tx: mpsc::Sender<Event>,
+    events_rx: mpsc::Receiver<Event>,
+    conns: BTreeMap<ConnId, Conn>,
+    /// Outbound connects in flight that the node still wants.
+    connecting: BTreeSet<ConnId>,
+    /// Timer id -> deadline (nanoseconds since `start`).
+    timers: BTreeMap<TimerId, u64>,
+    /// (deadline, id), to find the earliest.
+    timer_queue: BTreeSet<(u64, TimerId)>,
+    disk: Option<DiskThread>,
+    options: RunOptions,
+    outputs: Vec<Output>,
+    stopped: bool,
+}
+
+impl<M: Machine> Shell<M> {
+    fn now(&self) -> Now {
+        let mono_nanos = Instant::now()
+            .saturating_duration_since(self.start)
+            .as_nanos() as u64;
+        let wall_millis = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        Now {
+            mono_nanos,
+            wall_millis,
+        }
+    }
+
+    /// The instant of monotonic time `at_nanos` (far in the future if out of range).
+    fn deadline(&self, at_nanos: u64) -> Instant {
+        self.start
+            .checked_add(Duration::from_nanos(at_nanos))
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 24 * 3600))
+    }
+
+    async fn event_loop(
+        &mut self,
+        shutdown: impl Future<Output = ()>,
+        accept: AbortHandle,
+    ) -> anyhow::Result<()> {
+        tokio::pin!(shutdown);
+        let mut shutting_down = false;
+        // Only read when `shutting_down`.
+        let mut give_up_at = Instant::now();
+        self.step(Input::Start);
+        while !self.stopped {
+            let next_timer = self.timer_queue.first().map(|&(at, _)| self.deadline(at));
+            tokio::select! {
+                biased;
+                _ = &mut shutdown, if !shutting_down => {
+                    tracing::info!("shutting down");
+                    shutting_down = true;
+                    give_up_at = Instant::now() + self.options.shutdown_timeout;
+                    accept.abort();
+                    self.step(Input::Shutdown);
+                }
+                _ = tokio::time::sleep_until(give_up_at), if shutting_down => {
+                    tracing::warn!(
+                        timeout = ?self.options.shutdown_timeout,
+                        "node did not stop in time; exiting anyway"
+                    );
+                    anyhow::bail!(
+                        "node did not stop within {:?} of the shutdown request",
+                        self.options.shutdown_timeout
+                    );
+                }
+                _ = sleep_until_opt(next_timer), if next_timer.is_some() => self.fire_timers(),
+                event = self.events_rx.recv() => match event {
+                    Some(event) => self.handle(event),
+                    // Unreachable while we hold `events_tx`.
+                    None => anyhow::bail!("event channel closed"),
+                },
+            }
+        }
+        tracing::info!("node stopped");
+        Ok(())
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Input(input) => {
+                match &input {
+                    // Nothing may reach the node about a connection it closed.
+                    Input::Received { conn, .. } if !self.conns.contains_key(conn) => return,
+                    Input::Closed { conn } => {
+                        let Some(c) = self.conns.remove(conn) else {
+                            return;
+                        };
+                        tracing::debug!(conn, "connection closed by peer");
+                        c.reader.abort();
+                    }
+                    _ => {}
+                }
+                self.step(input);
+            }
+            Event::Accepted { conn, peer, stream } => {
+                tracing::debug!(conn, %peer, "connection accepted");
+                self.add_conn(conn, stream);
+                self.step(Input::Accepted {
+                    conn,
+                    peer: peer.to_string(),
+                });
+            }
+            Event::ConnectDone { conn, result } => {
+                if !self.connecting.remove(&conn) {
+                    // The node closed it meanwhile; drop the stream.
+                    return;
+                }
+                match result {
+                    Ok(stream) => {
+                        tracing::debug!(conn, "outbound connection established");
+                        self.add_conn(conn, stream);
+                        self.step(Input::Connected { conn });
+                    }
+                    Err(err) => {
+                        tracing::warn!(conn, %err, "outbound connection failed");
+                        self.step(Input::ConnectFailed { conn });
+                    }
+                }
+            }
+        }
+    }
+
+    fn add_conn(&mut self, conn: ConnId, stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        let (read, write) = stream.into_split();
+        let (writer, queue) = mpsc::unbounded_channel();
+        let writer_task = tokio::spawn(write_loop(conn, write, queue, self.events_tx.clone()));
+        let reader = tokio::spawn(read_loop(conn, read, self.events_tx.clone())).abort_handle();
+        self.conns.insert(
+            conn,
+            Conn {
+                writer,
+                writer_task,
+                reader,
+            },
+        );
+    }
+
+    fn fire_timers(&mut self) {
+        loop {
+            let now = self.now().mono_nanos;
+            let Some(&(at, id)) = self.timer_queue.first() else {
+                return;
+            };
+            if at > now {
+                return;
+            }
+            self.timer_queue.remove(&(at, id));
+            self.timers.remove(&id);
+            self.step(Input::TimerFired { id });
+        }
+    }
+
+    /// Step the node with one input and carry out what it asks for.
+    fn step(&mut self, input: Input) {
+        let now = self.now();
+        let mut outputs = std::mem::take(&mut self.outputs);
+        self.node.step(now, input, &mut outputs);
+        for output in outputs.drain(..) {
+            self.carry_out(output);
+        }
+        self.outputs = outputs;
+    }
+
+    fn carry_out(&mut self, output: Output) {
+        match output {
+            Output::Send { conn, bytes } => match self.conns.get(&conn) {
+                Some(c) => {
+                    // A failed send means the writer is gone; its Closed is on the way.
+                    let _ = c.writer.send(bytes);
+                }
+                None => tracing::debug!(conn, "send to a closed connection dropped"),
+            },
+            Output::Close { conn } => {
+                self.connecting.remove(&conn);
+                if let Some(c) = self.conns.remove(&conn) {
+                    tracing::debug!(conn, "closing connection");
+                    c.reader.abort();
+                    // Dropping `c.writer` lets the writer flush, then shut down.
+                }
+            }
+            Output::Connect { conn, addr } => {
+                if conn < OUTBOUND_CONN_BASE {
+                    tracing::warn!(conn, "outbound connection id below OUTBOUND_CONN_BASE");
+                }
+                self.connecting.insert(conn);
+                let events = self.events_tx.clone();
+                let timeout = self.options.connect_timeout;
+                tokio::spawn(async move {
+                    let result =
+                        match tokio::time::timeout(timeout, TcpStream::connect(&addr)).await {
+                            Ok(result) => result,
+                            Err(_) => Err(std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                format!("connect to {addr} timed out"),
+                            )),
+                        };
+                    let _ = events.send(Event::ConnectDone { conn, result }).await;
+                });
+            }
+            Output::SetTimer { id, at_nanos } => {
+                if let Some(old) = self.timers.insert(id, at_nanos) {
+                    self.timer_queue.remove(&(old, id));
+                }
+                self.timer_queue.insert((at_nanos, id));
+            }
+            Output::CancelTimer { id } => {
+                if let Some(old) = self.timers.remove(&id) {
+                    self.timer_queue.remove(&(old, id));
+                }
+            }
+            Output::Disk { req, op } => match &self.disk {
+                Some(disk) => disk.submit(req, op),
+                None => tracing::warn!(req, "disk request after the disk thread stopped"),
+            },
+            Output::Stopped => self.stopped = true,
+        }
+    }
+
+    /// Close every connection after flushing what is queued, stop the disk thread.
+    async fn finish(&mut self) {
+        let conns = std::mem::take(&mut self.conns);
+        let mut writers = Vec::new();
+        for (_, conn) in conns {
+            conn.reader.abort();
+            writers.push(conn.writer_task);
+            // conn.writer dropped here.
+        }
+        let flush = async {
+            for writer in writers {
+                let _ = writer.await;
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(5), flush)
+            .await
+            .is_err()
+        {
+            tracing::warn!("some connections did not flush within 5 s");
+        }
+        // The disk thread finishes the operations already queued, then exits.
+        // Nothing reads its completions any more, so close the channel first.
+        self.events_rx.close();
+        if let Some(disk) = self.disk.take() {
+            let _ = tokio::task::spawn_blocking(move || disk.join()).await;
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn accept_loop(listener: TcpListener, events: mpsc::Sender<Event>) {
+    let mut next: ConnId = 1;
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let conn = next;
+                next += 1;
+                debug_assert!(next < OUTBOUND_CONN_BASE);
+                if events
+                    .send(Event::Accepted { conn, peer, stream })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(err) => {
+                // EMFILE and friends: back off rather than spin.
+                tracing::warn!(%err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn read_loop(conn: ConnId, mut read: OwnedReadHalf, events: mpsc::Sender<Event>) {
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    loop {
+        if buf.capacity() < 16 * 1024 {
+            buf.reserve(64 * 1024);
+        }
+        match read.read_buf(&mut buf).await {
+            Ok(0) => break,
+            Ok(_) => {
+                let bytes = buf.split().freeze();
+                if events
+                    .send(Event::Input(Input::Received { conn, bytes }))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(err) => {
+                tracing::debug!(conn, %err, "read failed");
+                break;
+            }
+        }
+    }
+    let _ = events.send(Event::Input(Input::Closed { conn })).await;
+}
+
+async fn write_loop(
+    conn: ConnId,
+    mut write: OwnedWriteHalf,
+    mut queue: mpsc::UnboundedReceiver<Bytes>,
+    events: mpsc::Sender<Event>,
+) {
+    while let Some(bytes) = queue.recv().await {
+        if let Err(err) = write.write_all(&bytes).await {
+            tracing::debug!(conn, %err, "write failed");
+            let _ = events.send(Event::Input(Input::Closed { conn })).await;
+            return;
+        }
+    }
+    // The node (or the shell) closed the connection: everything is written.
+    let _ = write.shutdown().await;
+}
+
+/// One std thread executing a node's disk operations strictly in order.
+struct DiskThread {
+    queue: std::sync::mpsc::Sender<(DiskReqId, DiskOp)>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl DiskThread {
+    fn start(mut disk: RealDisk, events: mpsc::Sender<Event>) -> anyhow::Result<DiskThread> {
+        let (queue, ops) = std::sync::mpsc::channel::<(DiskReqId, DiskOp)>();
+        let thread = std::thread::Builder::new()
+            .name("stormlog-disk".to_string())
+            .spawn(move || {
+                while let Ok((req, op)) = ops.recv() {
+                    let result = disk.execute(&op);
+                    if let Err(err) = &result {
+                        tracing::warn!(req, %err, "disk operation failed");
+                    }
+                    let done = Event::Input(Input::DiskDone { req, result });
+                    if events.blocking_send(done).is_err() {
+                        // The loop is gone; finish the queue without reporting.
+                        for (_, op) in ops.try_iter() {
+                            let _ = disk.execute(&op);
+                        }
+                        return;
+                    }
+                }
+            })
+            .context("cannot start the disk thread")?;
+        Ok(DiskThread { queue, thread })
+    }
+
+    fn submit(&self, req: DiskReqId, op: DiskOp) {
+        if self.queue.send((req, op)).is_err() {
+            tracing::warn!(req, "disk thread is gone; request dropped");
+        }
+    }
+
+    fn join(self) {
+        drop(self.queue);
+        let _ = self.thread.join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seam::{DiskReply, DiskReqId};
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    #[tokio::test]
+    async fn starts_accepts_and_times_out_shutdown_with_stub_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = RunOptions {
+            seed: Some(7),
+            shutdown_timeout: Duration::from_millis(200),
+            ..RunOptions::default()
+        };
+        let broker = start(
+            BrokerConfig::default(),
+            dir.path().join("data"),
+            "127.0.0.1:0",
+            options,
+        )
+        .await
+        .unwrap();
+        assert!(dir.path().join("data").is_dir());
+        let mut stream = TcpStream::connect(broker.addr()).await.unwrap();
+        stream.write_all(b"\0\0\0\x04abcd").await.unwrap();
+        // Whether the node stops on its own is the node's business; the shell
+        // must return either way, within the timeout.
+        let result = tokio::time::timeout(Duration::from_secs(10), broker.shutdown())
+            .await
+            .expect("shutdown hung");
+        if let Err(err) = result {
+            assert!(err.to_string().contains("did not stop"), "{err}");
+        }
+    }
+
+    /// A line-based scripted machine that exercises every kind of output.
+    #[derive(Default)]
+    struct Script {
+        lines: BTreeMap<ConnId, Vec<u8>>,
+        open: BTreeSet<ConnId>,
+        next_req: DiskReqId,
+        /// Disk request -> the connection to answer when it completes.
+        disk_waiters: BTreeMap<DiskReqId, ConnId>,
+        next_done: DiskReqId,
+        next_out: ConnId,
+        /// Outbound connection -> the inbound one that asked for it.
+        outbound: BTreeMap<ConnId, ConnId>,
+        started: bool,
+    }
+
+    impl Script {
+        fn send(out: &mut Vec<Output>, conn: ConnId, text: &str) {
+            out.push(Output::Send {
+                conn,
+                bytes: Bytes::from(format!("{text}\n")),
+            });
+        }
+
+        fn disk(&mut self, out: &mut Vec<Output>, op: DiskOp) -> DiskReqId {
+            let req = self.next_req;
+            self.next_req += 1;
+            out.push(Output::Disk { req, op });
+            req
+        }
+
+        fn command(&mut self, now: Now, conn: ConnId, line: &str, out: &mut Vec<Output>) {
+            let (word, arg) = line.split_once(' ').unwrap_or((line, ""));
+            match word {
+                "echo" => Self::send(out, conn, arg),
+                "close" => {
+                    Self::send(out, conn, "bye");
+                    out.push(Output::Close { conn });
+                }
+                "timer" => {
+                    let millis: u64 = arg.parse().unwrap();
+                    // A timer that is set, moved and cancelled never fires.
+                    out.push(Output::SetTimer {
+                        id: conn + 1000,
+                        at_nanos: now.after_millis(1),
+                    });
+                    out.push(Output::SetTimer {
+                        id: conn + 1000,
+                        at_nanos: now.after_millis(millis),
+                    });
+                    out.push(Output::CancelTimer { id: conn + 1000 });
+                    out.push(Output::SetTimer {
+                        id: conn,
+                        at_nanos: now.after_millis(millis),
+                    });
+                }
+                "disk" => {
+                    // Issued together: only FIFO execution makes them succeed.
+                    let p = |s: &str| s.to_string();
+                    self.disk(out, DiskOp::CreateDir { path: p("d") });
+                    self.disk(out, DiskOp::Create { path: p("d/f") });
+                    for (offset, data) in [(0, "abc"), (3, "def")] {
+                        self.disk(
+                            out,
+                            DiskOp::Write {
+                                path: p("d/f"),
+                                offset,
+                                data: Bytes::from(data),
+                            },
+                        );
+                    }
+                    self.disk(out, DiskOp::SyncFile { path: p("d/f") });
+                    self.disk(out, DiskOp::SyncDir { path: p("d") });
+                    let req = self.disk(
+                        out,
+                        DiskOp::Read {
+                            path: p("d/f"),
+                            offset: 0,
+                            len: 100,
+                        },
+                    );
+                    self.disk_waiters.insert(req, conn);
+                }
+                "connect" => {
+                    let out_conn = OUTBOUND_CONN_BASE + self.next_out;
+                    self.next_out += 1;
+                    self.outbound.insert(out_conn, conn);
+                    out.push(Output::Connect {
+                        conn: out_conn,
+                        addr: arg.to_string(),
+                    });
+                }
+                other => Self::send(out, conn, &format!("unknown {other}")),
+            }
+        }
+    }
+
+    impl Machine for Script {
+        fn step(&mut self, now: Now, input: Input, out: &mut Vec<Output>) {
+            match input {
+                Input::Start => self.started = true,
+                Input::Accepted { conn, .. } => {
+                    assert!(self.started && (1..OUTBOUND_CONN_BASE).contains(&conn));
+                    assert!(self.open.insert(conn), "conn {conn} accepted twice");
+                }
+                Input::Received { conn, bytes } => {
+                    assert!(self.open.contains(&conn), "bytes on unknown conn {conn}");
+                    let buf = self.lines.entry(conn).or_default();
+                    buf.extend_from_slice(&bytes);
+                    let mut lines = Vec::new();
+                    while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
+                        let line: Vec<u8> = buf.drain(..=pos).collect();
+                        lines.push(String::from_utf8(line).unwrap().trim().to_string());
+                    }
+                    for line in lines {
+                        self.command(now, conn, &line, out);
+                    }
+                }
+                Input::Closed { conn } => {
+                    assert!(self.open.remove(&conn), "Closed for unknown conn {conn}");
+                }
+                Input::Connected { conn } => {
+                    let origin = self.outbound[&conn];
+                    Self::send(out, conn, "hello from outbound");
+                    Self::send(out, origin, "connected");
+                }
+                Input::ConnectFailed { conn } => {
+                    let origin = self.outbound.remove(&conn).unwrap();
+                    Self::send(out, origin, "connect failed");
+                }
+                Input::TimerFired { id } => {
+                    assert!(id < 1000, "cancelled timer {id} fired");
+                    Self::send(out, id, "fired");
+                }
+                Input::DiskDone { req, result } => {
+                    assert_eq!(req, self.next_done, "disk completions out of order");
+                    self.next_done += 1;
+                    if let Some(conn) = self.disk_waiters.remove(&req) {
+                        match result {
+                            Ok(DiskReply::Data(data)) => Self::send(
+                                out,
+                                conn,
+                                &format!("read {}", String::from_utf8_lossy(&data)),
+                            ),
+                            other => Self::send(out, conn, &format!("disk {other:?}")),
+                        }
+                    } else if let Err(err) = result {
+                        panic!("disk request {req} failed: {err}");
+                    }
+                }
+                Input::Shutdown => {
+                    for &conn in &self.open {
+                        Self::send(out, conn, "shutting down");
+                    }
+                    out.push(Output::Stopped);
+                }
+            }
+        }
+    }
+
+    async fn line(reader: &mut BufReader<TcpStream>) -> String {
+        let mut line = String::new();
+        tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line))
+            .await
+            .expect("no line within 5 s")
+            .unwrap();
+        line.trim_end().to_string()
+    }
+
+    async fn say(reader: &mut BufReader<TcpStream>, text: &str) {
+        reader
+            .get_mut()
+            .write_all(format!("{text}\n").as_bytes())
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shell_carries_out_every_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let listener = bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let shell = tokio::spawn(run_machine(
+            Script::default(),
+            data.clone(),
+            listener,
+            RunOptions::default(),
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+
+        let mut a = BufReader::new(TcpStream::connect(addr).await.unwrap());
+        say(&mut a, "echo hello").await;
+        assert_eq!(line(&mut a).await, "hello");
+
+        // Timers: the moved-then-cancelled one never fires.
+        let started = Instant::now();
+        say(&mut a, "timer 100").await;
+        assert_eq!(line(&mut a).await, "fired");
+        assert!(started.elapsed() >= Duration::from_millis(100));
+
+        // Disk: a chain of dependent operations issued at once.
+        say(&mut a, "disk").await;
+        assert_eq!(line(&mut a).await, "read abcdef");
+        assert_eq!(std::fs::read(data.join("d/f")).unwrap(), b"abcdef");
+
+        // Outbound connections, to a listener of our own and to nowhere.
+        let peer = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        say(&mut a, &format!("connect {}", peer.local_addr().unwrap())).await;
+        let (peer_stream, _) = peer.accept().await.unwrap();
+        assert_eq!(line(&mut a).await, "connected");
+        let mut peer_stream = BufReader::new(peer_stream);
+        assert_eq!(line(&mut peer_stream).await, "hello from outbound");
+        let refused = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        say(&mut a, &format!("connect {refused}")).await;
+        assert_eq!(line(&mut a).await, "connect failed");
+
+        // Close: what was sent before it is flushed, then EOF.
+        let mut b = BufReader::new(TcpStream::connect(addr).await.unwrap());
+        say(&mut b, "echo one\nclose").await;
+        assert_eq!(line(&mut b).await, "one");
+        assert_eq!(line(&mut b).await, "bye");
+        assert_eq!(line(&mut b).await, "", "expected EOF after Close");
+
+        // A peer that goes away is reported once (Script asserts that).
+        let c = TcpStream::connect(addr).await.unwrap();
+        drop(c);
+
+        // Shutdown: outputs of the last step are flushed before the shell returns.
+        say(&mut a, "echo still here").await;
+        assert_eq!(line(&mut a).await, "still here");
+        stop_tx.send(()).unwrap();
+        assert_eq!(line(&mut a).await, "shutting down");
+        tokio::time::timeout(Duration::from_secs(10), shell)
+            .await
+            .expect("shell did not return")
+            .unwrap()
+            .unwrap();
+        assert_eq!(line(&mut a).await, "", "connections are closed at the end");
+        assert!(
+            TcpStream::connect(addr).await.is_err(),
+            "listener must be closed after shutdown"
+        );
+    }
+}
