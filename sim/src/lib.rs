@@ -1,1 +1,11 @@
-//! sim
+//! The simulated world in which Stormlog brokers and simulated clients run,
+//! driven by one seed: clock, network, disks, processes, faults, the trace,
+//! scenarios and the runner behind the `stormlog` CLI.
+
+pub mod disk;
+pub mod fault;
+pub mod net;
+pub mod run;
+pub mod scenario;
+pub mod trace;
+pub mod world;

@@ -1,0 +1,359 @@
+//! One run of a scenario with a seed: build the world, strike and heal the
+//! planned faults, let the workload run, then judge the histories.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use broker::config::{BrokerConfig, Properties};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use workloads::check::{check_delivery, Anomaly};
+use workloads::consumer::{Consumer, ConsumerConfig};
+use workloads::history::{History, Outcome};
+use workloads::producer::{Producer, ProducerConfig};
+
+use crate::disk::SimDisk;
+use crate::fault::{plan, FaultKind, PlannedFault};
+use crate::net::ProcId;
+use crate::scenario::Scenario;
+use crate::world::{derive_rng, Actor, World};
+
+/// Something the run does to the world at a planned time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorldAction {
+    Strike(PlannedFault),
+    Heal(PlannedFault),
+}
+
+/// What a run found.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunResult {
+    pub scenario: String,
+    pub seed: u64,
+    pub pass: bool,
+    /// Why it failed (empty on a pass).
+    pub reasons: Vec<String>,
+    pub anomalies: Vec<Anomaly>,
+    /// Anomaly kinds found, sorted, deduplicated.
+    pub found: Vec<String>,
+    pub expected: Vec<String>,
+    pub trace_hash: String,
+    pub events: u64,
+    pub simulated_ms: u64,
+    pub faults: Vec<PlannedFault>,
+    pub sends: SendCounts,
+    pub reads: usize,
+    /// Broker restarts (recoveries) during the run.
+    pub restarts: u32,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SendCounts {
+    pub ok: usize,
+    pub fail: usize,
+    pub unknown: usize,
+    pub in_flight: usize,
+}
+
+/// Options beyond scenario and seed.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Keep every trace record (for `replay --trace`).
+    pub keep_trace: bool,
+}
+
+/// A built world with its processes, ready to run.
+pub struct Run {
+    pub world: World,
+    pub scenario: Scenario,
+    pub brokers: Vec<ProcId>,
+    pub producers: Vec<ProcId>,
+    pub consumers: Vec<ProcId>,
+    pub faults: Vec<PlannedFault>,
+}
+
+/// The broker config a scenario asks for.
+pub fn broker_config(scenario: &Scenario, node_index: u32) -> Result<BrokerConfig, String> {
+    let mut config = BrokerConfig {
+        node_id: node_index as i32,
+        advertised: format!("node-{node_index}:9092"),
+        num_partitions: scenario.topic.partitions as i32,
+        ..BrokerConfig::default()
+    };
+    let props = Properties::parse(&scenario.broker_properties()).map_err(|e| format!("[broker] {e}"))?;
+    config.apply_properties(&props).map_err(|e| format!("[broker] {e}"))?;
+    Ok(config)
+}
+
+impl Run {
+    pub fn new(scenario: &Scenario, seed: u64, options: &RunOptions) -> Result<Run, String> {
+        let mut world = World::new(seed, scenario, options.keep_trace);
+        let mut brokers = Vec::new();
+        for index in 0..scenario.brokers {
+            let config = broker_config(scenario, index)?;
+            brokers.push(world.add_broker(index, config, SimDisk::new(scenario.disk.clone())));
+        }
+        let bootstrap = "node-0:9092".to_string();
+        let duration = scenario.duration_ms * 1_000_000;
+        let quiet = scenario.quiet_ms * 1_000_000;
+        let mut producers = Vec::new();
+        for i in 0..scenario.workload.producers {
+            let config = ProducerConfig {
+                process: i,
+                bootstrap: bootstrap.clone(),
+                topic: scenario.topic.name.clone(),
+                rate: scenario.workload.rate,
+                value_bytes: scenario.workload.value_bytes,
+                acks: scenario.acks(),
+                max_in_flight: scenario.workload.max_in_flight,
+                request_timeout_ms: scenario.workload.request_timeout_ms,
+                // Keep writing into the healed period: liveness needs writes to succeed again.
+                stop_at_nanos: duration + quiet / 2,
+            };
+            let producer = Producer::new(config, 1 + i as u64 * 1_000_000);
+            producers.push(world.add_client(format!("producer-{i}"), Actor::Producer(Box::new(producer))));
+        }
+        let mut consumers = Vec::new();
+        for i in 0..scenario.workload.consumers {
+            let process = scenario.workload.producers + i;
+            let config = ConsumerConfig {
+                process,
+                bootstrap: bootstrap.clone(),
+                topic: scenario.topic.name.clone(),
+                max_wait_ms: 500,
+                request_timeout_ms: scenario.workload.request_timeout_ms,
+            };
+            let consumer = Consumer::new(config, 1 + process as u64 * 1_000_000);
+            consumers.push(world.add_client(format!("consumer-{i}"), Actor::Consumer(Box::new(consumer))));
+        }
+        let faults = plan(scenario, &mut derive_rng(seed, 3));
+        for fault in &faults {
+            world.schedule_action(fault.start_ms * 1_000_000, WorldAction::Strike(fault.clone()));
+            world.schedule_action(fault.end_ms * 1_000_000, WorldAction::Heal(fault.clone()));
+        }
+        Ok(Run { world, scenario: scenario.clone(), brokers, producers, consumers, faults })
+    }
+
+    /// Run to the end of the quiet period and judge.
+    pub fn execute(mut self) -> RunResult {
+        let end = (self.scenario.duration_ms + self.scenario.quiet_ms) * 1_000_000;
+        self.run_until(end);
+        self.judge()
+    }
+
+    /// Run until `until`, carrying out planned actions on the way.
+    pub fn run_until(&mut self, until: u64) {
+        loop {
+            let actions = self.world.run_until(until);
+            if actions.is_empty() {
+                break;
+            }
+            for action in actions {
+                self.apply(action);
+            }
+        }
+    }
+
+    fn clients(&self) -> Vec<ProcId> {
+        self.producers.iter().chain(&self.consumers).copied().collect()
+    }
+
+    fn apply(&mut self, action: WorldAction) {
+        let (fault, strike) = match action {
+            WorldAction::Strike(f) => (f, true),
+            WorldAction::Heal(f) => (f, false),
+        };
+        let Some(&broker) = self.brokers.get(fault.node as usize) else { return };
+        let verb = if strike { "strike" } else { "heal" };
+        let now = self.world.now;
+        self.world.trace.world(now, broker, format!("{verb} {}", fault.kind.name()));
+        let clients = self.clients();
+        let w = &mut self.world;
+        match (fault.kind, strike) {
+            (FaultKind::Crash, true) => w.crash(broker, true),
+            (FaultKind::Kill, true) => w.crash(broker, false),
+            (FaultKind::Crash | FaultKind::Kill, false) => w.restart(broker),
+            (FaultKind::Pause, true) => w.pause(broker),
+            (FaultKind::Pause, false) => w.resume(broker),
+            (FaultKind::Partition, true) => {
+                for c in clients {
+                    w.net.links.blocked.insert((c, broker));
+                    w.net.links.blocked.insert((broker, c));
+                }
+            }
+            (FaultKind::PartitionOneWay, true) => {
+                for c in clients {
+                    w.net.links.blocked.insert((broker, c));
+                }
+            }
+            (FaultKind::Clog, true) => {
+                for c in clients {
+                    w.net.links.clogged.insert((c, broker));
+                    w.net.links.clogged.insert((broker, c));
+                }
+            }
+            (FaultKind::Partition | FaultKind::PartitionOneWay | FaultKind::Clog, false) => {
+                w.net.links.blocked.retain(|(a, b)| *a != broker && *b != broker);
+                w.net.links.clogged.retain(|(a, b)| *a != broker && *b != broker);
+                w.release_links();
+            }
+            (FaultKind::Reset, true) => w.reset_all(broker),
+            (FaultKind::Reset, false) => {}
+            (FaultKind::SlowDisk, true) => {
+                let factor = w.disk_rng().gen_range(10..=100);
+                if let Some(h) = w.broker_mut(broker) {
+                    h.disk.faults.slow_factor = factor;
+                }
+            }
+            (FaultKind::DiskStall, true) => w.stall_disk(broker, fault.end_ms * 1_000_000),
+            (FaultKind::LatentReadError, true) => self.disk_fault(broker, |d| d.faults.latent_read_errors = true),
+            (FaultKind::MisdirectedWrite, true) => self.disk_fault(broker, |d| d.faults.misdirected_writes = true),
+            (FaultKind::FailSync, true) => self.disk_fault(broker, |d| d.faults.failing_syncs = true),
+            (FaultKind::FullDisk, true) => self.disk_fault(broker, |d| d.fill()),
+            (FaultKind::BitFlip, true) => {
+                let w = &mut self.world;
+                let mut rng = derive_rng(w.seed ^ now, 4);
+                if let Some(h) = w.broker_mut(broker) {
+                    h.disk.flip_bit(&mut rng);
+                }
+            }
+            (
+                FaultKind::SlowDisk
+                | FaultKind::DiskStall
+                | FaultKind::LatentReadError
+                | FaultKind::MisdirectedWrite
+                | FaultKind::FailSync
+                | FaultKind::FullDisk
+                | FaultKind::BitFlip,
+                false,
+            ) => {
+                self.disk_fault(broker, |d| {
+                    d.faults.slow_factor = 1;
+                    d.faults.latent_read_errors = false;
+                    d.faults.misdirected_writes = false;
+                    d.faults.failing_syncs = false;
+                    d.free();
+                });
+                // A log that failed stays offline until its broker restarts,
+                // as in Kafka; the operator restarts it once the disk is healthy.
+                let offline = self
+                    .world
+                    .broker(broker)
+                    .and_then(|h| h.node.as_ref())
+                    .is_some_and(|n| n.offline_partitions() > 0);
+                if offline {
+                    self.world.crash(broker, false);
+                    self.world.restart(broker);
+                }
+            }
+            (FaultKind::ClockJump, true) => {
+                let jump = w.disk_rng().gen_range(-3_600_000i64..=3_600_000);
+                w.procs[broker as usize].skew_millis += jump;
+            }
+            (FaultKind::ClockJump, false) => w.procs[broker as usize].skew_millis = 0,
+        }
+    }
+
+    fn disk_fault(&mut self, broker: ProcId, f: impl FnOnce(&mut SimDisk)) {
+        if let Some(h) = self.world.broker_mut(broker) {
+            f(&mut h.disk);
+        }
+    }
+
+    /// The merged history of every client.
+    pub fn history(&self) -> History {
+        History::merge(self.world.procs.iter().filter_map(|p| match &p.actor {
+            Actor::Producer(x) => Some(x.history().clone()),
+            Actor::Consumer(x) => Some(x.history().clone()),
+            Actor::Broker(_) => None,
+        }))
+    }
+
+    fn judge(self) -> RunResult {
+        let history = self.history();
+        let heal_nanos = self.scenario.duration_ms * 1_000_000;
+        let mut reasons = Vec::new();
+        let mut anomalies = Vec::new();
+        // A consumer that never reached an offset has not *lost* what is
+        // there: that is a liveness failure, judged separately.
+        let mut reached: BTreeMap<i32, i64> = BTreeMap::new();
+        for &c in &self.consumers {
+            if let Actor::Consumer(consumer) = &self.world.procs[c as usize].actor {
+                for (partition, (position, _)) in consumer.progress() {
+                    let e = reached.entry(partition).or_insert(position);
+                    *e = (*e).max(position);
+                }
+            }
+        }
+        let is_reached = |partition: i32, offset: i64| reached.get(&partition).copied().unwrap_or(0) > offset;
+        let unread: Vec<String> = history
+            .acknowledged()
+            .filter(|(s, offset)| !is_reached(s.partition, *offset))
+            .map(|(s, offset)| format!("partition {} offset {offset}", s.partition))
+            .collect();
+        // Safety is judged on what the consumer got to; the rest is liveness.
+        let mut checked = history.clone();
+        checked.sends.retain(|s| match s.outcome {
+            Some(Outcome::Ok { offset }) => is_reached(s.partition, offset),
+            _ => true,
+        });
+        anomalies.extend(check_delivery(&checked));
+        if !unread.is_empty() {
+            reasons.push(format!(
+                "liveness: {} acknowledged records were not read by the end of the quiet period (first: {})",
+                unread.len(),
+                unread[0]
+            ));
+        }
+        let acked_after_heal = history
+            .acknowledged()
+            .any(|(s, _)| s.invoke_nanos >= heal_nanos);
+        if !acked_after_heal && !self.producers.is_empty() && self.scenario.acks() != 0 {
+            reasons.push("liveness: no write was acknowledged after the faults healed".into());
+        }
+        let found: BTreeSet<String> = anomalies.iter().map(|a| a.kind.clone()).collect();
+        let expected: BTreeSet<String> = self.scenario.expect.iter().cloned().collect();
+        for kind in found.difference(&expected) {
+            let first = anomalies.iter().find(|a| &a.kind == kind).map(|a| a.explanation.clone()).unwrap_or_default();
+            reasons.push(format!("unexpected {kind}: {first}"));
+        }
+        for kind in expected.difference(&found) {
+            reasons.push(format!("expected {kind} but it was not found"));
+        }
+        let mut sends = SendCounts::default();
+        for s in &history.sends {
+            match &s.outcome {
+                Some(Outcome::Ok { .. }) => sends.ok += 1,
+                Some(Outcome::Fail { .. }) => sends.fail += 1,
+                Some(Outcome::Unknown { .. }) => sends.unknown += 1,
+                None => sends.in_flight += 1,
+            }
+        }
+        let restarts = self
+            .brokers
+            .iter()
+            .filter_map(|b| self.world.broker(*b))
+            .map(|h| h.restarts.saturating_sub(1))
+            .sum();
+        RunResult {
+            scenario: self.scenario.name.clone(),
+            seed: self.world.seed,
+            pass: reasons.is_empty(),
+            reasons,
+            anomalies,
+            found: found.into_iter().collect(),
+            expected: expected.into_iter().collect(),
+            trace_hash: format!("{:016x}", self.world.trace.hash()),
+            events: self.world.trace.events,
+            simulated_ms: self.world.now / 1_000_000,
+            faults: self.faults.clone(),
+            sends,
+            reads: history.reads.len(),
+            restarts,
+        }
+    }
+}
+
+/// Run `scenario` with `seed` to the end.
+pub fn run(scenario: &Scenario, seed: u64, options: &RunOptions) -> Result<RunResult, String> {
+    Ok(Run::new(scenario, seed, options)?.execute())
+}
