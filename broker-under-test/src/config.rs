@@ -200,7 +200,8 @@ impl BrokerConfig {
                     log_dirs = Some(first.to_string());
                 }
                 "num.partitions" => {
-                    self.num_partitions = i32::try_from(positive()?).map_err(|_| bad("out of range"))?
+                    self.num_partitions =
+                        i32::try_from(positive()?).map_err(|_| bad("out of range"))?
                 }
                 "default.replication.factor" => {
                     self.default_replication_factor =
@@ -275,12 +276,16 @@ mod tests {
     #[test]
     fn rejects_unknown_and_malformed() {
         let props = Properties::parse("log.segmnt.bytes=5\n").unwrap();
-        let err = BrokerConfig::default().apply_properties(&props).unwrap_err();
+        let err = BrokerConfig::default()
+            .apply_properties(&props)
+            .unwrap_err();
         assert_eq!(err.line, 1);
         assert!(err.message.contains("unknown property"));
 
         let props = Properties::parse("\nnum.partitions=zero\n").unwrap();
-        let err = BrokerConfig::default().apply_properties(&props).unwrap_err();
+        let err = BrokerConfig::default()
+            .apply_properties(&props)
+            .unwrap_err();
         assert_eq!(err.line, 2);
 
         assert!(Properties::parse("just words\n").is_err());

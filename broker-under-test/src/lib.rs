@@ -7,5 +7,7 @@
 
 pub mod config;
 pub mod diskio;
+pub mod log;
+pub mod memdisk;
 pub mod node;
 pub mod seam;

@@ -51,7 +51,8 @@ impl Now {
 
     /// The monotonic instant `millis` after this one.
     pub fn after_millis(&self, millis: u64) -> u64 {
-        self.mono_nanos.saturating_add(millis.saturating_mul(1_000_000))
+        self.mono_nanos
+            .saturating_add(millis.saturating_mul(1_000_000))
     }
 }
 
@@ -133,7 +134,11 @@ pub enum DiskOp {
         data: Bytes,
     },
     /// Read up to `len` bytes from `offset`; fewer at end of file.
-    Read { path: DiskPath, offset: u64, len: u64 },
+    Read {
+        path: DiskPath,
+        offset: u64,
+        len: u64,
+    },
     /// Make the file's contents durable.
     SyncFile { path: DiskPath },
     /// Make the directory's entries (creations, renames, removals) durable.

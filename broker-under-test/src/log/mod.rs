@@ -1,0 +1,3 @@
+//! The partition log.
+
+pub mod batch;
