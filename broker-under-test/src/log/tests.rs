@@ -1,0 +1,1 @@
+//! Tests of the partition log on a MemDisk.
