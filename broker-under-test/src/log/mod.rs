@@ -561,6 +561,9 @@ impl PartitionLog {
         {
             self.last_flush_mono = now.mono_nanos;
             self.issue_sync(io);
+            // Checkpoint what this sync makes durable once it completes.
+            self.checkpoint_after_sync = true;
+            return;
         }
         let current = Checkpoint {
             recovery_point: self.durable,
