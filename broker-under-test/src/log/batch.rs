@@ -229,6 +229,71 @@ fn count_compressed(records: &[u8], compression: Compression) -> Result<usize, S
     result.map_err(|e| format!("{e:#}"))
 }
 
+/// Walk the records of one (possibly compressed) section, calling `f` with
+/// each record's (offset delta, timestamp delta) until it returns true.
+fn walk_record_times(buf: &[u8], f: &mut dyn FnMut(i64, i64) -> bool) -> Result<(), String> {
+    let mut pos = 0;
+    while pos < buf.len() {
+        let len = read_varint(buf, &mut pos).ok_or("malformed record length varint")?;
+        if len <= 0 || len as u64 > (buf.len() - pos) as u64 {
+            return Err(format!(
+                "record length {len} with {} bytes left",
+                buf.len() - pos
+            ));
+        }
+        let end = pos + len as usize;
+        let mut p = pos + 1; // attributes
+        let ts_delta = read_varint(&buf[..end], &mut p).ok_or("malformed timestamp delta")?;
+        let offset_delta = read_varint(&buf[..end], &mut p).ok_or("malformed offset delta")?;
+        if f(offset_delta, ts_delta) {
+            return Ok(());
+        }
+        pos = end;
+    }
+    Ok(())
+}
+
+/// The first record of `batch` (one whole batch) with timestamp >= `target`:
+/// (offset, timestamp). Decompresses if needed; never trusts the record count.
+pub fn find_timestamp(batch: &[u8], target: i64) -> Result<Option<(i64, i64)>, BatchError> {
+    let header = parse_header(batch).map_err(|e| BatchError::Corrupt(format!("{e:?}")))?;
+    let log_append_time = header.attributes & (1 << 3) != 0;
+    let mut found = None;
+    let mut visit = |offset_delta: i64, ts_delta: i64| {
+        let ts = if log_append_time {
+            header.max_timestamp
+        } else {
+            header.base_timestamp.saturating_add(ts_delta)
+        };
+        if ts >= target {
+            found = Some((header.base_offset.saturating_add(offset_delta), ts));
+            true
+        } else {
+            false
+        }
+    };
+    let records = &batch[HEADER_LEN..header.length];
+    let result = match header.compression {
+        Compression::None => walk_record_times(records, &mut visit),
+        c => {
+            use kafka_protocol::compression as cmp;
+            let mut input = Bytes::copy_from_slice(records);
+            let walk = |buf: &mut Bytes| -> anyhow::Result<()> {
+                walk_record_times(buf, &mut visit).map_err(anyhow::Error::msg)
+            };
+            let r = match c {
+                Compression::Gzip => cmp::Gzip::decompress(&mut input, walk),
+                Compression::Snappy => cmp::Snappy::decompress(&mut input, walk),
+                Compression::Lz4 => cmp::Lz4::decompress(&mut input, walk),
+                _ => cmp::Zstd::decompress(&mut input, walk),
+            };
+            r.map_err(|e| format!("{e:#}"))
+        }
+    };
+    result.map_err(BatchError::Corrupt)?;
+    Ok(found)
+}
+
 /// Validate a produce request's record set: one or more whole v2 batches,
 /// each within `max_batch_bytes`, with a good CRC and as many records as it
 /// claims (decompressing if needed). Returns the headers.
@@ -547,5 +612,16 @@ pub(crate) mod tests {
         assert!(why.unwrap().contains("CRC"));
         let (hs, valid, _) = scan_batches(&[0u8; 100]);
         assert_eq!((hs.len(), valid), (0, 0));
+    }
+
+    #[test]
+    fn finds_timestamps_in_batches() {
+        for c in [Compression::None, Compression::Gzip, Compression::Lz4] {
+            let mut b = make_batch_ts(3, 5, c, &[100, 300, 200]).to_vec();
+            assign_offsets(&mut b, 10, 0);
+            assert_eq!(find_timestamp(&b, 150), Ok(Some((11, 300))));
+            assert_eq!(find_timestamp(&b, 100), Ok(Some((10, 100))));
+            assert_eq!(find_timestamp(&b, 301), Ok(None));
+        }
     }
 }

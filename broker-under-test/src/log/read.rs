@@ -2,9 +2,8 @@
 //! is ever returned.
 
 use bytes::Bytes;
-use kafka_protocol::records::RecordBatchDecoder;
 
-use super::batch::{parse_header, BatchError, HeaderError};
+use super::batch::{self, parse_header, BatchError, HeaderError};
 use super::segment::file_name;
 use super::{FetchData, LogError, LogEvent, LogState, PartitionLog, Pending};
 use crate::diskio::DiskIo;
@@ -335,19 +334,12 @@ impl PartitionLog {
             match parse_header(&buf[i..]) {
                 Ok(h) => {
                     if h.max_timestamp >= req.target {
-                        let mut one = buf.slice(i..i + h.length);
-                        let found = match RecordBatchDecoder::decode(&mut one) {
-                            Ok(set) => set
-                                .records
-                                .iter()
-                                .find(|r| r.timestamp >= req.target && r.offset < self.hw)
-                                .map(|r| (r.offset, r.timestamp)),
+                        let found = match batch::find_timestamp(&buf[i..i + h.length], req.target) {
+                            Ok(found) => found.filter(|&(offset, _)| offset < self.hw),
                             Err(e) => {
                                 self.events.push_back(LogEvent::TimestampFound {
                                     token: req.token,
-                                    result: Err(LogError::Batch(BatchError::Corrupt(format!(
-                                        "{e:#}"
-                                    )))),
+                                    result: Err(LogError::Batch(e)),
                                 });
                                 return;
                             }

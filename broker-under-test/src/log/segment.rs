@@ -139,7 +139,10 @@ impl Segment {
         index: &[u8],
         time_index: &[u8],
     ) -> Option<Segment> {
-        if index.len() % 8 != 0 || time_index.len() % 12 != 0 || next_offset < base {
+        if !index.len().is_multiple_of(8)
+            || !time_index.len().is_multiple_of(12)
+            || next_offset < base
+        {
             return None;
         }
         let span = next_offset - base;
