@@ -135,6 +135,85 @@ impl MemDisk {
         self.dirs = dirs;
     }
 
+    /// Power loss with torn writes: before the crash, each file's unsynced
+    /// tail (from the first 512-byte sector where cache and durable content
+    /// differ) may have partly reached the platter. `keep(n)` is told how many
+    /// sectors are unsynced and answers how many of them, from the start,
+    /// survive. Then everything not durable is lost, as in [`MemDisk::crash`].
+    pub fn crash_torn(&mut self, keep: &mut dyn FnMut(usize) -> usize) {
+        const SECTOR: usize = 512;
+        for file in self.files.values_mut() {
+            let cache = &file.cache;
+            let durable = &mut file.durable;
+            let common = cache
+                .iter()
+                .zip(durable.iter())
+                .take_while(|(a, b)| a == b)
+                .count();
+            if common == cache.len() && cache.len() == durable.len() {
+                continue;
+            }
+            let first_sector = common / SECTOR;
+            let start = first_sector * SECTOR;
+            let unsynced = cache.len().saturating_sub(start).div_ceil(SECTOR);
+            let kept = keep(unsynced).min(unsynced);
+            if kept == 0 {
+                continue;
+            }
+            let end = (start + kept * SECTOR).min(cache.len());
+            if durable.len() < end {
+                durable.resize(end, 0);
+            }
+            durable[start..end].copy_from_slice(&cache[start..end]);
+        }
+        self.crash();
+    }
+
+    /// Flip one bit of durable data (and its cached copy): silent corruption.
+    /// `pick(n)` chooses an index below `n`. Returns the file and byte offset.
+    pub fn flip_random_bit(&mut self, pick: &mut dyn FnMut(u64) -> u64) -> Option<(String, u64)> {
+        let candidates: Vec<(String, Inode)> = self
+            .paths()
+            .into_iter()
+            .filter(|(_, ino)| self.files.get(ino).is_some_and(|f| !f.durable.is_empty()))
+            .collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        let (path, ino) = candidates[pick(candidates.len() as u64) as usize].clone();
+        let file = self.files.get_mut(&ino)?;
+        let offset = pick(file.durable.len() as u64) as usize;
+        let bit = 1u8 << pick(8);
+        file.durable[offset] ^= bit;
+        if offset < file.cache.len() {
+            file.cache[offset] ^= bit;
+        }
+        Some((path, offset as u64))
+    }
+
+    /// Every file reachable through the current directory entries, by path.
+    fn paths(&self) -> Vec<(String, Inode)> {
+        let mut found = Vec::new();
+        let mut stack = vec![(String::new(), ROOT)];
+        while let Some((prefix, dir)) = stack.pop() {
+            if let Some(d) = self.dirs.get(&dir) {
+                for (name, entry) in &d.cached {
+                    let path = if prefix.is_empty() {
+                        name.clone()
+                    } else {
+                        format!("{prefix}/{name}")
+                    };
+                    match *entry {
+                        Entry::File(ino) => found.push((path, ino)),
+                        Entry::Dir(ino) => stack.push((path, ino)),
+                    }
+                }
+            }
+        }
+        found.sort();
+        found
+    }
+
     /// The current (page-cache) content of a file.
     pub fn read_all(&self, path: &str) -> Option<Bytes> {
         match self.lookup(path) {
@@ -227,7 +306,8 @@ impl MemDisk {
         ino
     }
 
-    fn used_bytes(&self) -> u64 {
+    /// Bytes held by all files' current contents.
+    pub fn used_bytes(&self) -> u64 {
         self.files.values().map(|f| f.cache.len() as u64).sum()
     }
 

@@ -46,7 +46,10 @@ impl SimDisk {
         SimDisk {
             mem: MemDisk::new(),
             spec,
-            faults: DiskFaults { slow_factor: 1, ..Default::default() },
+            faults: DiskFaults {
+                slow_factor: 1,
+                ..Default::default()
+            },
             stats: DiskStats::default(),
         }
     }
@@ -72,12 +75,22 @@ impl SimDisk {
                 // broker must not trust a later sync to save them.
                 Err(DiskError::new(DiskErrorKind::Io, "sync failed"))
             }
-            DiskOp::Write { path, offset, data } if self.faults.misdirected_writes && rng.gen_bool(0.5) => {
+            DiskOp::Write { path, offset, data }
+                if self.faults.misdirected_writes && rng.gen_bool(0.5) =>
+            {
                 self.stats.misdirected += 1;
                 let shift = SECTOR as u64 * rng.gen_range(1..8u64);
-                let wrong = if rng.gen_bool(0.5) { offset.saturating_sub(shift) } else { offset + shift };
+                let wrong = if rng.gen_bool(0.5) {
+                    offset.saturating_sub(shift)
+                } else {
+                    offset + shift
+                };
                 // The device reports success for a write it put elsewhere.
-                self.mem.execute(&DiskOp::Write { path: path.clone(), offset: wrong, data: data.clone() })
+                self.mem.execute(&DiskOp::Write {
+                    path: path.clone(),
+                    offset: wrong,
+                    data: data.clone(),
+                })
             }
             other => {
                 if matches!(other, DiskOp::SyncFile { .. } | DiskOp::SyncDir { .. }) {
@@ -106,7 +119,10 @@ impl SimDisk {
             keep
         });
         self.stats.torn_sectors_kept += kept;
-        self.faults = DiskFaults { slow_factor: 1, ..Default::default() };
+        self.faults = DiskFaults {
+            slow_factor: 1,
+            ..Default::default()
+        };
     }
 
     /// Flip one random bit of one random file's durable data, if any.

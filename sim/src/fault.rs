@@ -120,7 +120,12 @@ pub fn plan(scenario: &Scenario, rng: &mut ChaCha8Rng) -> Vec<PlannedFault> {
             let node = rng.gen_range(0..scenario.brokers);
             let duration = rng.gen_range(dmin..=dmax);
             let stop = (t + duration).min(end);
-            faults.push(PlannedFault { kind, node, start_ms: t, end_ms: stop });
+            faults.push(PlannedFault {
+                kind,
+                node,
+                start_ms: t,
+                end_ms: stop,
+            });
             t = stop + rng.gen_range(imin..=imax);
         }
     }

@@ -86,7 +86,13 @@ pub struct Network {
 
 impl Network {
     pub fn new(spec: NetworkSpec) -> Network {
-        Network { spec, conns: BTreeMap::new(), by_end: BTreeMap::new(), links: Links::default(), next_id: 1 }
+        Network {
+            spec,
+            conns: BTreeMap::new(),
+            by_end: BTreeMap::new(),
+            links: Links::default(),
+            next_id: 1,
+        }
     }
 
     pub fn latency(&self, rng: &mut ChaCha8Rng) -> u64 {
@@ -106,7 +112,14 @@ impl Network {
     pub fn open(&mut self, client: End, server: End) -> NetConnId {
         let id = self.next_id;
         self.next_id += 1;
-        self.conns.insert(id, Connection { client, server, dirs: Default::default() });
+        self.conns.insert(
+            id,
+            Connection {
+                client,
+                server,
+                dirs: Default::default(),
+            },
+        );
         self.by_end.insert((client.proc, client.conn), id);
         self.by_end.insert((server.proc, server.conn), id);
         id

@@ -79,8 +79,11 @@ pub fn broker_config(scenario: &Scenario, node_index: u32) -> Result<BrokerConfi
         num_partitions: scenario.topic.partitions as i32,
         ..BrokerConfig::default()
     };
-    let props = Properties::parse(&scenario.broker_properties()).map_err(|e| format!("[broker] {e}"))?;
-    config.apply_properties(&props).map_err(|e| format!("[broker] {e}"))?;
+    let props =
+        Properties::parse(&scenario.broker_properties()).map_err(|e| format!("[broker] {e}"))?;
+    config
+        .apply_properties(&props)
+        .map_err(|e| format!("[broker] {e}"))?;
     Ok(config)
 }
 
@@ -110,7 +113,9 @@ impl Run {
                 stop_at_nanos: duration + quiet / 2,
             };
             let producer = Producer::new(config, 1 + i as u64 * 1_000_000);
-            producers.push(world.add_client(format!("producer-{i}"), Actor::Producer(Box::new(producer))));
+            producers.push(
+                world.add_client(format!("producer-{i}"), Actor::Producer(Box::new(producer))),
+            );
         }
         let mut consumers = Vec::new();
         for i in 0..scenario.workload.consumers {
@@ -123,14 +128,26 @@ impl Run {
                 request_timeout_ms: scenario.workload.request_timeout_ms,
             };
             let consumer = Consumer::new(config, 1 + process as u64 * 1_000_000);
-            consumers.push(world.add_client(format!("consumer-{i}"), Actor::Consumer(Box::new(consumer))));
+            consumers.push(
+                world.add_client(format!("consumer-{i}"), Actor::Consumer(Box::new(consumer))),
+            );
         }
         let faults = plan(scenario, &mut derive_rng(seed, 3));
         for fault in &faults {
-            world.schedule_action(fault.start_ms * 1_000_000, WorldAction::Strike(fault.clone()));
+            world.schedule_action(
+                fault.start_ms * 1_000_000,
+                WorldAction::Strike(fault.clone()),
+            );
             world.schedule_action(fault.end_ms * 1_000_000, WorldAction::Heal(fault.clone()));
         }
-        Ok(Run { world, scenario: scenario.clone(), brokers, producers, consumers, faults })
+        Ok(Run {
+            world,
+            scenario: scenario.clone(),
+            brokers,
+            producers,
+            consumers,
+            faults,
+        })
     }
 
     /// Run to the end of the quiet period and judge.
@@ -154,7 +171,11 @@ impl Run {
     }
 
     fn clients(&self) -> Vec<ProcId> {
-        self.producers.iter().chain(&self.consumers).copied().collect()
+        self.producers
+            .iter()
+            .chain(&self.consumers)
+            .copied()
+            .collect()
     }
 
     fn apply(&mut self, action: WorldAction) {
@@ -162,10 +183,14 @@ impl Run {
             WorldAction::Strike(f) => (f, true),
             WorldAction::Heal(f) => (f, false),
         };
-        let Some(&broker) = self.brokers.get(fault.node as usize) else { return };
+        let Some(&broker) = self.brokers.get(fault.node as usize) else {
+            return;
+        };
         let verb = if strike { "strike" } else { "heal" };
         let now = self.world.now;
-        self.world.trace.world(now, broker, format!("{verb} {}", fault.kind.name()));
+        self.world
+            .trace
+            .world(now, broker, format!("{verb} {}", fault.kind.name()));
         let clients = self.clients();
         let w = &mut self.world;
         match (fault.kind, strike) {
@@ -192,8 +217,14 @@ impl Run {
                 }
             }
             (FaultKind::Partition | FaultKind::PartitionOneWay | FaultKind::Clog, false) => {
-                w.net.links.blocked.retain(|(a, b)| *a != broker && *b != broker);
-                w.net.links.clogged.retain(|(a, b)| *a != broker && *b != broker);
+                w.net
+                    .links
+                    .blocked
+                    .retain(|(a, b)| *a != broker && *b != broker);
+                w.net
+                    .links
+                    .clogged
+                    .retain(|(a, b)| *a != broker && *b != broker);
                 w.release_links();
             }
             (FaultKind::Reset, true) => w.reset_all(broker),
@@ -205,9 +236,15 @@ impl Run {
                 }
             }
             (FaultKind::DiskStall, true) => w.stall_disk(broker, fault.end_ms * 1_000_000),
-            (FaultKind::LatentReadError, true) => self.disk_fault(broker, |d| d.faults.latent_read_errors = true),
-            (FaultKind::MisdirectedWrite, true) => self.disk_fault(broker, |d| d.faults.misdirected_writes = true),
-            (FaultKind::FailSync, true) => self.disk_fault(broker, |d| d.faults.failing_syncs = true),
+            (FaultKind::LatentReadError, true) => {
+                self.disk_fault(broker, |d| d.faults.latent_read_errors = true)
+            }
+            (FaultKind::MisdirectedWrite, true) => {
+                self.disk_fault(broker, |d| d.faults.misdirected_writes = true)
+            }
+            (FaultKind::FailSync, true) => {
+                self.disk_fault(broker, |d| d.faults.failing_syncs = true)
+            }
             (FaultKind::FullDisk, true) => self.disk_fault(broker, |d| d.fill()),
             (FaultKind::BitFlip, true) => {
                 let w = &mut self.world;
@@ -284,7 +321,8 @@ impl Run {
                 }
             }
         }
-        let is_reached = |partition: i32, offset: i64| reached.get(&partition).copied().unwrap_or(0) > offset;
+        let is_reached =
+            |partition: i32, offset: i64| reached.get(&partition).copied().unwrap_or(0) > offset;
         let unread: Vec<String> = history
             .acknowledged()
             .filter(|(s, offset)| !is_reached(s.partition, *offset))
@@ -313,7 +351,11 @@ impl Run {
         let found: BTreeSet<String> = anomalies.iter().map(|a| a.kind.clone()).collect();
         let expected: BTreeSet<String> = self.scenario.expect.iter().cloned().collect();
         for kind in found.difference(&expected) {
-            let first = anomalies.iter().find(|a| &a.kind == kind).map(|a| a.explanation.clone()).unwrap_or_default();
+            let first = anomalies
+                .iter()
+                .find(|a| &a.kind == kind)
+                .map(|a| a.explanation.clone())
+                .unwrap_or_default();
             reasons.push(format!("unexpected {kind}: {first}"));
         }
         for kind in expected.difference(&found) {

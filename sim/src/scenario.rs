@@ -134,7 +134,10 @@ pub struct ScheduledFault {
 
 impl Default for TopicSpec {
     fn default() -> Self {
-        TopicSpec { name: defaults::topic(), partitions: defaults::partitions() }
+        TopicSpec {
+            name: defaults::topic(),
+            partitions: defaults::partitions(),
+        }
     }
 }
 
@@ -173,25 +176,63 @@ impl Default for DiskSpec {
 }
 
 mod defaults {
-    pub fn duration_ms() -> u64 { 60_000 }
-    pub fn quiet_ms() -> u64 { 15_000 }
-    pub fn brokers() -> u32 { 1 }
-    pub fn one() -> u32 { 1 }
-    pub fn topic() -> String { "events".into() }
-    pub fn partitions() -> u32 { 3 }
-    pub fn rate() -> f64 { 100.0 }
-    pub fn value_bytes() -> usize { 100 }
-    pub fn acks() -> String { "all".into() }
-    pub fn max_in_flight() -> usize { 5 }
-    pub fn request_timeout_ms() -> u64 { 5_000 }
-    pub fn net_latency_us() -> [u64; 2] { [200, 2_000] }
-    pub fn bandwidth() -> u64 { 100_000_000 }
-    pub fn reset_after_ms() -> u64 { 10_000 }
-    pub fn disk_latency_us() -> [u64; 2] { [20, 200] }
-    pub fn sync_latency_us() -> [u64; 2] { [500, 3_000] }
-    pub fn yes() -> bool { true }
-    pub fn fault_interval_ms() -> [u64; 2] { [2_000, 10_000] }
-    pub fn fault_duration_ms() -> [u64; 2] { [500, 5_000] }
+    pub fn duration_ms() -> u64 {
+        60_000
+    }
+    pub fn quiet_ms() -> u64 {
+        15_000
+    }
+    pub fn brokers() -> u32 {
+        1
+    }
+    pub fn one() -> u32 {
+        1
+    }
+    pub fn topic() -> String {
+        "events".into()
+    }
+    pub fn partitions() -> u32 {
+        3
+    }
+    pub fn rate() -> f64 {
+        100.0
+    }
+    pub fn value_bytes() -> usize {
+        100
+    }
+    pub fn acks() -> String {
+        "all".into()
+    }
+    pub fn max_in_flight() -> usize {
+        5
+    }
+    pub fn request_timeout_ms() -> u64 {
+        5_000
+    }
+    pub fn net_latency_us() -> [u64; 2] {
+        [200, 2_000]
+    }
+    pub fn bandwidth() -> u64 {
+        100_000_000
+    }
+    pub fn reset_after_ms() -> u64 {
+        10_000
+    }
+    pub fn disk_latency_us() -> [u64; 2] {
+        [20, 200]
+    }
+    pub fn sync_latency_us() -> [u64; 2] {
+        [500, 3_000]
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn fault_interval_ms() -> [u64; 2] {
+        [2_000, 10_000]
+    }
+    pub fn fault_duration_ms() -> [u64; 2] {
+        [500, 5_000]
+    }
 }
 
 /// A scenario file that cannot be used, with why.
@@ -220,10 +261,16 @@ impl Scenario {
     fn validate(&self) -> Result<(), ScenarioError> {
         let bad = |m: String| Err(ScenarioError(m));
         if self.brokers != 1 {
-            return bad(format!("brokers = {}: only single-broker clusters exist so far", self.brokers));
+            return bad(format!(
+                "brokers = {}: only single-broker clusters exist so far",
+                self.brokers
+            ));
         }
         if !matches!(self.workload.acks.as_str(), "all" | "-1" | "1" | "0") {
-            return bad(format!("workload.acks = {:?}: expected \"all\", \"1\" or \"0\"", self.workload.acks));
+            return bad(format!(
+                "workload.acks = {:?}: expected \"all\", \"1\" or \"0\"",
+                self.workload.acks
+            ));
         }
         for (name, range) in [
             ("network.latency_us", self.network.latency_us),

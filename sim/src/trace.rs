@@ -55,7 +55,11 @@ pub struct Trace {
 
 impl Trace {
     pub fn new(keep_records: bool) -> Trace {
-        Trace { hash: Fnv64::default(), events: 0, records: keep_records.then(Vec::new) }
+        Trace {
+            hash: Fnv64::default(),
+            events: 0,
+            records: keep_records.then(Vec::new),
+        }
     }
 
     pub fn hash(&self) -> u64 {
@@ -65,14 +69,30 @@ impl Trace {
     /// Record an input delivered to `process` at `at_nanos`.
     pub fn input(&mut self, at_nanos: u64, process: u32, input: &Input) {
         let (kind, id, len, digest, note) = describe(input);
-        self.push(TraceRecord { at_nanos, process, kind, id, len, digest, note });
+        self.push(TraceRecord {
+            at_nanos,
+            process,
+            kind,
+            id,
+            len,
+            digest,
+            note,
+        });
     }
 
     /// Record a world event (a fault striking or healing).
     pub fn world(&mut self, at_nanos: u64, process: u32, note: String) {
         let mut h = Fnv64::default();
         h.write(note.as_bytes());
-        self.push(TraceRecord { at_nanos, process, kind: "fault", id: 0, len: 0, digest: h.finish(), note });
+        self.push(TraceRecord {
+            at_nanos,
+            process,
+            kind: "fault",
+            id: 0,
+            len: 0,
+            digest: h.finish(),
+            note,
+        });
     }
 
     fn push(&mut self, record: TraceRecord) {
@@ -98,8 +118,16 @@ fn digest(bytes: &[u8]) -> u64 {
 fn describe(input: &Input) -> (&'static str, u64, u64, u64, String) {
     match input {
         Input::Start => ("start", 0, 0, 0, String::new()),
-        Input::Accepted { conn, peer } => ("accepted", *conn, 0, digest(peer.as_bytes()), peer.clone()),
-        Input::Received { conn, bytes } => ("received", *conn, bytes.len() as u64, digest(bytes), String::new()),
+        Input::Accepted { conn, peer } => {
+            ("accepted", *conn, 0, digest(peer.as_bytes()), peer.clone())
+        }
+        Input::Received { conn, bytes } => (
+            "received",
+            *conn,
+            bytes.len() as u64,
+            digest(bytes),
+            String::new(),
+        ),
         Input::Closed { conn } => ("closed", *conn, 0, 0, String::new()),
         Input::Connected { conn } => ("connected", *conn, 0, 0, String::new()),
         Input::ConnectFailed { conn } => ("connect-failed", *conn, 0, 0, String::new()),
@@ -107,16 +135,34 @@ fn describe(input: &Input) -> (&'static str, u64, u64, u64, String) {
         Input::Shutdown => ("shutdown", 0, 0, 0, String::new()),
         Input::DiskDone { req, result } => match result {
             Ok(DiskReply::Done) => ("disk-done", *req, 0, 0, String::new()),
-            Ok(DiskReply::Data(data)) => ("disk-data", *req, data.len() as u64, digest(data), String::new()),
+            Ok(DiskReply::Data(data)) => (
+                "disk-data",
+                *req,
+                data.len() as u64,
+                digest(data),
+                String::new(),
+            ),
             Ok(DiskReply::Listing(entries)) => {
                 let mut h = Fnv64::default();
                 for e in entries {
                     h.write(e.name.as_bytes());
                     h.write_u64(e.size);
                 }
-                ("disk-list", *req, entries.len() as u64, h.finish(), String::new())
+                (
+                    "disk-list",
+                    *req,
+                    entries.len() as u64,
+                    h.finish(),
+                    String::new(),
+                )
             }
-            Err(e) => ("disk-error", *req, 0, digest(e.message.as_bytes()), e.to_string()),
+            Err(e) => (
+                "disk-error",
+                *req,
+                0,
+                digest(e.message.as_bytes()),
+                e.to_string(),
+            ),
         },
     }
 }
@@ -125,7 +171,11 @@ impl std::fmt::Display for TraceRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let ms = self.at_nanos / 1_000_000;
         let us = (self.at_nanos / 1_000) % 1_000;
-        write!(f, "{ms:>8}.{us:03}ms  p{:<3} {:<14} id={:<6}", self.process, self.kind, self.id)?;
+        write!(
+            f,
+            "{ms:>8}.{us:03}ms  p{:<3} {:<14} id={:<6}",
+            self.process, self.kind, self.id
+        )?;
         if self.len > 0 {
             write!(f, " {}B #{:016x}", self.len, self.digest)?;
         }

@@ -76,19 +76,41 @@ pub struct Process {
 #[derive(Debug)]
 enum Event {
     /// Deliver an input to a process.
-    Deliver { proc: ProcId, incarnation: u32, input: Input },
+    Deliver {
+        proc: ProcId,
+        incarnation: u32,
+        input: Input,
+    },
     /// A timer comes due.
-    Timer { proc: ProcId, incarnation: u32, id: TimerId, generation: u64 },
+    Timer {
+        proc: ProcId,
+        incarnation: u32,
+        id: TimerId,
+        generation: u64,
+    },
     /// A disk request finishes being served: carry it out and report.
-    DiskServed { proc: ProcId, incarnation: u32, req: u64, op: DiskOp },
+    DiskServed {
+        proc: ProcId,
+        incarnation: u32,
+        req: u64,
+        op: DiskOp,
+    },
     /// A client's connection attempt reaches the broker.
     ConnectArrives { client: End, server: ProcId },
     /// Bytes arrive at one end of a connection.
-    Arrive { conn: NetConnId, to: End, bytes: Bytes },
+    Arrive {
+        conn: NetConnId,
+        to: End,
+        bytes: Bytes,
+    },
     /// The peer's close arrives.
     CloseArrives { to: End },
     /// Check whether a stalled direction has waited long enough to reset.
-    StallCheck { conn: NetConnId, dir: usize, since: u64 },
+    StallCheck {
+        conn: NetConnId,
+        dir: usize,
+        since: u64,
+    },
     /// A scripted world action (faults, stopping a process).
     Action(crate::run::WorldAction),
 }
@@ -138,7 +160,11 @@ impl World {
             restarts: 0,
             next_accepted: FIRST_ACCEPTED_CONN,
         };
-        let proc = self.add_process(format!("broker-{node_index}"), Actor::Broker(Box::new(host)), Some(address));
+        let proc = self.add_process(
+            format!("broker-{node_index}"),
+            Actor::Broker(Box::new(host)),
+            Some(address),
+        );
         self.boot(proc);
         proc
     }
@@ -146,7 +172,14 @@ impl World {
     pub fn add_client(&mut self, name: String, actor: Actor) -> ProcId {
         let proc = self.add_process(name, actor, None);
         let incarnation = self.procs[proc as usize].incarnation;
-        self.schedule(self.now, Event::Deliver { proc, incarnation, input: Input::Start });
+        self.schedule(
+            self.now,
+            Event::Deliver {
+                proc,
+                incarnation,
+                input: Input::Start,
+            },
+        );
         proc
     }
 
@@ -169,14 +202,24 @@ impl World {
         let seed = self.seed;
         let p = &mut self.procs[proc as usize];
         if let Actor::Broker(host) = &mut p.actor {
-            let node_seed = derive_seed(seed, 1000 + host.node_index as u64 * 1000 + host.restarts as u64);
+            let node_seed = derive_seed(
+                seed,
+                1000 + host.node_index as u64 * 1000 + host.restarts as u64,
+            );
             host.node = Some(Node::new(host.config.clone(), node_seed));
             host.restarts += 1;
             host.disk_busy_until = host.disk_busy_until.max(self.now);
         }
         p.state = ProcState::Up;
         let incarnation = p.incarnation;
-        self.schedule(self.now, Event::Deliver { proc, incarnation, input: Input::Start });
+        self.schedule(
+            self.now,
+            Event::Deliver {
+                proc,
+                incarnation,
+                input: Input::Start,
+            },
+        );
     }
 
     pub fn schedule_action(&mut self, at: u64, action: crate::run::WorldAction) {
@@ -220,8 +263,17 @@ impl World {
 
     fn handle(&mut self, event: Event) {
         match event {
-            Event::Deliver { proc, incarnation, input } => self.deliver(proc, incarnation, input),
-            Event::Timer { proc, incarnation, id, generation } => {
+            Event::Deliver {
+                proc,
+                incarnation,
+                input,
+            } => self.deliver(proc, incarnation, input),
+            Event::Timer {
+                proc,
+                incarnation,
+                id,
+                generation,
+            } => {
                 let p = &mut self.procs[proc as usize];
                 if p.incarnation == incarnation && p.timers.get(&id) == Some(&generation) {
                     if p.state == ProcState::Paused {
@@ -234,7 +286,12 @@ impl World {
                     }
                 }
             }
-            Event::DiskServed { proc, incarnation, req, op } => {
+            Event::DiskServed {
+                proc,
+                incarnation,
+                req,
+                op,
+            } => {
                 if self.procs[proc as usize].incarnation != incarnation {
                     return; // the machine crashed before the request was served
                 }
@@ -247,7 +304,14 @@ impl World {
             Event::ConnectArrives { client, server } => self.connect_arrives(client, server),
             Event::Arrive { conn, to, bytes } => {
                 if self.net.conns.contains_key(&conn) {
-                    self.deliver(to.proc, to.incarnation, Input::Received { conn: to.conn, bytes });
+                    self.deliver(
+                        to.proc,
+                        to.incarnation,
+                        Input::Received {
+                            conn: to.conn,
+                            bytes,
+                        },
+                    );
                 }
             }
             Event::CloseArrives { to } => {
@@ -315,7 +379,15 @@ impl World {
                 self.timer_generation += 1;
                 let generation = self.timer_generation;
                 self.procs[proc as usize].timers.insert(id, generation);
-                self.schedule(at_nanos, Event::Timer { proc, incarnation, id, generation });
+                self.schedule(
+                    at_nanos,
+                    Event::Timer {
+                        proc,
+                        incarnation,
+                        id,
+                        generation,
+                    },
+                );
             }
             Output::CancelTimer { id } => {
                 self.procs[proc as usize].timers.remove(&id);
@@ -329,7 +401,15 @@ impl World {
                 let start = host.disk_busy_until.max(now).max(host.disk_stalled_until);
                 let done = start + service;
                 host.disk_busy_until = done;
-                self.schedule(done, Event::DiskServed { proc, incarnation, req, op });
+                self.schedule(
+                    done,
+                    Event::DiskServed {
+                        proc,
+                        incarnation,
+                        req,
+                        op,
+                    },
+                );
             }
             Output::Stopped => {
                 let p = &mut self.procs[proc as usize];
@@ -347,19 +427,40 @@ impl World {
 
     fn connect(&mut self, proc: ProcId, conn: ConnId, addr: &str) {
         let incarnation = self.procs[proc as usize].incarnation;
-        let client = End { proc, conn, incarnation };
-        let server = self.procs.iter().position(|p| p.address.as_deref() == Some(addr));
+        let client = End {
+            proc,
+            conn,
+            incarnation,
+        };
+        let server = self
+            .procs
+            .iter()
+            .position(|p| p.address.as_deref() == Some(addr));
         let latency = self.net.latency(&mut self.net_rng);
         match server {
-            None => {
-                self.schedule(self.now + latency, Event::Deliver { proc, incarnation, input: Input::ConnectFailed { conn } })
-            }
+            None => self.schedule(
+                self.now + latency,
+                Event::Deliver {
+                    proc,
+                    incarnation,
+                    input: Input::ConnectFailed { conn },
+                },
+            ),
             Some(server) => {
                 let server = server as ProcId;
-                if self.net.links.is_blocked(proc, server) || self.net.links.is_blocked(server, proc) {
+                if self.net.links.is_blocked(proc, server)
+                    || self.net.links.is_blocked(server, proc)
+                {
                     // The SYN is lost; the client gives up after the TCP timeout.
                     let after = self.net.spec.reset_after_ms * 1_000_000;
-                    self.schedule(self.now + after, Event::Deliver { proc, incarnation, input: Input::ConnectFailed { conn } });
+                    self.schedule(
+                        self.now + after,
+                        Event::Deliver {
+                            proc,
+                            incarnation,
+                            input: Input::ConnectFailed { conn },
+                        },
+                    );
                 } else {
                     self.schedule(self.now + latency, Event::ConnectArrives { client, server });
                 }
@@ -374,25 +475,45 @@ impl World {
         if refused {
             self.schedule(
                 self.now + latency,
-                Event::Deliver { proc: client.proc, incarnation: client.incarnation, input: Input::ConnectFailed { conn: client.conn } },
+                Event::Deliver {
+                    proc: client.proc,
+                    incarnation: client.incarnation,
+                    input: Input::ConnectFailed { conn: client.conn },
+                },
             );
             return;
         }
-        let Actor::Broker(host) = &mut p.actor else { return };
+        let Actor::Broker(host) = &mut p.actor else {
+            return;
+        };
         let conn = host.next_accepted;
         host.next_accepted += 1;
-        let server_end = End { proc: server, conn, incarnation: p.incarnation };
+        let server_end = End {
+            proc: server,
+            conn,
+            incarnation: p.incarnation,
+        };
         self.net.open(client, server_end);
         let peer = self.procs[client.proc as usize].name.clone();
-        self.deliver(server, server_end.incarnation, Input::Accepted { conn, peer });
+        self.deliver(
+            server,
+            server_end.incarnation,
+            Input::Accepted { conn, peer },
+        );
         self.schedule(
             self.now + latency,
-            Event::Deliver { proc: client.proc, incarnation: client.incarnation, input: Input::Connected { conn: client.conn } },
+            Event::Deliver {
+                proc: client.proc,
+                incarnation: client.incarnation,
+                input: Input::Connected { conn: client.conn },
+            },
         );
     }
 
     fn send(&mut self, proc: ProcId, conn: ConnId, bytes: Bytes) {
-        let Some(id) = self.net.find(proc, conn) else { return };
+        let Some(id) = self.net.find(proc, conn) else {
+            return;
+        };
         let latency = self.net.latency(&mut self.net_rng);
         let transmit = self.net.transmit_nanos(bytes.len());
         let reset_after = self.net.spec.reset_after_ms * 1_000_000;
@@ -411,17 +532,33 @@ impl World {
             d.held.push_back(bytes);
             if blocked && d.stalled_since.is_none() {
                 d.stalled_since = Some(now);
-                self.schedule(now + reset_after, Event::StallCheck { conn: id, dir, since: now });
+                self.schedule(
+                    now + reset_after,
+                    Event::StallCheck {
+                        conn: id,
+                        dir,
+                        since: now,
+                    },
+                );
             }
             return;
         }
         let arrival = d.next_arrival.max(now + latency) + transmit;
         d.next_arrival = arrival;
-        self.schedule(arrival, Event::Arrive { conn: id, to, bytes });
+        self.schedule(
+            arrival,
+            Event::Arrive {
+                conn: id,
+                to,
+                bytes,
+            },
+        );
     }
 
     fn close(&mut self, proc: ProcId, conn: ConnId) {
-        let Some(id) = self.net.find(proc, conn) else { return };
+        let Some(id) = self.net.find(proc, conn) else {
+            return;
+        };
         let latency = self.net.latency(&mut self.net_rng);
         let c = &self.net.conns[&id];
         let (dir, to) = c.route(proc);
@@ -447,7 +584,11 @@ impl World {
                 let now = self.now;
                 let (from, to) = {
                     let c = &self.net.conns[&id];
-                    if dir == 0 { (c.client, c.server) } else { (c.server, c.client) }
+                    if dir == 0 {
+                        (c.client, c.server)
+                    } else {
+                        (c.server, c.client)
+                    }
                 };
                 if self.net.links.is_held(from.proc, to.proc) {
                     continue;
@@ -456,7 +597,11 @@ impl World {
                 let latency = self.net.latency(&mut self.net_rng);
                 let transmit_total: Vec<u64> = {
                     let c = &self.net.conns[&id];
-                    c.dirs[dir].held.iter().map(|b| self.net.transmit_nanos(b.len())).collect()
+                    c.dirs[dir]
+                        .held
+                        .iter()
+                        .map(|b| self.net.transmit_nanos(b.len()))
+                        .collect()
                 };
                 let c = self.net.conns.get_mut(&id).expect("present");
                 let d = &mut c.dirs[dir];
@@ -467,7 +612,14 @@ impl World {
                     arrivals.push((arrival, bytes));
                 }
                 for (arrival, bytes) in arrivals {
-                    self.schedule(arrival, Event::Arrive { conn: id, to, bytes });
+                    self.schedule(
+                        arrival,
+                        Event::Arrive {
+                            conn: id,
+                            to,
+                            bytes,
+                        },
+                    );
                 }
             }
         }
@@ -497,11 +649,19 @@ impl World {
         // The peers see their connections reset.
         for id in self.net.of_proc(proc) {
             if let Some(c) = self.net.remove(id) {
-                let peer = if c.client.proc == proc { c.server } else { c.client };
+                let peer = if c.client.proc == proc {
+                    c.server
+                } else {
+                    c.client
+                };
                 let latency = self.net.latency(&mut self.net_rng);
                 self.schedule(
                     self.now + latency,
-                    Event::Deliver { proc: peer.proc, incarnation: peer.incarnation, input: Input::Closed { conn: peer.conn } },
+                    Event::Deliver {
+                        proc: peer.proc,
+                        incarnation: peer.incarnation,
+                        input: Input::Closed { conn: peer.conn },
+                    },
                 );
             }
         }
@@ -530,7 +690,14 @@ impl World {
         let incarnation = p.incarnation;
         let held: Vec<Input> = p.held.drain(..).collect();
         for input in held {
-            self.schedule(self.now, Event::Deliver { proc, incarnation, input });
+            self.schedule(
+                self.now,
+                Event::Deliver {
+                    proc,
+                    incarnation,
+                    input,
+                },
+            );
         }
     }
 
@@ -544,7 +711,14 @@ impl World {
     /// Ask a broker to shut down in an orderly way.
     pub fn shutdown(&mut self, proc: ProcId) {
         let incarnation = self.procs[proc as usize].incarnation;
-        self.schedule(self.now, Event::Deliver { proc, incarnation, input: Input::Shutdown });
+        self.schedule(
+            self.now,
+            Event::Deliver {
+                proc,
+                incarnation,
+                input: Input::Shutdown,
+            },
+        );
     }
 
     pub fn broker(&self, proc: ProcId) -> Option<&BrokerHost> {

@@ -21,7 +21,9 @@ pub fn check_delivery(history: &History) -> Vec<Anomaly> {
     // value -> offsets it was read at (per partition).
     let mut read_at: BTreeMap<(&str, i32), Vec<i64>> = BTreeMap::new();
     for read in &history.reads {
-        let offsets = read_at.entry((read.value.as_str(), read.partition)).or_default();
+        let offsets = read_at
+            .entry((read.value.as_str(), read.partition))
+            .or_default();
         if !offsets.contains(&read.offset) {
             offsets.push(read.offset);
         }
@@ -50,7 +52,9 @@ pub fn check_delivery(history: &History) -> Vec<Anomaly> {
         if offsets.len() > 1 {
             anomalies.push(Anomaly {
                 kind: "duplicate".into(),
-                explanation: format!("value {value} appears at partition {partition} offsets {offsets:?}"),
+                explanation: format!(
+                    "value {value} appears at partition {partition} offsets {offsets:?}"
+                ),
             });
         }
     }
@@ -71,13 +75,21 @@ mod tests {
             complete_nanos: Some(1),
             outcome: Some(match offset {
                 Some(offset) => Outcome::Ok { offset },
-                None => Outcome::Unknown { reason: "timeout".into() },
+                None => Outcome::Unknown {
+                    reason: "timeout".into(),
+                },
             }),
         }
     }
 
     fn read(value: &str, offset: i64) -> Read {
-        Read { process: 1, partition: 0, offset, value: value.into(), at_nanos: 2 }
+        Read {
+            process: 1,
+            partition: 0,
+            offset,
+            value: value.into(),
+            at_nanos: 2,
+        }
     }
 
     #[test]
@@ -91,7 +103,10 @@ mod tests {
 
     #[test]
     fn lost_write_is_caught() {
-        let history = History { sends: vec![send("a", Some(0)), send("b", Some(1))], reads: vec![read("a", 0)] };
+        let history = History {
+            sends: vec![send("a", Some(0)), send("b", Some(1))],
+            reads: vec![read("a", 0)],
+        };
         let anomalies = check_delivery(&history);
         assert_eq!(anomalies.len(), 1);
         assert_eq!(anomalies[0].kind, "lost-write");
@@ -105,7 +120,10 @@ mod tests {
             sends: vec![send("a", Some(0))],
             reads: vec![read("a", 3), read("a", 4)],
         };
-        let kinds: Vec<String> = check_delivery(&history).into_iter().map(|a| a.kind).collect();
+        let kinds: Vec<String> = check_delivery(&history)
+            .into_iter()
+            .map(|a| a.kind)
+            .collect();
         assert_eq!(kinds, vec!["inconsistent-offsets", "duplicate"]);
     }
 }

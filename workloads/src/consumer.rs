@@ -74,7 +74,12 @@ impl Consumer {
     pub fn progress(&self) -> BTreeMap<i32, (i64, i64)> {
         self.positions
             .iter()
-            .map(|(p, pos)| (*p, (*pos, self.high_watermarks.get(p).copied().unwrap_or(-1))))
+            .map(|(p, pos)| {
+                (
+                    *p,
+                    (*pos, self.high_watermarks.get(p).copied().unwrap_or(-1)),
+                )
+            })
             .collect()
     }
 
@@ -93,7 +98,9 @@ impl Consumer {
         for event in self.session.handle(now, &input, out) {
             match event {
                 SessionEvent::Connected => self.next_request(now, out),
-                SessionEvent::Response { tag, version, body, .. } => {
+                SessionEvent::Response {
+                    tag, version, body, ..
+                } => {
                     let ok = match tag {
                         METADATA_TAG => self.on_metadata(decode_body(&body, version)),
                         FETCH_TAG => self.on_fetch(now, decode_body(&body, version)),
@@ -116,7 +123,10 @@ impl Consumer {
     }
 
     fn retry_later(&mut self, now: Now, out: &mut Vec<Output>) {
-        out.push(Output::SetTimer { id: RETRY_TIMER, at_nanos: now.after_millis(100) });
+        out.push(Output::SetTimer {
+            id: RETRY_TIMER,
+            at_nanos: now.after_millis(100),
+        });
     }
 
     fn next_request(&mut self, now: Now, out: &mut Vec<Output>) {
@@ -126,19 +136,35 @@ impl Consumer {
         if self.positions.is_empty() {
             let request = MetadataRequest::default()
                 .with_allow_auto_topic_creation(true)
-                .with_topics(Some(vec![kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
-                    .with_name(Some(self.topic()))]));
-            self.session.send(now, ApiKey::Metadata, 9, &request, Some(METADATA_TAG), out);
+                .with_topics(Some(vec![
+                    kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                        .with_name(Some(self.topic())),
+                ]));
+            self.session
+                .send(now, ApiKey::Metadata, 9, &request, Some(METADATA_TAG), out);
         } else if !self.resets.is_empty() {
             let partitions = self
                 .resets
                 .iter()
-                .map(|p| ListOffsetsPartition::default().with_partition_index(*p).with_timestamp(-2))
+                .map(|p| {
+                    ListOffsetsPartition::default()
+                        .with_partition_index(*p)
+                        .with_timestamp(-2)
+                })
                 .collect();
             let request = ListOffsetsRequest::default()
                 .with_replica_id(BrokerId(-1))
-                .with_topics(vec![ListOffsetsTopic::default().with_name(self.topic()).with_partitions(partitions)]);
-            self.session.send(now, ApiKey::ListOffsets, 5, &request, Some(LIST_OFFSETS_TAG), out);
+                .with_topics(vec![ListOffsetsTopic::default()
+                    .with_name(self.topic())
+                    .with_partitions(partitions)]);
+            self.session.send(
+                now,
+                ApiKey::ListOffsets,
+                5,
+                &request,
+                Some(LIST_OFFSETS_TAG),
+                out,
+            );
         } else {
             let partitions = self
                 .positions
@@ -156,8 +182,11 @@ impl Consumer {
                 .with_min_bytes(1)
                 .with_max_bytes(4 * 1024 * 1024)
                 .with_session_epoch(-1)
-                .with_topics(vec![FetchTopic::default().with_topic(self.topic()).with_partitions(partitions)]);
-            self.session.send(now, ApiKey::Fetch, 11, &request, Some(FETCH_TAG), out);
+                .with_topics(vec![FetchTopic::default()
+                    .with_topic(self.topic())
+                    .with_partitions(partitions)]);
+            self.session
+                .send(now, ApiKey::Fetch, 11, &request, Some(FETCH_TAG), out);
         }
     }
 
@@ -188,7 +217,9 @@ impl Consumer {
     }
 
     fn on_fetch(&mut self, now: Now, response: Option<FetchResponse>) -> bool {
-        let Some(response) = response else { return false };
+        let Some(response) = response else {
+            return false;
+        };
         let mut all_ok = response.error_code == 0;
         for topic in response.responses {
             for p in topic.partitions {
@@ -200,8 +231,11 @@ impl Consumer {
                     all_ok = false;
                     continue;
                 }
-                self.high_watermarks.insert(p.partition_index, p.high_watermark);
-                let Some(mut records) = p.records else { continue };
+                self.high_watermarks
+                    .insert(p.partition_index, p.high_watermark);
+                let Some(mut records) = p.records else {
+                    continue;
+                };
                 let Ok(sets) = RecordBatchDecoder::decode_all(&mut records) else {
                     all_ok = false;
                     continue;
@@ -211,7 +245,11 @@ impl Consumer {
                     if record.offset < *position || record.control {
                         continue;
                     }
-                    let value = record.value.as_deref().map(decode_value).unwrap_or_default();
+                    let value = record
+                        .value
+                        .as_deref()
+                        .map(decode_value)
+                        .unwrap_or_default();
                     self.history.reads.push(Read {
                         process: self.config.process,
                         partition: p.partition_index,

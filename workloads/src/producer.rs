@@ -11,7 +11,9 @@ use kafka_protocol::messages::{
     ApiKey, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 
 use crate::history::{History, Outcome, Send};
 use crate::session::{decode_body, Session, SessionEvent, SESSION_TIMER_LIMIT};
@@ -80,7 +82,9 @@ impl Producer {
                 self.schedule_send(now, out);
                 return;
             }
-            Input::TimerFired { id: METADATA_RETRY_TIMER } => {
+            Input::TimerFired {
+                id: METADATA_RETRY_TIMER,
+            } => {
                 self.request_metadata(now, out);
                 return;
             }
@@ -89,15 +93,24 @@ impl Producer {
         for event in self.session.handle(now, &input, out) {
             match event {
                 SessionEvent::Connected => self.request_metadata(now, out),
-                SessionEvent::Response { tag: METADATA_TAG, version, body, .. } => {
-                    self.on_metadata(now, decode_body::<MetadataResponse>(&body, version), out)
-                }
-                SessionEvent::Response { tag, version, body, .. } => {
-                    self.on_produce(now, tag, decode_body::<ProduceResponse>(&body, version))
-                }
+                SessionEvent::Response {
+                    tag: METADATA_TAG,
+                    version,
+                    body,
+                    ..
+                } => self.on_metadata(now, decode_body::<MetadataResponse>(&body, version), out),
+                SessionEvent::Response {
+                    tag, version, body, ..
+                } => self.on_produce(now, tag, decode_body::<ProduceResponse>(&body, version)),
                 SessionEvent::Lost { in_flight, reason } => {
                     for tag in in_flight {
-                        self.settle(now, tag, Outcome::Unknown { reason: reason.clone() });
+                        self.settle(
+                            now,
+                            tag,
+                            Outcome::Unknown {
+                                reason: reason.clone(),
+                            },
+                        );
                     }
                 }
             }
@@ -108,23 +121,33 @@ impl Producer {
         let interval = (1e9 / self.config.rate.max(0.001)) as u64;
         let at = now.mono_nanos + interval.max(1);
         if at < self.config.stop_at_nanos {
-            out.push(Output::SetTimer { id: SEND_TIMER, at_nanos: at });
+            out.push(Output::SetTimer {
+                id: SEND_TIMER,
+                at_nanos: at,
+            });
         }
     }
 
     fn request_metadata(&mut self, now: Now, out: &mut Vec<Output>) {
         let request = MetadataRequest::default()
             .with_allow_auto_topic_creation(true)
-            .with_topics(Some(vec![kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
-                .with_name(Some(TopicName(StrBytes::from_string(self.config.topic.clone()))))]));
-        self.session.send(now, ApiKey::Metadata, 9, &request, Some(METADATA_TAG), out);
+            .with_topics(Some(vec![
+                kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                    .with_name(Some(TopicName(StrBytes::from_string(
+                        self.config.topic.clone(),
+                    )))),
+            ]));
+        self.session
+            .send(now, ApiKey::Metadata, 9, &request, Some(METADATA_TAG), out);
     }
 
     fn on_metadata(&mut self, now: Now, response: Option<MetadataResponse>, out: &mut Vec<Output>) {
         let ready = response.and_then(|r| {
             let topic = r.topics.into_iter().next()?;
-            (topic.error_code == 0 && !topic.partitions.is_empty() && topic.partitions.iter().all(|p| p.error_code == 0))
-                .then_some(topic.partitions.len() as i32)
+            (topic.error_code == 0
+                && !topic.partitions.is_empty()
+                && topic.partitions.iter().all(|p| p.error_code == 0))
+            .then_some(topic.partitions.len() as i32)
         });
         match ready {
             Some(n) => self.partitions = Some(n),
@@ -136,7 +159,9 @@ impl Producer {
     }
 
     fn send_one(&mut self, now: Now, out: &mut Vec<Output>) {
-        let Some(partitions) = self.partitions else { return };
+        let Some(partitions) = self.partitions else {
+            return;
+        };
         if !self.session.is_ready() || self.session.in_flight() >= self.config.max_in_flight {
             return;
         }
@@ -164,11 +189,26 @@ impl Producer {
         });
         self.pending.insert(seq, index);
         let tag = (self.config.acks != 0).then_some(seq);
-        if !self.session.send(now, ApiKey::Produce, 9, &request, tag, out) {
-            self.settle(now, seq, Outcome::Fail { error: "not connected".into() });
+        if !self
+            .session
+            .send(now, ApiKey::Produce, 9, &request, tag, out)
+        {
+            self.settle(
+                now,
+                seq,
+                Outcome::Fail {
+                    error: "not connected".into(),
+                },
+            );
         } else if self.config.acks == 0 {
             // No answer will come: the outcome is unknowable.
-            self.settle(now, seq, Outcome::Unknown { reason: "acks=0".into() });
+            self.settle(
+                now,
+                seq,
+                Outcome::Unknown {
+                    reason: "acks=0".into(),
+                },
+            );
         }
     }
 
@@ -178,8 +218,12 @@ impl Producer {
             .and_then(|r| r.responses.first())
             .and_then(|t| t.partition_responses.first())
         {
-            None => Outcome::Unknown { reason: "unreadable produce response".into() },
-            Some(p) if p.error_code == 0 => Outcome::Ok { offset: p.base_offset },
+            None => Outcome::Unknown {
+                reason: "unreadable produce response".into(),
+            },
+            Some(p) if p.error_code == 0 => Outcome::Ok {
+                offset: p.base_offset,
+            },
             Some(p) => {
                 let name = kafka_protocol::error::ResponseError::try_from_code(p.error_code)
                     .map(|e| format!("{e:?}"))
@@ -231,7 +275,10 @@ pub fn encode_record(value: &str, size: usize, timestamp: i64) -> Bytes {
     let _ = RecordBatchEncoder::encode(
         &mut buf,
         std::iter::once(&record),
-        &RecordEncodeOptions { version: 2, compression: Compression::None },
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
     );
     buf.freeze()
 }

@@ -21,7 +21,12 @@ pub enum SessionEvent {
     /// The connection is up; requests may be sent.
     Connected,
     /// A response arrived for the request tagged `tag`.
-    Response { tag: u64, api_key: ApiKey, version: i16, body: Bytes },
+    Response {
+        tag: u64,
+        api_key: ApiKey,
+        version: i16,
+        body: Bytes,
+    },
     /// The connection was lost (closed, reset, failed to connect, or a request
     /// timed out). Every request in flight is returned by tag: its outcome is unknown.
     Lost { in_flight: Vec<u64>, reason: String },
@@ -57,7 +62,12 @@ pub struct Session {
 
 impl Session {
     /// `conn_base` keeps the connection ids of different clients apart.
-    pub fn new(bootstrap: &str, client_id: &str, conn_base: ConnId, request_timeout_ms: u64) -> Session {
+    pub fn new(
+        bootstrap: &str,
+        client_id: &str,
+        conn_base: ConnId,
+        request_timeout_ms: u64,
+    ) -> Session {
         Session {
             bootstrap: bootstrap.to_string(),
             client_id: client_id.to_string(),
@@ -118,7 +128,9 @@ impl Session {
             .with_client_id(Some(StrBytes::from_string(self.client_id.clone())));
         let mut buf = BytesMut::new();
         buf.put_i32(0);
-        if header.encode(&mut buf, T::header_version(version)).is_err() || body.encode(&mut buf, version).is_err() {
+        if header.encode(&mut buf, T::header_version(version)).is_err()
+            || body.encode(&mut buf, version).is_err()
+        {
             return false;
         }
         let len = (buf.len() - 4) as i32;
@@ -134,7 +146,14 @@ impl Session {
             id: TIMEOUT_TIMER_BASE + correlation_id as TimerId,
             at_nanos: now.after_millis(self.request_timeout_ms),
         });
-        self.in_flight.insert(correlation_id, InFlight { tag, api_key, version });
+        self.in_flight.insert(
+            correlation_id,
+            InFlight {
+                tag,
+                api_key,
+                version,
+            },
+        );
         true
     }
 
@@ -190,7 +209,13 @@ impl Session {
         if self.buffer.len() < 4 {
             return None;
         }
-        let len = i32::from_be_bytes([self.buffer[0], self.buffer[1], self.buffer[2], self.buffer[3]]).max(0) as usize;
+        let len = i32::from_be_bytes([
+            self.buffer[0],
+            self.buffer[1],
+            self.buffer[2],
+            self.buffer[3],
+        ])
+        .max(0) as usize;
         if self.buffer.len() < 4 + len {
             return None;
         }
@@ -198,7 +223,11 @@ impl Session {
         Some(self.buffer.split_to(len).freeze())
     }
 
-    fn decode(&mut self, mut frame: Bytes, out: &mut Vec<Output>) -> Result<Option<SessionEvent>, String> {
+    fn decode(
+        &mut self,
+        mut frame: Bytes,
+        out: &mut Vec<Output>,
+    ) -> Result<Option<SessionEvent>, String> {
         if frame.len() < 4 {
             return Err("short response frame".into());
         }
@@ -219,7 +248,13 @@ impl Session {
         }))
     }
 
-    fn lose(&mut self, now: Now, reason: &str, out: &mut Vec<Output>, events: &mut Vec<SessionEvent>) {
+    fn lose(
+        &mut self,
+        now: Now,
+        reason: &str,
+        out: &mut Vec<Output>,
+        events: &mut Vec<SessionEvent>,
+    ) {
         let in_flight: Vec<u64> = std::mem::take(&mut self.in_flight)
             .into_iter()
             .map(|(correlation, r)| {

@@ -1,14 +1,41 @@
-//! TEMPORARY in-memory stand-in for the partition log (replaced by the real log).
-#![allow(dead_code, unused_variables)]
-use std::collections::VecDeque;
+//! The partition log: a sans-IO state machine over the disk requests of the
+//! seam.
+//!
+//! A log lives in `<topic>-<partition>/` under the node's data directory:
+//! `<20-digit base offset>.log` segment files, their `.index` (sparse offset
+//! index) and `.timeindex` files (written when the segment is rolled),
+//! `partition.metadata` and `checkpoint`.
+//!
+//! Disk requests complete in the order they were issued (see
+//! [`crate::seam::DiskOp`]). The log leans on that: a `SyncFile` covers every
+//! write issued before it, so group commit is "issue writes, then one sync if
+//! none is in flight", and multi-step sequences (create, roll, checkpoint) are
+//! issued at once. A failed write or sync takes the log offline for good:
+//! nothing issued after it is trusted.
 
-use bytes::Bytes;
+pub mod batch;
+pub mod checkpoint;
+mod read;
+mod recovery;
+pub mod segment;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+
+use bytes::{Bytes, BytesMut};
 
 use crate::config::{BrokerConfig, Durability};
 use crate::diskio::DiskIo;
-use crate::seam::{DiskError, DiskReply, DiskReqId, Now};
+use crate::seam::{DiskError, DiskErrorKind, DiskOp, DiskReply, DiskReqId, Now};
 
-#[derive(Debug, Clone)]
+use batch::BatchError;
+use checkpoint::{Checkpoint, CHECKPOINT, CHECKPOINT_TMP, METADATA};
+use segment::{file_name, Segment};
+
+/// The log's share of the broker configuration.
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     pub segment_bytes: u64,
     pub roll_ms: i64,
@@ -17,7 +44,10 @@ pub struct LogConfig {
     pub index_interval_bytes: u64,
     pub max_batch_bytes: usize,
     pub durability: Durability,
+    /// `log.flush.interval.ms`: in page-cache mode, how often `maintain` syncs.
+    pub flush_interval_ms: u64,
 }
+
 impl LogConfig {
     pub fn from_broker(c: &BrokerConfig) -> LogConfig {
         LogConfig {
@@ -28,10 +58,12 @@ impl LogConfig {
             index_interval_bytes: c.log_index_interval_bytes,
             max_batch_bytes: c.message_max_bytes,
             durability: c.durability,
+            flush_interval_ms: c.log_flush_interval_ms,
         }
     }
 }
-#[derive(Debug, Clone, PartialEq)]
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogState {
     Opening,
     Online,
@@ -39,9 +71,12 @@ pub enum LogState {
     Deleting,
     Deleted,
 }
-#[derive(Debug)]
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogEvent {
+    /// Create or recovery finished; the log is online.
     Opened,
+    /// The log went offline (KAFKA_STORAGE_ERROR from now on).
     Failed {
         reason: String,
     },
@@ -51,23 +86,22 @@ pub enum LogEvent {
     },
     TimestampFound {
         token: u64,
+        /// (offset, timestamp) of the first record with timestamp >= the one asked for.
         result: Result<Option<(i64, i64)>, LogError>,
     },
     Deleted,
 }
-#[derive(Debug, Clone)]
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchData {
     pub records: Bytes,
     pub high_watermark: i64,
     pub log_start_offset: i64,
 }
-#[derive(Debug, Clone)]
-pub enum BatchError {
-    Corrupt(String),
-    TooLarge { size: usize, max: usize },
-}
-#[derive(Debug, Clone)]
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogError {
+    /// The log is offline (a disk error, or being deleted).
     Offline(String),
     OffsetOutOfRange {
         requested: i64,
@@ -75,24 +109,135 @@ pub enum LogError {
         high_watermark: i64,
     },
     Batch(BatchError),
+    /// Still opening.
     NotReady,
 }
-#[derive(Debug, Clone)]
+
+impl fmt::Display for LogError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LogError::Offline(why) => write!(f, "log offline: {why}"),
+            LogError::OffsetOutOfRange {
+                requested,
+                log_start,
+                high_watermark,
+            } => write!(
+                f,
+                "offset {requested} out of range [{log_start}, {high_watermark}]"
+            ),
+            LogError::Batch(e) => write!(f, "{e}"),
+            LogError::NotReady => write!(f, "log not ready"),
+        }
+    }
+}
+
+impl std::error::Error for LogError {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendInfo {
     pub base_offset: i64,
     pub last_offset: i64,
+    /// Always -1: timestamps are the producer's (CreateTime).
     pub log_append_time: i64,
     pub log_start_offset: i64,
 }
+
+/// What a disk request in flight was for.
+#[derive(Debug)]
+enum Pending {
+    /// One step of a sequence; any error takes the log offline.
+    Step,
+    /// A write of a batch set; in page-cache mode its completion commits up to `upto`.
+    Write {
+        upto: i64,
+    },
+    /// A `SyncFile` of segment data covering every offset below `upto`.
+    Sync {
+        upto: i64,
+    },
+    /// The last step of a checkpoint write.
+    Checkpoint(Checkpoint),
+    /// Removing an old segment's file; a missing file is fine.
+    Remove,
+    Read(read::ReadReq),
+    TsRead(read::TsReq),
+    Recovery(recovery::RecStep),
+    Delete {
+        last: bool,
+    },
+}
+
+/// What happens when the barrier request completes (and nothing failed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Barrier {
+    Opened,
+    RecoveryLoaded,
+    RecoveryRepaired,
+}
+
+/// The log of one partition on this node.
 pub struct PartitionLog {
     dir: String,
     topic_id: [u8; 16],
+    config: LogConfig,
     state: LogState,
+    /// Sorted by base offset; the last one is active. Never empty once open.
+    segments: Vec<Segment>,
+    log_start: i64,
+    leo: i64,
+    hw: i64,
+    /// Everything below this offset has been synced.
+    durable: i64,
+    /// (segment base, file position) where the high watermark is.
+    hw_pos: (i64, u64),
+    /// (end offset, segment base, end position) of appends above the high watermark.
+    marks: VecDeque<(i64, i64, u64)>,
+    pending: BTreeMap<DiskReqId, Pending>,
+    barrier: Option<(DiskReqId, Barrier)>,
+    syncs_in_flight: usize,
+    checkpoint_in_flight: bool,
+    checkpointed: Option<Checkpoint>,
+    checkpoint_after_sync: bool,
+    last_flush_mono: u64,
     events: VecDeque<LogEvent>,
-    batches: Vec<(i64, i64, Bytes)>,
     next_token: u64,
+    recovery: Option<Box<recovery::Recovery>>,
 }
+
+fn parent_of(dir: &str) -> String {
+    dir.rsplit_once('/')
+        .map(|(p, _)| p.to_string())
+        .unwrap_or_default()
+}
+
 impl PartitionLog {
+    fn blank(dir: String, topic_id: [u8; 16], config: LogConfig, now: Now) -> PartitionLog {
+        PartitionLog {
+            dir,
+            topic_id,
+            config,
+            state: LogState::Opening,
+            segments: Vec::new(),
+            log_start: 0,
+            leo: 0,
+            hw: 0,
+            durable: 0,
+            hw_pos: (0, 0),
+            marks: VecDeque::new(),
+            pending: BTreeMap::new(),
+            barrier: None,
+            syncs_in_flight: 0,
+            checkpoint_in_flight: false,
+            checkpointed: None,
+            checkpoint_after_sync: false,
+            last_flush_mono: now.mono_nanos,
+            events: VecDeque::new(),
+            next_token: 1,
+            recovery: None,
+        }
+    }
+
+    /// Create a new, empty log in `dir`. `Opened` follows once it is durable.
     pub fn create(
         dir: String,
         topic_id: [u8; 16],
@@ -100,31 +245,48 @@ impl PartitionLog {
         now: Now,
         io: &mut DiskIo,
     ) -> PartitionLog {
-        let mut events = VecDeque::new();
-        events.push_back(LogEvent::Opened);
-        PartitionLog {
-            dir,
-            topic_id,
-            state: LogState::Online,
-            events,
-            batches: vec![],
-            next_token: 0,
-        }
+        let mut log = PartitionLog::blank(dir, topic_id, config, now);
+        let dir = log.dir.clone();
+        log.submit(io, DiskOp::CreateDir { path: dir.clone() }, Pending::Step);
+        let meta = log.path(METADATA);
+        log.submit(io, DiskOp::Create { path: meta.clone() }, Pending::Step);
+        log.submit(
+            io,
+            DiskOp::Write {
+                path: meta.clone(),
+                offset: 0,
+                data: Bytes::from(checkpoint::encode_metadata(&topic_id)),
+            },
+            Pending::Step,
+        );
+        log.submit(io, DiskOp::SyncFile { path: meta }, Pending::Step);
+        log.submit(
+            io,
+            DiskOp::Create {
+                path: log.path(&file_name(0, "log")),
+            },
+            Pending::Step,
+        );
+        log.submit(io, DiskOp::SyncDir { path: dir.clone() }, Pending::Step);
+        let last = log.submit(
+            io,
+            DiskOp::SyncDir {
+                path: parent_of(&dir),
+            },
+            Pending::Step,
+        );
+        log.segments.push(Segment::new(0));
+        log.barrier = Some((last, Barrier::Opened));
+        log
     }
+
+    /// Open an existing log in `dir`, recovering it. `Opened` follows when done.
     pub fn open(dir: String, config: LogConfig, now: Now, io: &mut DiskIo) -> PartitionLog {
-        Self::create(dir, [0; 16], config, now, io)
+        let mut log = PartitionLog::blank(dir, [0; 16], config, now);
+        log.start_recovery(io);
+        log
     }
-    pub fn on_disk_done(
-        &mut self,
-        req: DiskReqId,
-        result: Result<DiskReply, DiskError>,
-        now: Now,
-        io: &mut DiskIo,
-    ) {
-    }
-    pub fn poll_event(&mut self) -> Option<LogEvent> {
-        self.events.pop_front()
-    }
+
     pub fn state(&self) -> &LogState {
         &self.state
     }
@@ -135,14 +297,155 @@ impl PartitionLog {
         self.topic_id
     }
     pub fn log_start_offset(&self) -> i64 {
-        0
+        self.log_start
     }
     pub fn log_end_offset(&self) -> i64 {
-        self.batches.last().map(|b| b.1 + 1).unwrap_or(0)
+        self.leo
     }
+    /// Sync mode: the end of data made durable by a completed sync. Page-cache
+    /// mode: the end of data whose write completed.
     pub fn high_watermark(&self) -> i64 {
-        self.log_end_offset()
+        self.hw
     }
+    /// No disk request in flight.
+    pub fn is_idle(&self) -> bool {
+        self.pending.is_empty()
+    }
+    pub fn poll_event(&mut self) -> Option<LogEvent> {
+        self.events.pop_front()
+    }
+
+    /// The largest batch timestamp in the log and the last offset of its batch.
+    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
+        let mut best: Option<(i64, i64)> = None;
+        for seg in &self.segments {
+            if let Some((ts, off)) = seg.max_ts {
+                if best.is_none_or(|(_, bts)| ts > bts) {
+                    best = Some((off, ts));
+                }
+            }
+        }
+        best
+    }
+
+    fn path(&self, name: &str) -> String {
+        format!("{}/{}", self.dir, name)
+    }
+
+    fn submit(&mut self, io: &mut DiskIo, op: DiskOp, what: Pending) -> DiskReqId {
+        let req = io.submit(op);
+        self.pending.insert(req, what);
+        req
+    }
+
+    fn usable(&self) -> Result<(), LogError> {
+        match &self.state {
+            LogState::Online => Ok(()),
+            LogState::Opening => Err(LogError::NotReady),
+            LogState::Failed(why) => Err(LogError::Offline(why.clone())),
+            LogState::Deleting | LogState::Deleted => Err(LogError::Offline("log deleted".into())),
+        }
+    }
+
+    /// Take the log offline for good; answer every read in flight.
+    fn fail(&mut self, reason: String) {
+        if !matches!(self.state, LogState::Opening | LogState::Online) {
+            return;
+        }
+        tracing::error!(dir = %self.dir, %reason, "partition log failed");
+        self.state = LogState::Failed(reason.clone());
+        self.barrier = None;
+        self.recovery = None;
+        let mut answers = Vec::new();
+        for p in self.pending.values_mut() {
+            match std::mem::replace(p, Pending::Step) {
+                Pending::Read(r) => answers.push(LogEvent::ReadDone {
+                    token: r.token,
+                    result: Err(LogError::Offline(reason.clone())),
+                }),
+                Pending::TsRead(r) => answers.push(LogEvent::TimestampFound {
+                    token: r.token,
+                    result: Err(LogError::Offline(reason.clone())),
+                }),
+                other => *p = other,
+            }
+        }
+        self.events.push_back(LogEvent::Failed { reason });
+        self.events.extend(answers);
+    }
+
+    fn go_online(&mut self) {
+        self.state = LogState::Online;
+        self.events.push_back(LogEvent::Opened);
+    }
+
+    fn advance_hw(&mut self, upto: i64) {
+        if upto <= self.hw {
+            return;
+        }
+        self.hw = upto.min(self.leo);
+        while let Some(&(end, seg, pos)) = self.marks.front() {
+            if end > self.hw {
+                break;
+            }
+            self.hw_pos = (seg, pos);
+            self.marks.pop_front();
+        }
+    }
+
+    /// Bytes of committed (below the high watermark) data in `seg`.
+    fn committed_end(&self, seg: &Segment) -> u64 {
+        let (hb, hp) = self.hw_pos;
+        match seg.base.cmp(&hb) {
+            std::cmp::Ordering::Less => seg.size,
+            std::cmp::Ordering::Equal => hp.min(seg.size),
+            std::cmp::Ordering::Greater => 0,
+        }
+    }
+
+    fn active(&self) -> &Segment {
+        self.segments.last().expect("an open log has a segment")
+    }
+
+    fn issue_sync(&mut self, io: &mut DiskIo) {
+        let path = self.path(&file_name(self.active().base, "log"));
+        let upto = self.leo;
+        self.syncs_in_flight += 1;
+        self.submit(io, DiskOp::SyncFile { path }, Pending::Sync { upto });
+    }
+
+    fn write_checkpoint(&mut self, io: &mut DiskIo) -> DiskReqId {
+        let cp = Checkpoint {
+            recovery_point: self.durable,
+            log_start_offset: self.log_start,
+        };
+        let tmp = self.path(CHECKPOINT_TMP);
+        self.checkpoint_in_flight = true;
+        self.submit(io, DiskOp::Create { path: tmp.clone() }, Pending::Step);
+        self.submit(
+            io,
+            DiskOp::Write {
+                path: tmp.clone(),
+                offset: 0,
+                data: Bytes::from(cp.encode()),
+            },
+            Pending::Step,
+        );
+        self.submit(io, DiskOp::SyncFile { path: tmp.clone() }, Pending::Step);
+        self.submit(
+            io,
+            DiskOp::Rename {
+                from: tmp,
+                to: self.path(CHECKPOINT),
+            },
+            Pending::Step,
+        );
+        let dir = self.dir.clone();
+        self.submit(io, DiskOp::SyncDir { path: dir }, Pending::Checkpoint(cp))
+    }
+
+    /// Validate, assign offsets and write `records`; rolls first if needed.
+    /// In sync mode the data is acknowledged (high watermark) once a sync covers it.
     pub fn append(
         &mut self,
         records: Bytes,
@@ -150,83 +453,307 @@ impl PartitionLog {
         now: Now,
         io: &mut DiskIo,
     ) -> Result<AppendInfo, LogError> {
-        if records.len() < 61 {
-            return Err(LogError::Batch(BatchError::Corrupt("short".into())));
+        self.usable()?;
+        let headers = batch::validate_record_set(&records, self.config.max_batch_bytes)
+            .map_err(LogError::Batch)?;
+        let count: i64 = headers
+            .iter()
+            .map(|h| i64::from(h.last_offset_delta) + 1)
+            .sum();
+        let len = records.len() as u64;
+        let active = self.active();
+        let too_big = active.size + len > self.config.segment_bytes;
+        let too_old = active
+            .first_append_wall
+            .is_some_and(|t| now.wall_millis.saturating_sub(t) >= self.config.roll_ms);
+        let too_many = self.leo + count - active.base > i64::from(i32::MAX);
+        if active.size > 0 && (too_big || too_old || too_many) {
+            self.roll(io);
         }
-        let count = i32::from_be_bytes(records[57..61].try_into().unwrap()) as i64;
-        let base = self.log_end_offset();
-        let mut b = records.to_vec();
-        b[0..8].copy_from_slice(&base.to_be_bytes());
-        self.batches.push((base, base + count - 1, Bytes::from(b)));
+        let mut data = BytesMut::from(&records[..]);
+        let first = self.leo;
+        batch::assign_offsets(&mut data, first, leader_epoch);
+        let interval = self.config.index_interval_bytes;
+        let seg = self.segments.last_mut().expect("an open log has a segment");
+        let start = seg.size;
+        let mut pos = start;
+        let mut next = first;
+        for h in &headers {
+            let mut h = *h;
+            h.base_offset = next;
+            seg.add_batch(&h, pos, interval);
+            next = h.next_offset();
+            pos += h.length as u64;
+        }
+        seg.first_append_wall.get_or_insert(now.wall_millis);
+        let (seg_base, seg_end) = (seg.base, seg.size);
+        let path = self.path(&file_name(seg_base, "log"));
+        self.leo = first + count;
+        self.marks.push_back((self.leo, seg_base, seg_end));
+        let upto = self.leo;
+        self.submit(
+            io,
+            DiskOp::Write {
+                path,
+                offset: start,
+                data: data.freeze(),
+            },
+            Pending::Write { upto },
+        );
+        if self.config.durability == Durability::Sync && self.syncs_in_flight == 0 {
+            self.issue_sync(io);
+        }
         Ok(AppendInfo {
-            base_offset: base,
-            last_offset: base + count - 1,
+            base_offset: first,
+            last_offset: self.leo - 1,
             log_append_time: -1,
-            log_start_offset: 0,
+            log_start_offset: self.log_start,
         })
     }
-    pub fn read(
-        &mut self,
-        fetch_offset: i64,
-        max_bytes: usize,
-        now: Now,
-        io: &mut DiskIo,
-    ) -> Result<u64, LogError> {
-        let hw = self.high_watermark();
-        if fetch_offset > hw {
-            return Err(LogError::OffsetOutOfRange {
-                requested: fetch_offset,
-                log_start: 0,
-                high_watermark: hw,
-            });
+
+    /// Close the active segment (index files written, data synced) and start a new one at the log end.
+    fn roll(&mut self, io: &mut DiskIo) {
+        let old = self.active().clone();
+        for (ext, content) in [
+            ("index", old.encode_index()),
+            ("timeindex", old.encode_time_index()),
+        ] {
+            let path = self.path(&file_name(old.base, ext));
+            self.submit(io, DiskOp::Create { path: path.clone() }, Pending::Step);
+            self.submit(
+                io,
+                DiskOp::Write {
+                    path: path.clone(),
+                    offset: 0,
+                    data: Bytes::from(content),
+                },
+                Pending::Step,
+            );
+            self.submit(io, DiskOp::SyncFile { path }, Pending::Step);
         }
-        let mut out = Vec::new();
-        for (b, l, data) in &self.batches {
-            if *l >= fetch_offset && (out.is_empty() || out.len() + data.len() <= max_bytes) {
-                out.extend_from_slice(data);
+        self.issue_sync(io);
+        let base = self.leo;
+        self.submit(
+            io,
+            DiskOp::Create {
+                path: self.path(&file_name(base, "log")),
+            },
+            Pending::Step,
+        );
+        let dir = self.dir.clone();
+        self.submit(io, DiskOp::SyncDir { path: dir }, Pending::Step);
+        self.segments.push(Segment::new(base));
+        tracing::debug!(dir = %self.dir, base, "rolled segment");
+    }
+
+    /// Periodic work: retention, the page-cache mode flush, the checkpoint.
+    pub fn maintain(&mut self, now: Now, io: &mut DiskIo) {
+        if self.state != LogState::Online {
+            return;
+        }
+        self.apply_retention(now, io);
+        let flush_due = now.mono_nanos.saturating_sub(self.last_flush_mono)
+            >= self.config.flush_interval_ms.saturating_mul(1_000_000);
+        if self.config.durability == Durability::PageCache
+            && flush_due
+            && self.syncs_in_flight == 0
+            && self.durable < self.leo
+        {
+            self.last_flush_mono = now.mono_nanos;
+            self.issue_sync(io);
+            // Checkpoint what this sync makes durable once it completes.
+            self.checkpoint_after_sync = true;
+            return;
+        }
+        let current = Checkpoint {
+            recovery_point: self.durable,
+            log_start_offset: self.log_start,
+        };
+        if !self.checkpoint_in_flight && self.checkpointed != Some(current) {
+            self.write_checkpoint(io);
+        }
+    }
+
+    fn apply_retention(&mut self, now: Now, io: &mut DiskIo) {
+        let closed = self.segments.len().saturating_sub(1);
+        let mut delete = 0;
+        if self.config.retention_ms >= 0 {
+            for seg in &self.segments[..closed] {
+                let expired = seg.next_offset <= self.hw
+                    && seg.max_ts.is_some_and(|(ts, _)| {
+                        now.wall_millis.saturating_sub(ts) > self.config.retention_ms
+                    });
+                if !expired {
+                    break;
+                }
+                delete += 1;
             }
         }
-        self.next_token += 1;
-        self.events.push_back(LogEvent::ReadDone {
-            token: self.next_token,
-            result: Ok(FetchData {
-                records: Bytes::from(out),
-                high_watermark: hw,
-                log_start_offset: 0,
-            }),
-        });
-        Ok(self.next_token)
+        if self.config.retention_bytes >= 0 {
+            let total: u64 = self.segments.iter().map(|s| s.size).sum();
+            let mut excess = total as i64 - self.config.retention_bytes;
+            for (i, seg) in self.segments[..closed].iter().enumerate() {
+                if seg.next_offset > self.hw || excess < seg.size as i64 {
+                    break;
+                }
+                excess -= seg.size as i64;
+                delete = delete.max(i + 1);
+            }
+        }
+        if delete == 0 {
+            return;
+        }
+        let removed: Vec<Segment> = self.segments.drain(..delete).collect();
+        self.log_start = self.log_start.max(self.segments[0].base);
+        tracing::info!(dir = %self.dir, segments = removed.len(), log_start = self.log_start, "retention deleted segments");
+        self.write_checkpoint(io);
+        for seg in removed {
+            for ext in ["log", "index", "timeindex"] {
+                let path = self.path(&file_name(seg.base, ext));
+                self.submit(io, DiskOp::Remove { path }, Pending::Remove);
+            }
+        }
+        let dir = self.dir.clone();
+        self.submit(io, DiskOp::SyncDir { path: dir }, Pending::Step);
     }
-    pub fn bytes_available(&self, fetch_offset: i64) -> u64 {
-        self.batches
-            .iter()
-            .filter(|b| b.1 >= fetch_offset)
-            .map(|b| b.2.len() as u64)
-            .sum()
+
+    /// Sync everything now (graceful shutdown) and checkpoint afterwards.
+    pub fn flush(&mut self, io: &mut DiskIo) {
+        if self.state != LogState::Online {
+            return;
+        }
+        self.checkpoint_after_sync = true;
+        self.issue_sync(io);
     }
-    pub fn find_offset_for_timestamp(
+
+    /// Remove the log's directory. `Deleted` follows.
+    pub fn delete(&mut self, io: &mut DiskIo) {
+        if matches!(self.state, LogState::Deleting | LogState::Deleted) {
+            return;
+        }
+        let reason = "log deleted".to_string();
+        for p in self.pending.values_mut() {
+            match std::mem::replace(p, Pending::Step) {
+                Pending::Read(r) => self.events.push_back(LogEvent::ReadDone {
+                    token: r.token,
+                    result: Err(LogError::Offline(reason.clone())),
+                }),
+                Pending::TsRead(r) => self.events.push_back(LogEvent::TimestampFound {
+                    token: r.token,
+                    result: Err(LogError::Offline(reason.clone())),
+                }),
+                other => *p = other,
+            }
+        }
+        self.state = LogState::Deleting;
+        self.barrier = None;
+        self.recovery = None;
+        let dir = self.dir.clone();
+        self.submit(
+            io,
+            DiskOp::RemoveDirAll { path: dir.clone() },
+            Pending::Delete { last: false },
+        );
+        self.submit(
+            io,
+            DiskOp::SyncDir {
+                path: parent_of(&dir),
+            },
+            Pending::Delete { last: true },
+        );
+    }
+
+    /// Every completion of a request this log issued.
+    pub fn on_disk_done(
         &mut self,
-        timestamp: i64,
+        req: DiskReqId,
+        result: Result<DiskReply, DiskError>,
         now: Now,
         io: &mut DiskIo,
-    ) -> Result<u64, LogError> {
-        self.next_token += 1;
-        self.events.push_back(LogEvent::TimestampFound {
-            token: self.next_token,
-            result: Ok(None),
-        });
-        Ok(self.next_token)
+    ) {
+        let Some(what) = self.pending.remove(&req) else {
+            return;
+        };
+        if matches!(self.state, LogState::Deleting | LogState::Deleted) {
+            if let Pending::Delete { last } = what {
+                if let Err(e) = &result {
+                    if e.kind != DiskErrorKind::NotFound {
+                        tracing::warn!(dir = %self.dir, error = %e, "deleting log");
+                    }
+                }
+                if last && self.state == LogState::Deleting {
+                    self.state = LogState::Deleted;
+                    self.events.push_back(LogEvent::Deleted);
+                }
+            }
+            return;
+        }
+        if matches!(self.state, LogState::Failed(_)) {
+            return;
+        }
+        match what {
+            Pending::Step | Pending::Delete { .. } => {
+                if let Err(e) = result {
+                    self.fail(format!("disk error: {e}"));
+                }
+            }
+            Pending::Write { upto } => match result {
+                Err(e) => self.fail(format!("write failed: {e}")),
+                Ok(_) => {
+                    if self.config.durability == Durability::PageCache {
+                        self.advance_hw(upto);
+                    }
+                }
+            },
+            Pending::Sync { upto } => {
+                self.syncs_in_flight = self.syncs_in_flight.saturating_sub(1);
+                match result {
+                    Err(e) => self.fail(format!("sync failed: {e}")),
+                    Ok(_) => self.on_synced(upto, io),
+                }
+            }
+            Pending::Checkpoint(cp) => {
+                self.checkpoint_in_flight = false;
+                match result {
+                    Err(e) => self.fail(format!("checkpoint failed: {e}")),
+                    Ok(_) => self.checkpointed = Some(cp),
+                }
+            }
+            Pending::Remove => {
+                if let Err(e) = result {
+                    if e.kind != DiskErrorKind::NotFound {
+                        self.fail(format!("removing a segment failed: {e}"));
+                    }
+                }
+            }
+            Pending::Read(r) => self.on_read(r, result, io),
+            Pending::TsRead(r) => self.on_ts_read(r, result, io),
+            Pending::Recovery(step) => self.on_recovery(step, result, io),
+        }
+        let _ = now;
+        if let Some((id, barrier)) = self.barrier {
+            if id == req && matches!(self.state, LogState::Opening | LogState::Online) {
+                self.barrier = None;
+                match barrier {
+                    Barrier::Opened => self.go_online(),
+                    Barrier::RecoveryLoaded => self.recovery_plan(io),
+                    Barrier::RecoveryRepaired => self.recovery_checkpoint(io),
+                }
+            }
+        }
     }
-    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
-        None
-    }
-    pub fn maintain(&mut self, now: Now, io: &mut DiskIo) {}
-    pub fn delete(&mut self, io: &mut DiskIo) {
-        self.state = LogState::Deleted;
-        self.events.push_back(LogEvent::Deleted);
-    }
-    pub fn flush(&mut self, io: &mut DiskIo) {}
-    pub fn is_idle(&self) -> bool {
-        true
+
+    fn on_synced(&mut self, upto: i64, io: &mut DiskIo) {
+        self.durable = self.durable.max(upto);
+        if self.config.durability == Durability::Sync {
+            self.advance_hw(upto);
+            if self.syncs_in_flight == 0 && self.durable < self.leo {
+                self.issue_sync(io);
+            }
+        }
+        if self.syncs_in_flight == 0 && self.checkpoint_after_sync {
+            self.checkpoint_after_sync = false;
+            self.write_checkpoint(io);
+        }
     }
 }

@@ -178,6 +178,15 @@ impl Node {
         ))
     }
 
+    /// Partitions whose log has failed (KAFKA_STORAGE_ERROR) and stays
+    /// offline until the node restarts.
+    pub fn offline_partitions(&self) -> usize {
+        self.partitions
+            .values()
+            .filter(|p| matches!(p.log.state(), LogState::Failed(_)))
+            .count()
+    }
+
     /// Deliver one input; outputs are appended to `out`.
     pub fn step(&mut self, now: Now, input: Input, out: &mut Vec<Output>) {
         if self.phase == Phase::Stopped {

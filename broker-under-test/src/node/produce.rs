@@ -10,7 +10,8 @@ use kafka_protocol::messages::ProduceRequest;
 use kafka_protocol::protocol::StrBytes;
 
 use super::{decode, HandlerResult, Node, OpId, OpKind, PartId, ReplyTo};
-use crate::log::{BatchError, LogError, LogState};
+use crate::log::batch::BatchError;
+use crate::log::{LogError, LogState};
 use crate::protocol::{self, RawRequest};
 use crate::seam::{Now, Output};
 
@@ -147,7 +148,7 @@ impl Node {
                     "batch of {size} bytes exceeds message.max.bytes={max}"
                 )),
             ),
-            LogError::Batch(other) => (ResponseError::CorruptMessage, Some(format!("{other:?}"))),
+            LogError::Batch(other) => (ResponseError::CorruptMessage, Some(other.to_string())),
             LogError::Offline(why) => (ResponseError::KafkaStorageError, Some(why)),
             LogError::NotReady => (ResponseError::NotLeaderOrFollower, None),
             LogError::OffsetOutOfRange { .. } => (ResponseError::UnknownServerError, None),

@@ -530,6 +530,12 @@ fn metadata_auto_creates_and_reports_leader() {
     let response: MetadataResponse = h.call(1, ApiKey::Metadata, 12, &request);
     assert_eq!(response.brokers[0].host.as_str(), "broker.example");
     assert_eq!(response.brokers[0].port, 9093);
+    // Kafka's answer while a new topic's logs are being created; clients retry.
+    assert_eq!(
+        response.topics[0].error_code,
+        ResponseError::LeaderNotAvailable.code()
+    );
+    let response: MetadataResponse = h.call(1, ApiKey::Metadata, 12, &request);
     let topic = &response.topics[0];
     assert_eq!(topic.error_code, 0);
     assert_eq!(topic.partitions.len(), 3);

@@ -1,0 +1,431 @@
+//! Reads: fetches and timestamp lookups. Only data below the high watermark
+//! is ever returned.
+
+use bytes::Bytes;
+
+use super::batch::{self, parse_header, BatchError, HeaderError};
+use super::segment::file_name;
+use super::{FetchData, LogError, LogEvent, LogState, PartitionLog, Pending};
+use crate::diskio::DiskIo;
+use crate::seam::{DiskError, DiskErrorKind, DiskOp, DiskReply};
+
+/// Bytes read per step of a timestamp search.
+const TS_CHUNK: u64 = 64 * 1024;
+
+/// A fetch in flight: reading `[pos, end)` of segment `seg_base`.
+#[derive(Debug)]
+pub(super) struct ReadReq {
+    pub token: u64,
+    fetch_offset: i64,
+    max_bytes: usize,
+    seg_base: i64,
+    pos: u64,
+    asked: u64,
+}
+
+/// A timestamp search in flight.
+#[derive(Debug)]
+pub(super) struct TsReq {
+    pub token: u64,
+    target: i64,
+    seg_base: i64,
+    pos: u64,
+    asked: u64,
+}
+
+enum Walk {
+    /// Whole batches found: the byte range of the buffer to return.
+    Found(usize, usize),
+    /// Nothing wanted yet; continue at this file position, wanting at least this many bytes.
+    More(u64, u64),
+    Corrupt(String),
+}
+
+impl PartitionLog {
+    fn out_of_range(&self, requested: i64) -> LogError {
+        LogError::OffsetOutOfRange {
+            requested,
+            log_start: self.log_start,
+            high_watermark: self.hw,
+        }
+    }
+
+    fn segment_index(&self, base: i64) -> Option<usize> {
+        self.segments.binary_search_by_key(&base, |s| s.base).ok()
+    }
+
+    /// The segment holding `offset`, by base offset.
+    fn segment_for(&self, offset: i64) -> usize {
+        self.segments
+            .partition_point(|s| s.base <= offset)
+            .saturating_sub(1)
+    }
+
+    fn fetch_data(&self, records: Bytes) -> FetchData {
+        FetchData {
+            records,
+            high_watermark: self.hw,
+            log_start_offset: self.log_start,
+        }
+    }
+
+    /// Start reading whole batches from the one holding `fetch_offset`, at most
+    /// `max_bytes` but at least one batch. `ReadDone { token }` follows.
+    pub fn read(
+        &mut self,
+        fetch_offset: i64,
+        max_bytes: usize,
+        _now: crate::seam::Now,
+        io: &mut DiskIo,
+    ) -> Result<u64, LogError> {
+        self.usable()?;
+        if fetch_offset < self.log_start || fetch_offset > self.hw {
+            return Err(self.out_of_range(fetch_offset));
+        }
+        let token = self.next_token;
+        self.next_token += 1;
+        if fetch_offset == self.hw {
+            let data = self.fetch_data(Bytes::new());
+            self.events.push_back(LogEvent::ReadDone {
+                token,
+                result: Ok(data),
+            });
+            return Ok(token);
+        }
+        let seg = &self.segments[self.segment_for(fetch_offset)];
+        let pos = seg.position_for(fetch_offset);
+        let req = ReadReq {
+            token,
+            fetch_offset,
+            max_bytes,
+            seg_base: seg.base,
+            pos,
+            asked: 0,
+        };
+        let want = (max_bytes as u64).saturating_add(self.config.index_interval_bytes);
+        self.issue_read(req, want, io);
+        Ok(token)
+    }
+
+    /// Read at `req.pos` (at least `want` bytes if there are that many
+    /// committed ones), moving on to the next segment at a segment's end.
+    fn issue_read(&mut self, mut req: ReadReq, want: u64, io: &mut DiskIo) {
+        loop {
+            let Some(i) = self.segment_index(req.seg_base) else {
+                let err = self.out_of_range(req.fetch_offset);
+                self.events.push_back(LogEvent::ReadDone {
+                    token: req.token,
+                    result: Err(err),
+                });
+                return;
+            };
+            let end = self.committed_end(&self.segments[i]);
+            if req.pos < end {
+                let len = want.max(1).min(end - req.pos);
+                req.asked = len;
+                let path = self.path(&file_name(req.seg_base, "log"));
+                let op = DiskOp::Read {
+                    path,
+                    offset: req.pos,
+                    len,
+                };
+                self.submit(io, op, Pending::Read(req));
+                return;
+            }
+            match self.segments.get(i + 1) {
+                Some(next) if self.committed_end(next) > 0 => {
+                    req.seg_base = next.base;
+                    req.pos = next.position_for(req.fetch_offset);
+                }
+                _ => {
+                    let data = self.fetch_data(Bytes::new());
+                    self.events.push_back(LogEvent::ReadDone {
+                        token: req.token,
+                        result: Ok(data),
+                    });
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A read failed: NotFound means the segment was deleted under us; other errors take the log offline.
+    fn read_error(&mut self, e: DiskError, requested: i64) -> LogError {
+        if e.kind == DiskErrorKind::NotFound {
+            self.out_of_range(requested)
+        } else {
+            let reason = format!("read failed: {e}");
+            self.fail(reason.clone());
+            LogError::Offline(reason)
+        }
+    }
+
+    pub(super) fn on_read(
+        &mut self,
+        req: ReadReq,
+        result: Result<DiskReply, DiskError>,
+        io: &mut DiskIo,
+    ) {
+        let buf = match result {
+            Ok(DiskReply::Data(buf)) => buf,
+            Ok(other) => {
+                self.fail(format!("unexpected reply to a read: {other:?}"));
+                return;
+            }
+            Err(e) => {
+                let err = self.read_error(e, req.fetch_offset);
+                self.events.push_back(LogEvent::ReadDone {
+                    token: req.token,
+                    result: Err(err),
+                });
+                return;
+            }
+        };
+        if (buf.len() as u64) < req.asked {
+            let why = format!("short read of segment {} at {}", req.seg_base, req.pos);
+            self.events.push_back(LogEvent::ReadDone {
+                token: req.token,
+                result: Err(LogError::Batch(BatchError::Corrupt(why))),
+            });
+            return;
+        }
+        let end = self
+            .segment_index(req.seg_base)
+            .map_or(0, |i| self.committed_end(&self.segments[i]));
+        match walk_fetch(&buf, req.pos, end, req.fetch_offset, req.max_bytes) {
+            Walk::Found(from, to) => {
+                let data = self.fetch_data(buf.slice(from..to));
+                self.events.push_back(LogEvent::ReadDone {
+                    token: req.token,
+                    result: Ok(data),
+                });
+            }
+            Walk::More(pos, needed) => {
+                let want = needed.max(req.max_bytes as u64);
+                let next = ReadReq { pos, ..req };
+                self.issue_read(next, want, io);
+            }
+            Walk::Corrupt(why) => self.events.push_back(LogEvent::ReadDone {
+                token: req.token,
+                result: Err(LogError::Batch(BatchError::Corrupt(why))),
+            }),
+        }
+    }
+
+    /// An estimate of the committed bytes at or after `fetch_offset`.
+    pub fn bytes_available(&self, fetch_offset: i64) -> u64 {
+        if self.state != LogState::Online || fetch_offset >= self.hw || self.segments.is_empty() {
+            return 0;
+        }
+        let first = self.segment_for(fetch_offset);
+        let mut total = 0;
+        for (i, seg) in self.segments.iter().enumerate().skip(first) {
+            let end = self.committed_end(seg);
+            let from = if i == first {
+                seg.position_for(fetch_offset)
+            } else {
+                0
+            };
+            total += end.saturating_sub(from);
+        }
+        total
+    }
+
+    /// Start looking for the first record with timestamp >= `timestamp`.
+    /// `TimestampFound { token }` follows.
+    pub fn find_offset_for_timestamp(
+        &mut self,
+        timestamp: i64,
+        _now: crate::seam::Now,
+        io: &mut DiskIo,
+    ) -> Result<u64, LogError> {
+        self.usable()?;
+        let token = self.next_token;
+        self.next_token += 1;
+        let req = TsReq {
+            token,
+            target: timestamp,
+            seg_base: i64::MIN,
+            pos: 0,
+            asked: 0,
+        };
+        self.ts_next_segment(req, io);
+        Ok(token)
+    }
+
+    /// Continue a timestamp search in the first segment after `req.seg_base`
+    /// that may hold a match.
+    fn ts_next_segment(&mut self, mut req: TsReq, io: &mut DiskIo) {
+        let next = self.segments.iter().find(|s| {
+            s.base > req.seg_base
+                && s.max_ts.is_some_and(|(ts, _)| ts >= req.target)
+                && self.committed_end(s) > 0
+        });
+        match next {
+            Some(seg) => {
+                req.pos = seg.position_for(seg.time_lookup(req.target));
+                req.seg_base = seg.base;
+                self.issue_ts_read(req, TS_CHUNK, io);
+            }
+            None => self.events.push_back(LogEvent::TimestampFound {
+                token: req.token,
+                result: Ok(None),
+            }),
+        }
+    }
+
+    fn issue_ts_read(&mut self, mut req: TsReq, want: u64, io: &mut DiskIo) {
+        let end = self
+            .segment_index(req.seg_base)
+            .map_or(0, |i| self.committed_end(&self.segments[i]));
+        if req.pos >= end {
+            self.ts_next_segment(req, io);
+            return;
+        }
+        req.asked = want.min(end - req.pos);
+        let op = DiskOp::Read {
+            path: self.path(&file_name(req.seg_base, "log")),
+            offset: req.pos,
+            len: req.asked,
+        };
+        self.submit(io, op, Pending::TsRead(req));
+    }
+
+    pub(super) fn on_ts_read(
+        &mut self,
+        req: TsReq,
+        result: Result<DiskReply, DiskError>,
+        io: &mut DiskIo,
+    ) {
+        let buf = match result {
+            Ok(DiskReply::Data(buf)) => buf,
+            Ok(other) => {
+                self.fail(format!("unexpected reply to a read: {other:?}"));
+                return;
+            }
+            Err(e) => {
+                let err = self.read_error(e, self.log_start);
+                self.events.push_back(LogEvent::TimestampFound {
+                    token: req.token,
+                    result: Err(err),
+                });
+                return;
+            }
+        };
+        if (buf.len() as u64) < req.asked {
+            let why = format!("short read of segment {} at {}", req.seg_base, req.pos);
+            self.events.push_back(LogEvent::TimestampFound {
+                token: req.token,
+                result: Err(LogError::Batch(BatchError::Corrupt(why))),
+            });
+            return;
+        }
+        let end = self
+            .segment_index(req.seg_base)
+            .map_or(0, |i| self.committed_end(&self.segments[i]));
+        let mut i = 0usize;
+        loop {
+            let at = req.pos + i as u64;
+            if i >= buf.len() {
+                let next = TsReq { pos: at, ..req };
+                self.issue_ts_read(next, TS_CHUNK, io);
+                return;
+            }
+            match parse_header(&buf[i..]) {
+                Ok(h) => {
+                    if h.max_timestamp >= req.target {
+                        let found = match batch::find_timestamp(&buf[i..i + h.length], req.target) {
+                            Ok(found) => found.filter(|&(offset, _)| offset < self.hw),
+                            Err(e) => {
+                                self.events.push_back(LogEvent::TimestampFound {
+                                    token: req.token,
+                                    result: Err(LogError::Batch(e)),
+                                });
+                                return;
+                            }
+                        };
+                        if let Some(found) = found {
+                            self.events.push_back(LogEvent::TimestampFound {
+                                token: req.token,
+                                result: Ok(Some(found)),
+                            });
+                            return;
+                        }
+                    }
+                    i += h.length;
+                }
+                Err(HeaderError::Incomplete { needed }) if at + (needed as u64) <= end && i > 0 => {
+                    let next = TsReq { pos: at, ..req };
+                    self.issue_ts_read(next, (needed as u64).max(TS_CHUNK), io);
+                    return;
+                }
+                Err(HeaderError::Incomplete { needed })
+                    if at + (needed as u64) <= end && buf.len() < needed =>
+                {
+                    let next = TsReq { pos: at, ..req };
+                    self.issue_ts_read(next, needed as u64, io);
+                    return;
+                }
+                Err(e) => {
+                    self.events.push_back(LogEvent::TimestampFound {
+                        token: req.token,
+                        result: Err(LogError::Batch(BatchError::Corrupt(format!(
+                            "bad batch at position {at}: {e:?}"
+                        )))),
+                    });
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Pick whole batches out of `buf` (read at file position `pos`; committed
+/// data ends at `end`): skip those wholly below `fetch_offset`, then take
+/// batches while they fit in `max_bytes`, always at least one.
+fn walk_fetch(buf: &Bytes, pos: u64, end: u64, fetch_offset: i64, max_bytes: usize) -> Walk {
+    let mut i = 0usize;
+    let mut start: Option<usize> = None;
+    loop {
+        let at = pos + i as u64;
+        if i >= buf.len() || at >= end {
+            return match start {
+                Some(s) => Walk::Found(s, i),
+                None => Walk::More(at, 0),
+            };
+        }
+        match parse_header(&buf[i..]) {
+            Ok(h) => {
+                if h.last_offset() < fetch_offset {
+                    i += h.length;
+                    continue;
+                }
+                if let Some(s) = start {
+                    if i - s + h.length > max_bytes {
+                        return Walk::Found(s, i);
+                    }
+                } else {
+                    start = Some(i);
+                }
+                i += h.length;
+            }
+            Err(HeaderError::Incomplete { needed }) => {
+                return match start {
+                    Some(s) => Walk::Found(s, i),
+                    None if at + needed as u64 <= end && (buf.len() - i) < needed => {
+                        Walk::More(at, needed as u64)
+                    }
+                    None => Walk::Corrupt(format!(
+                        "batch at position {at} runs past the committed end {end}"
+                    )),
+                };
+            }
+            Err(e) => {
+                return match start {
+                    Some(s) => Walk::Found(s, i),
+                    None => Walk::Corrupt(format!("bad batch at position {at}: {e:?}")),
+                }
+            }
+        }
+    }
+}

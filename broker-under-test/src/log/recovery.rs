@@ -1,0 +1,455 @@
+//! Opening an existing log: list the directory, load what can be trusted,
+//! scan the rest batch by batch (CRC-checked), cut off a torn or corrupt tail,
+//! make what is left durable, and checkpoint.
+//!
+//! Segments wholly below the checkpoint's recovery point are loaded from
+//! their index files if those pass sanity checks; all others are scanned.
+//! Nothing read from disk can panic the log: garbage index or checkpoint
+//! files are ignored (with a warning) and rebuilt.
+
+use bytes::Bytes;
+
+use super::batch::{self, ScanStop};
+use super::checkpoint::{self, Checkpoint, CHECKPOINT, METADATA};
+use super::segment::{file_name, parse_file_name, Segment};
+use super::{Barrier, PartitionLog, Pending};
+use crate::diskio::DiskIo;
+use crate::seam::{DiskError, DiskErrorKind, DiskOp, DiskReply, DiskReqId};
+
+/// Bytes read per step of a segment scan.
+const SCAN_CHUNK: u64 = 1024 * 1024;
+/// Largest index or small text file read during recovery.
+const MAX_SMALL_FILE: u64 = 64 * 1024 * 1024;
+
+#[derive(Debug)]
+pub(super) enum RecStep {
+    List,
+    Metadata,
+    Checkpoint,
+    Index(usize),
+    TimeIndex(usize),
+    Chunk { pos: u64, asked: u64 },
+}
+
+#[derive(Debug, Default)]
+struct RecSeg {
+    base: i64,
+    size: u64,
+    index_size: Option<u64>,
+    timeindex_size: Option<u64>,
+    index: Option<Bytes>,
+    timeindex: Option<Bytes>,
+}
+
+#[derive(Debug)]
+enum Plan {
+    Trusted(Segment),
+    Scan { base: i64, size: u64 },
+}
+
+#[derive(Debug)]
+struct Scan {
+    seg: Segment,
+    file_size: u64,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Recovery {
+    segs: Vec<RecSeg>,
+    /// File names (in the log directory) to remove.
+    removals: Vec<String>,
+    checkpoint: Option<Checkpoint>,
+    plan: std::collections::VecDeque<Plan>,
+    scanning: Option<Scan>,
+    built: Vec<Segment>,
+    /// Bases of scanned segments (synced, and given fresh index files unless last).
+    scanned: Vec<i64>,
+    /// (segment base, length) to cut the last segment to.
+    truncate: Option<(i64, u64)>,
+}
+
+impl PartitionLog {
+    pub(super) fn start_recovery(&mut self, io: &mut DiskIo) {
+        self.recovery = Some(Box::default());
+        let dir = self.dir.clone();
+        self.submit(
+            io,
+            DiskOp::List { path: dir },
+            Pending::Recovery(RecStep::List),
+        );
+    }
+
+    fn small_read(&mut self, io: &mut DiskIo, name: &str, len: u64, step: RecStep) -> DiskReqId {
+        let op = DiskOp::Read {
+            path: self.path(name),
+            offset: 0,
+            len: len.min(MAX_SMALL_FILE),
+        };
+        self.submit(io, op, Pending::Recovery(step))
+    }
+
+    pub(super) fn on_recovery(
+        &mut self,
+        step: RecStep,
+        result: Result<DiskReply, DiskError>,
+        io: &mut DiskIo,
+    ) {
+        let data = match result {
+            Ok(DiskReply::Data(d)) => Some(d),
+            Ok(DiskReply::Listing(entries)) => {
+                self.on_listing(entries, io);
+                return;
+            }
+            Ok(DiskReply::Done) => None,
+            Err(e)
+                if e.kind == DiskErrorKind::NotFound
+                    && !matches!(step, RecStep::List | RecStep::Chunk { .. }) =>
+            {
+                tracing::warn!(dir = %self.dir, ?step, "file vanished during recovery");
+                None
+            }
+            Err(e) => {
+                self.fail(format!("recovery failed: {e}"));
+                return;
+            }
+        };
+        let Some(rec) = self.recovery.as_mut() else {
+            return;
+        };
+        match step {
+            RecStep::List => self.fail("unexpected reply to a directory listing".into()),
+            RecStep::Metadata => match data.as_deref().and_then(checkpoint::parse_metadata) {
+                Some(id) => self.topic_id = id,
+                None => tracing::warn!(dir = %self.dir, "missing or unreadable partition.metadata"),
+            },
+            RecStep::Checkpoint => {
+                rec.checkpoint = data.as_deref().and_then(Checkpoint::parse);
+                if rec.checkpoint.is_none() {
+                    tracing::warn!(dir = %self.dir, "unreadable checkpoint ignored; recovering everything");
+                }
+            }
+            RecStep::Index(i) => {
+                if let Some(s) = rec.segs.get_mut(i) {
+                    s.index = data;
+                }
+            }
+            RecStep::TimeIndex(i) => {
+                if let Some(s) = rec.segs.get_mut(i) {
+                    s.timeindex = data;
+                }
+            }
+            RecStep::Chunk { pos, asked } => match data {
+                Some(buf) => self.on_chunk(pos, asked, buf, io),
+                None => self.fail("unexpected reply to a segment read".into()),
+            },
+        }
+    }
+
+    fn on_listing(&mut self, entries: Vec<crate::seam::DirEntry>, io: &mut DiskIo) {
+        let Some(rec) = self.recovery.as_mut() else {
+            return;
+        };
+        let mut has_meta = false;
+        let mut has_checkpoint = false;
+        let mut indexes: Vec<(i64, bool, u64, String)> = Vec::new();
+        for e in entries {
+            if e.is_dir {
+                tracing::warn!(dir = %self.dir, name = %e.name, "ignoring a directory in a log directory");
+                continue;
+            }
+            if e.name == METADATA {
+                has_meta = true;
+            } else if e.name == CHECKPOINT {
+                has_checkpoint = true;
+            } else if e.name.ends_with(".tmp") {
+                rec.removals.push(e.name);
+            } else {
+                match parse_file_name(&e.name) {
+                    Some((base, "log")) => rec.segs.push(RecSeg {
+                        base,
+                        size: e.size,
+                        ..RecSeg::default()
+                    }),
+                    Some((base, "index")) => indexes.push((base, false, e.size, e.name)),
+                    Some((base, "timeindex")) => indexes.push((base, true, e.size, e.name)),
+                    _ => {
+                        tracing::warn!(dir = %self.dir, name = %e.name, "ignoring an unknown file in a log directory")
+                    }
+                }
+            }
+        }
+        rec.segs.sort_by_key(|s| s.base);
+        for (base, time, size, name) in indexes {
+            match rec.segs.iter_mut().find(|s| s.base == base) {
+                Some(s) if time => s.timeindex_size = Some(size),
+                Some(s) => s.index_size = Some(size),
+                None => rec.removals.push(name),
+            }
+        }
+        let mut reads: Vec<(String, u64, RecStep)> = Vec::new();
+        if has_meta {
+            reads.push((METADATA.to_string(), 4096, RecStep::Metadata));
+        }
+        if has_checkpoint {
+            reads.push((CHECKPOINT.to_string(), 4096, RecStep::Checkpoint));
+        }
+        let last = rec.segs.len().saturating_sub(1);
+        for (i, s) in rec.segs.iter().enumerate().take(last) {
+            if let (Some(isz), Some(tsz)) = (s.index_size, s.timeindex_size) {
+                reads.push((file_name(s.base, "index"), isz, RecStep::Index(i)));
+                reads.push((file_name(s.base, "timeindex"), tsz, RecStep::TimeIndex(i)));
+            }
+        }
+        let mut last_req = None;
+        for (name, len, step) in reads {
+            last_req = Some(self.small_read(io, &name, len, step));
+        }
+        match last_req {
+            Some(req) => self.barrier = Some((req, Barrier::RecoveryLoaded)),
+            None => self.recovery_plan(io),
+        }
+    }
+
+    /// Everything small is loaded: decide what to trust, what to scan, what to drop.
+    pub(super) fn recovery_plan(&mut self, io: &mut DiskIo) {
+        let Some(rec) = self.recovery.as_mut() else {
+            return;
+        };
+        let first_base = rec.segs.first().map_or(0, |s| s.base);
+        let (rp, ls) = match rec.checkpoint {
+            Some(cp) => (cp.recovery_point, cp.log_start_offset),
+            None => (0, first_base),
+        };
+        self.log_start = ls.max(0);
+        let segs = std::mem::take(&mut rec.segs);
+        let n = segs.len();
+        for (i, s) in segs.iter().enumerate() {
+            let next_base = segs.get(i + 1).map(|n| n.base);
+            if let Some(next) = next_base {
+                if next <= ls {
+                    for ext in ["log", "index", "timeindex"] {
+                        rec.removals.push(file_name(s.base, ext));
+                    }
+                    continue;
+                }
+                if next <= rp {
+                    if let (Some(idx), Some(tidx)) = (&s.index, &s.timeindex) {
+                        if let Some(seg) = Segment::from_indexes(s.base, s.size, next, idx, tidx) {
+                            rec.plan.push_back(Plan::Trusted(seg));
+                            continue;
+                        }
+                        tracing::warn!(dir = %self.dir, base = s.base, "invalid index files; rebuilding");
+                    }
+                }
+            } else if s.index_size.is_some() || s.timeindex_size.is_some() {
+                rec.removals.push(file_name(s.base, "index"));
+                rec.removals.push(file_name(s.base, "timeindex"));
+            }
+            let _ = n;
+            rec.plan.push_back(Plan::Scan {
+                base: s.base,
+                size: s.size,
+            });
+        }
+        self.recovery_continue(io);
+    }
+
+    /// Take the next planned segment: load a trusted one, start scanning the next.
+    fn recovery_continue(&mut self, io: &mut DiskIo) {
+        loop {
+            let Some(rec) = self.recovery.as_mut() else {
+                return;
+            };
+            match rec.plan.pop_front() {
+                Some(Plan::Trusted(seg)) => rec.built.push(seg),
+                Some(Plan::Scan { base, size }) => {
+                    rec.scanning = Some(Scan {
+                        seg: Segment::new(base),
+                        file_size: size,
+                    });
+                    if size == 0 {
+                        self.scan_done(io);
+                        return;
+                    }
+                    self.scan_read(0, SCAN_CHUNK, io);
+                    return;
+                }
+                None => {
+                    self.recovery_repair(io);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn scan_read(&mut self, pos: u64, want: u64, io: &mut DiskIo) {
+        let Some(scan) = self.recovery.as_ref().and_then(|r| r.scanning.as_ref()) else {
+            return;
+        };
+        let asked = want.min(scan.file_size.saturating_sub(pos));
+        let op = DiskOp::Read {
+            path: self.path(&file_name(scan.seg.base, "log")),
+            offset: pos,
+            len: asked,
+        };
+        self.submit(io, op, Pending::Recovery(RecStep::Chunk { pos, asked }));
+    }
+
+    fn on_chunk(&mut self, pos: u64, asked: u64, buf: Bytes, io: &mut DiskIo) {
+        let interval = self.config.index_interval_bytes;
+        let dir = self.dir.clone();
+        let Some(scan) = self.recovery.as_mut().and_then(|r| r.scanning.as_mut()) else {
+            return;
+        };
+        if (buf.len() as u64) < asked {
+            scan.file_size = pos + buf.len() as u64;
+        }
+        let (headers, valid, stop) = batch::scan(&buf);
+        let mut good = 0usize;
+        let mut problem = None;
+        for h in headers {
+            if h.base_offset != scan.seg.next_offset {
+                problem = Some(format!(
+                    "batch at {} has base offset {}, expected {}",
+                    pos + good as u64,
+                    h.base_offset,
+                    scan.seg.next_offset
+                ));
+                break;
+            }
+            scan.seg.add_batch(&h, pos + good as u64, interval);
+            good += h.length;
+        }
+        let new_pos = pos + good as u64;
+        scan.seg.size = new_pos;
+        let file_size = scan.file_size;
+        let base = scan.seg.base;
+        if problem.is_none() {
+            debug_assert_eq!(good, valid);
+            match stop {
+                ScanStop::End if new_pos >= file_size => {
+                    self.scan_done(io);
+                    return;
+                }
+                ScanStop::End => {
+                    self.scan_read(new_pos, SCAN_CHUNK, io);
+                    return;
+                }
+                ScanStop::Incomplete { needed } => {
+                    let fits = new_pos + needed as u64 <= file_size;
+                    if fits && (good > 0 || asked < needed as u64) {
+                        self.scan_read(new_pos, SCAN_CHUNK.max(needed as u64), io);
+                        return;
+                    }
+                    problem = Some(format!("torn batch at {new_pos} (needs {needed} bytes)"));
+                }
+                ScanStop::Corrupt(why) => {
+                    problem = Some(format!("invalid batch at {new_pos}: {why}"))
+                }
+            }
+        }
+        let why = problem.unwrap_or_default();
+        tracing::warn!(dir = %dir, segment = base, position = new_pos, reason = %why, "truncating log");
+        let Some(rec) = self.recovery.as_mut() else {
+            return;
+        };
+        rec.truncate = Some((base, new_pos));
+        for plan in std::mem::take(&mut rec.plan) {
+            let b = match plan {
+                Plan::Trusted(seg) => seg.base,
+                Plan::Scan { base, .. } => base,
+            };
+            for ext in ["log", "index", "timeindex"] {
+                rec.removals.push(file_name(b, ext));
+            }
+        }
+        rec.removals.push(file_name(base, "index"));
+        rec.removals.push(file_name(base, "timeindex"));
+        self.scan_done(io);
+    }
+
+    fn scan_done(&mut self, io: &mut DiskIo) {
+        let Some(rec) = self.recovery.as_mut() else {
+            return;
+        };
+        if let Some(scan) = rec.scanning.take() {
+            rec.scanned.push(scan.seg.base);
+            rec.built.push(scan.seg);
+        }
+        self.recovery_continue(io);
+    }
+
+    /// Cut, sync and clean up; then the checkpoint.
+    fn recovery_repair(&mut self, io: &mut DiskIo) {
+        let Some(mut rec) = self.recovery.take() else {
+            return;
+        };
+        rec.removals.sort();
+        rec.removals.dedup();
+        let mut segments = std::mem::take(&mut rec.built);
+        if segments.is_empty() {
+            let seg = Segment::new(self.log_start);
+            let path = self.path(&file_name(seg.base, "log"));
+            self.submit(io, DiskOp::Create { path }, Pending::Step);
+            rec.removals.retain(|n| *n != file_name(seg.base, "log"));
+            segments.push(seg);
+        }
+        if let Some((base, len)) = rec.truncate {
+            let path = self.path(&file_name(base, "log"));
+            self.submit(io, DiskOp::Truncate { path, len }, Pending::Step);
+        }
+        let last_base = segments.last().map_or(0, |s| s.base);
+        for seg in &segments {
+            if !rec.scanned.contains(&seg.base) {
+                continue;
+            }
+            let path = self.path(&file_name(seg.base, "log"));
+            self.submit(io, DiskOp::SyncFile { path }, Pending::Step);
+            if seg.base != last_base {
+                for (ext, content) in [
+                    ("index", seg.encode_index()),
+                    ("timeindex", seg.encode_time_index()),
+                ] {
+                    let path = self.path(&file_name(seg.base, ext));
+                    self.submit(io, DiskOp::Create { path: path.clone() }, Pending::Step);
+                    self.submit(
+                        io,
+                        DiskOp::Write {
+                            path: path.clone(),
+                            offset: 0,
+                            data: Bytes::from(content),
+                        },
+                        Pending::Step,
+                    );
+                    self.submit(io, DiskOp::SyncFile { path }, Pending::Step);
+                }
+            }
+        }
+        for name in &rec.removals {
+            let path = self.path(name);
+            self.submit(io, DiskOp::Remove { path }, Pending::Remove);
+        }
+        let dir = self.dir.clone();
+        let last = self.submit(io, DiskOp::SyncDir { path: dir }, Pending::Step);
+        self.barrier = Some((last, Barrier::RecoveryRepaired));
+
+        let (active_base, active_size, leo) = {
+            let a = segments.last().expect("at least one segment");
+            (a.base, a.size, a.next_offset)
+        };
+        self.segments = segments;
+        self.leo = leo;
+        self.hw = leo;
+        self.durable = leo;
+        self.hw_pos = (active_base, active_size);
+        let first_base = self.segments[0].base;
+        self.log_start = self.log_start.max(first_base).min(leo);
+        tracing::info!(dir = %self.dir, log_start = self.log_start, log_end = leo, segments = self.segments.len(), "log recovered");
+    }
+
+    /// Repairs are durable: record it, then the log is open.
+    pub(super) fn recovery_checkpoint(&mut self, io: &mut DiskIo) {
+        let last = self.write_checkpoint(io);
+        self.barrier = Some((last, Barrier::Opened));
+    }
+}

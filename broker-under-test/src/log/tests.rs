@@ -1,0 +1,851 @@
+//! Tests of the partition log on a MemDisk, driven by a tiny harness that
+//! executes each disk request in order and feeds its completion back.
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::records::{Compression, RecordBatchDecoder};
+
+use super::batch::tests::{make_batch, make_batch_ts};
+use super::batch::BatchError;
+use super::*;
+use crate::memdisk::MemDisk;
+use crate::seam::{DiskExecutor, Output};
+
+const DIR: &str = "t-0";
+
+fn config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 1 << 30,
+        roll_ms: i64::MAX,
+        retention_ms: -1,
+        retention_bytes: -1,
+        index_interval_bytes: 4096,
+        max_batch_bytes: 1 << 20,
+        durability: Durability::Sync,
+        flush_interval_ms: 1000,
+    }
+}
+
+struct Harness {
+    disk: MemDisk,
+    next: DiskReqId,
+    queue: VecDeque<(DiskReqId, DiskOp)>,
+    now: Now,
+    events: Vec<LogEvent>,
+    executed: Vec<DiskOp>,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        Harness {
+            disk: MemDisk::new(),
+            next: 1,
+            queue: VecDeque::new(),
+            now: Now::from_millis(0, 1_000),
+            events: Vec::new(),
+            executed: Vec::new(),
+        }
+    }
+
+    fn call<R>(&mut self, f: impl FnOnce(&mut DiskIo, Now) -> R) -> R {
+        let mut out = Vec::new();
+        let r = {
+            let mut io = DiskIo::new(&mut self.next, &mut out);
+            f(&mut io, self.now)
+        };
+        for o in out {
+            if let Output::Disk { req, op } = o {
+                self.queue.push_back((req, op));
+            }
+        }
+        r
+    }
+
+    fn drain(&mut self, log: &mut PartitionLog) {
+        while let Some(e) = log.poll_event() {
+            self.events.push(e);
+        }
+    }
+
+    /// Execute one queued disk request; false if none.
+    fn step(&mut self, log: &mut PartitionLog) -> bool {
+        let Some((req, op)) = self.queue.pop_front() else {
+            return false;
+        };
+        let result = self.disk.execute(&op);
+        self.executed.push(op);
+        self.call(|io, now| log.on_disk_done(req, result, now, io));
+        self.drain(log);
+        true
+    }
+
+    fn run(&mut self, log: &mut PartitionLog) {
+        while self.step(log) {}
+    }
+
+    fn create(&mut self, config: LogConfig) -> PartitionLog {
+        let mut log =
+            self.call(|io, now| PartitionLog::create(DIR.into(), [7; 16], config, now, io));
+        self.run(&mut log);
+        assert_eq!(self.events.pop(), Some(LogEvent::Opened));
+        assert_eq!(log.state(), &LogState::Online);
+        log
+    }
+
+    fn open(&mut self, config: LogConfig) -> PartitionLog {
+        self.events.clear();
+        let mut log = self.call(|io, now| PartitionLog::open(DIR.into(), config, now, io));
+        self.run(&mut log);
+        assert_eq!(self.events, vec![LogEvent::Opened], "{:?}", log.state());
+        self.events.clear();
+        assert_eq!(log.state(), &LogState::Online);
+        assert!(log.is_idle());
+        log
+    }
+
+    fn append(&mut self, log: &mut PartitionLog, records: Bytes) -> Result<AppendInfo, LogError> {
+        self.call(|io, now| log.append(records, 3, now, io))
+    }
+
+    fn read(
+        &mut self,
+        log: &mut PartitionLog,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<FetchData, LogError> {
+        self.events.clear();
+        let token = self.call(|io, now| log.read(offset, max_bytes, now, io))?;
+        self.drain(log);
+        self.run(log);
+        let pos = self
+            .events
+            .iter()
+            .position(|e| matches!(e, LogEvent::ReadDone { token: t, .. } if *t == token))
+            .expect("ReadDone");
+        match self.events.remove(pos) {
+            LogEvent::ReadDone { result, .. } => result,
+            _ => unreachable!(),
+        }
+    }
+
+    fn find_ts(&mut self, log: &mut PartitionLog, ts: i64) -> Result<Option<(i64, i64)>, LogError> {
+        self.events.clear();
+        let token = self.call(|io, now| log.find_offset_for_timestamp(ts, now, io))?;
+        self.drain(log);
+        self.run(log);
+        let pos = self
+            .events
+            .iter()
+            .position(|e| matches!(e, LogEvent::TimestampFound { token: t, .. } if *t == token))
+            .expect("TimestampFound");
+        match self.events.remove(pos) {
+            LogEvent::TimestampFound { result, .. } => result,
+            _ => unreachable!(),
+        }
+    }
+
+    fn maintain(&mut self, log: &mut PartitionLog) {
+        self.call(|io, now| log.maintain(now, io));
+        self.run(log);
+    }
+
+    fn files(&self) -> Vec<String> {
+        self.disk.files()
+    }
+
+    fn count_queued(&self, pred: impl Fn(&DiskOp) -> bool) -> usize {
+        self.queue.iter().filter(|(_, op)| pred(op)).count()
+    }
+}
+
+/// (offset, value length) of every record in `records`, checking batches decode.
+fn offsets(records: &Bytes) -> Vec<i64> {
+    let mut buf = records.clone();
+    RecordBatchDecoder::decode_all(&mut buf)
+        .expect("batches decode")
+        .iter()
+        .flat_map(|set| set.records.iter().map(|r| r.offset))
+        .collect()
+}
+
+fn batch(count: usize) -> Bytes {
+    make_batch(count, 50, Compression::None)
+}
+
+fn is_sync(op: &DiskOp) -> bool {
+    matches!(op, DiskOp::SyncFile { path } if path.ends_with(".log"))
+}
+
+fn seg_path(base: i64, ext: &str) -> String {
+    format!("{DIR}/{}", segment::file_name(base, ext))
+}
+
+#[test]
+fn create_writes_metadata_and_first_segment() {
+    let mut h = Harness::new();
+    let log = h.create(config());
+    assert_eq!(
+        h.files(),
+        vec![
+            format!("{DIR}/00000000000000000000.log"),
+            format!("{DIR}/partition.metadata")
+        ]
+    );
+    h.disk.crash();
+    assert_eq!(h.files().len(), 2, "creation is durable");
+    assert_eq!(log.topic_id(), [7; 16]);
+    let reopened = h.open(config());
+    assert_eq!(reopened.topic_id(), [7; 16]);
+    assert_eq!(reopened.log_end_offset(), 0);
+}
+
+#[test]
+fn append_and_read_back() {
+    let mut h = Harness::new();
+    let mut log = h.create(config());
+    let a = h.append(&mut log, batch(5)).unwrap();
+    assert_eq!(
+        (
+            a.base_offset,
+            a.last_offset,
+            a.log_append_time,
+            a.log_start_offset
+        ),
+        (0, 4, -1, 0)
+    );
+    let b = h
+        .append(&mut log, make_batch(3, 10, Compression::Gzip))
+        .unwrap();
+    assert_eq!((b.base_offset, b.last_offset), (5, 7));
+    assert_eq!(log.log_end_offset(), 8);
+    h.run(&mut log);
+    assert_eq!(log.high_watermark(), 8);
+    let data = h.read(&mut log, 0, 1 << 20).unwrap();
+    assert_eq!(offsets(&data.records), (0..8).collect::<Vec<_>>());
+    assert_eq!((data.high_watermark, data.log_start_offset), (8, 0));
+    assert!(
+        batch::validate_record_set(&data.records, 1 << 20).is_ok(),
+        "batches intact, CRCs good"
+    );
+    let headers = batch::validate_record_set(&data.records, 1 << 20).unwrap();
+    assert_eq!(headers[1].partition_leader_epoch, 3);
+    // From the middle of the second batch: the whole second batch.
+    let data = h.read(&mut log, 6, 1 << 20).unwrap();
+    assert_eq!(offsets(&data.records), vec![5, 6, 7]);
+    assert_eq!(h.read(&mut log, 8, 1 << 20).unwrap().records.len(), 0);
+    assert!(matches!(
+        h.read(&mut log, 9, 100),
+        Err(LogError::OffsetOutOfRange { requested: 9, .. })
+    ));
+    assert!(matches!(
+        h.append(&mut log, Bytes::from_static(b"junk")),
+        Err(LogError::Batch(BatchError::Corrupt(_)))
+    ));
+    assert_eq!(log.log_end_offset(), 8);
+}
+
+#[test]
+fn group_commit_one_sync_per_group() {
+    let mut h = Harness::new();
+    let mut log = h.create(config());
+    for _ in 0..3 {
+        h.append(&mut log, batch(5)).unwrap();
+    }
+    assert_eq!(h.count_queued(is_sync), 1, "one sync for the first group");
+    assert_eq!(log.high_watermark(), 0);
+    // write 1, sync 1
+    h.step(&mut log);
+    assert_eq!(log.high_watermark(), 0, "written is not durable");
+    h.step(&mut log);
+    assert_eq!(log.high_watermark(), 5);
+    // writes 2 and 3 are covered by one more sync
+    assert_eq!(h.count_queued(is_sync), 1);
+    h.run(&mut log);
+    assert_eq!(log.high_watermark(), 15);
+    let syncs = h.executed.iter().filter(|op| is_sync(op)).count();
+    assert_eq!(syncs, 2);
+    assert!(log.is_idle());
+    // Data below the high watermark only.
+    h.append(&mut log, batch(2)).unwrap();
+    let data = h.read(&mut log, 0, 1 << 20).unwrap();
+    assert_eq!(offsets(&data.records), (0..15).collect::<Vec<_>>());
+}
+
+#[test]
+fn page_cache_mode_acknowledges_after_write() {
+    let mut h = Harness::new();
+    let mut log = h.create(LogConfig {
+        durability: Durability::PageCache,
+        ..config()
+    });
+    h.append(&mut log, batch(4)).unwrap();
+    assert_eq!(h.count_queued(is_sync), 0);
+    h.step(&mut log);
+    assert_eq!(log.high_watermark(), 4);
+    // The periodic flush syncs and checkpoints.
+    h.now = Now::from_millis(2_000, 3_000);
+    h.maintain(&mut log);
+    assert!(h.executed.iter().any(is_sync));
+    let cp = Checkpoint::parse(&h.disk.read_all(&format!("{DIR}/checkpoint")).unwrap()).unwrap();
+    assert_eq!(cp.recovery_point, 4);
+}
+
+#[test]
+fn reads_only_below_high_watermark() {
+    let mut h = Harness::new();
+    let mut log = h.create(config());
+    h.append(&mut log, batch(5)).unwrap();
+    h.run(&mut log);
+    h.append(&mut log, batch(5)).unwrap();
+    // Execute the write but not its sync.
+    h.step(&mut log);
+    assert_eq!(log.high_watermark(), 5);
+    assert_eq!(log.bytes_available(0), batch(5).len() as u64);
+    let token = h.call(|io, now| log.read(0, 1 << 20, now, io)).unwrap();
+    // The read is queued behind the sync; drive just the read.
+    let read_pos = h
+        .queue
+        .iter()
+        .position(|(_, op)| matches!(op, DiskOp::Read { .. }))
+        .unwrap();
+    let (req, op) = h.queue.remove(read_pos).unwrap();
+    let result = h.disk.execute(&op);
+    h.call(|io, now| log.on_disk_done(req, result, now, io));
+    h.drain(&mut log);
+    match h.events.pop() {
+        Some(LogEvent::ReadDone {
+            token: t,
+            result: Ok(data),
+        }) => {
+            assert_eq!(t, token);
+            assert_eq!(offsets(&data.records), (0..5).collect::<Vec<_>>());
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn read_rules_kip74_and_no_partial_tail() {
+    let mut h = Harness::new();
+    let mut log = h.create(LogConfig {
+        index_interval_bytes: 1,
+        ..config()
+    });
+    let b = batch(4);
+    for _ in 0..10 {
+        h.append(&mut log, b.clone()).unwrap();
+    }
+    h.run(&mut log);
+    assert_eq!(log.high_watermark(), 40);
+    // Smaller than one batch: still the first batch, whole.
+    let data = h.read(&mut log, 0, 10).unwrap();
+    assert_eq!(data.records.len(), b.len());
+    // Room for one and a half: one.
+    let data = h.read(&mut log, 0, b.len() * 3 / 2).unwrap();
+    assert_eq!(offsets(&data.records), vec![0, 1, 2, 3]);
+    // Two exactly.
+    let data = h.read(&mut log, 13, b.len() * 2).unwrap();
+    assert_eq!(offsets(&data.records), (12..20).collect::<Vec<_>>());
+    // The index finds later positions.
+    let data = h.read(&mut log, 39, 1 << 20).unwrap();
+    assert_eq!(offsets(&data.records), vec![36, 37, 38, 39]);
+    assert_eq!(log.bytes_available(36), b.len() as u64);
+    assert_eq!(log.bytes_available(40), 0);
+    assert!(matches!(
+        h.read(&mut log, -1, 10),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    assert!(matches!(
+        h.read(&mut log, 41, 10),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+}
+
+#[test]
+fn roll_by_size_writes_indexes_and_reads_across() {
+    let mut h = Harness::new();
+    let b = batch(5);
+    let mut log = h.create(LogConfig {
+        segment_bytes: (b.len() * 3) as u64,
+        index_interval_bytes: 1,
+        ..config()
+    });
+    for _ in 0..7 {
+        h.append(&mut log, b.clone()).unwrap();
+    }
+    h.run(&mut log);
+    assert_eq!(log.high_watermark(), 35);
+    let files = h.files();
+    for base in [0, 15, 30] {
+        assert!(files.contains(&seg_path(base, "log")), "{files:?}");
+    }
+    for base in [0, 15] {
+        assert!(files.contains(&seg_path(base, "index")));
+        assert!(files.contains(&seg_path(base, "timeindex")));
+        assert_eq!(
+            h.disk.read_all(&seg_path(base, "index")).unwrap().len(),
+            2 * 8
+        );
+    }
+    assert!(!files.contains(&seg_path(30, "index")));
+    // A read stops at the segment end; the next picks up from there.
+    let data = h.read(&mut log, 0, 1 << 20).unwrap();
+    assert_eq!(offsets(&data.records), (0..15).collect::<Vec<_>>());
+    let data = h.read(&mut log, 15, 1 << 20).unwrap();
+    assert_eq!(offsets(&data.records), (15..30).collect::<Vec<_>>());
+    assert_eq!(log.bytes_available(0), (b.len() * 7) as u64);
+    // Everything survives a crash, indexes are trusted below the recovery point.
+    h.maintain(&mut log);
+    h.disk.crash();
+    let mut log = h.open(config());
+    assert_eq!(
+        (
+            log.log_start_offset(),
+            log.log_end_offset(),
+            log.high_watermark()
+        ),
+        (0, 35, 35)
+    );
+    let data = h.read(&mut log, 20, 1 << 20).unwrap();
+    assert_eq!(offsets(&data.records), (20..30).collect::<Vec<_>>());
+}
+
+#[test]
+fn roll_by_time() {
+    let mut h = Harness::new();
+    let mut log = h.create(LogConfig {
+        roll_ms: 1_000,
+        ..config()
+    });
+    h.append(&mut log, batch(2)).unwrap();
+    h.now = Now::from_millis(500, 1_500);
+    h.append(&mut log, batch(2)).unwrap();
+    h.run(&mut log);
+    assert!(!h.files().contains(&seg_path(4, "log")));
+    h.now = Now::from_millis(1_000, 2_000);
+    h.append(&mut log, batch(2)).unwrap();
+    h.run(&mut log);
+    assert!(h.files().contains(&seg_path(4, "log")));
+    assert!(h.files().contains(&seg_path(0, "index")));
+    assert_eq!(log.high_watermark(), 6);
+}
+
+fn old_batch(count: usize, ts: i64) -> Bytes {
+    make_batch_ts(count, 50, Compression::None, &vec![ts; count])
+}
+
+#[test]
+fn retention_by_time_persists_log_start() {
+    let mut h = Harness::new();
+    let b = old_batch(5, 1_000);
+    let mut log = h.create(LogConfig {
+        segment_bytes: (b.len() * 2) as u64,
+        retention_ms: 10_000,
+        ..config()
+    });
+    for _ in 0..4 {
+        h.append(&mut log, old_batch(5, 1_000)).unwrap();
+    }
+    h.append(&mut log, old_batch(5, 50_000)).unwrap();
+    h.run(&mut log);
+    // segments: [0,10) [10,20) [20,25)
+    h.now = Now::from_millis(1_000, 20_000);
+    h.maintain(&mut log);
+    assert_eq!(log.log_start_offset(), 20);
+    assert!(!h.files().contains(&seg_path(0, "log")));
+    assert!(!h.files().contains(&seg_path(10, "log")));
+    assert!(!h.files().contains(&seg_path(0, "index")));
+    assert!(matches!(
+        h.read(&mut log, 5, 100),
+        Err(LogError::OffsetOutOfRange { log_start: 20, .. })
+    ));
+    assert_eq!(
+        offsets(&h.read(&mut log, 20, 1 << 20).unwrap().records),
+        (20..25).collect::<Vec<_>>()
+    );
+    let cp = Checkpoint::parse(&h.disk.read_all(&format!("{DIR}/checkpoint")).unwrap()).unwrap();
+    assert_eq!(cp.log_start_offset, 20);
+    h.disk.crash();
+    let log = h.open(config());
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (20, 25));
+}
+
+#[test]
+fn retention_by_size() {
+    let mut h = Harness::new();
+    let b = batch(5);
+    let mut log = h.create(LogConfig {
+        segment_bytes: b.len() as u64,
+        retention_bytes: (b.len() * 2) as i64,
+        ..config()
+    });
+    for _ in 0..5 {
+        h.append(&mut log, b.clone()).unwrap();
+    }
+    h.run(&mut log);
+    h.maintain(&mut log);
+    assert_eq!(log.log_start_offset(), 15);
+    let logs: Vec<_> = h
+        .files()
+        .into_iter()
+        .filter(|f| f.ends_with(".log"))
+        .collect();
+    assert_eq!(logs, vec![seg_path(15, "log"), seg_path(20, "log")]);
+    // An active segment is never deleted.
+    let mut log2 = {
+        let mut h2 = Harness::new();
+        let mut l = h2.create(LogConfig {
+            retention_bytes: 0,
+            ..config()
+        });
+        h2.append(&mut l, b.clone()).unwrap();
+        h2.run(&mut l);
+        h2.maintain(&mut l);
+        l
+    };
+    assert_eq!(log2.log_start_offset(), 0);
+    let _ = &mut log2;
+}
+
+#[test]
+fn crash_keeps_acknowledged_loses_unsynced() {
+    let mut h = Harness::new();
+    let mut log = h.create(config());
+    h.append(&mut log, batch(5)).unwrap();
+    h.append(&mut log, batch(5)).unwrap();
+    h.run(&mut log);
+    let acked = log.high_watermark();
+    assert_eq!(acked, 10);
+    h.append(&mut log, batch(5)).unwrap();
+    h.step(&mut log); // the write, not its sync
+    assert_eq!(log.high_watermark(), 10);
+    h.disk.crash();
+    let mut log = h.open(config());
+    assert_eq!(log.log_end_offset(), 10);
+    assert_eq!(log.high_watermark(), 10);
+    let data = h.read(&mut log, 0, 1 << 20).unwrap();
+    assert_eq!(offsets(&data.records), (0..10).collect::<Vec<_>>());
+    // Appends continue at the recovered end.
+    assert_eq!(h.append(&mut log, batch(1)).unwrap().base_offset, 10);
+    h.run(&mut log);
+    assert_eq!(log.high_watermark(), 11);
+}
+
+#[test]
+fn crash_mid_roll_keeps_acknowledged() {
+    let mut h = Harness::new();
+    let b = batch(5);
+    let mut log = h.create(LogConfig {
+        segment_bytes: (b.len() * 2) as u64,
+        ..config()
+    });
+    let mut acked = 0;
+    for i in 0..20 {
+        h.append(&mut log, b.clone()).unwrap();
+        for _ in 0..(i % 4) {
+            h.step(&mut log);
+        }
+        acked = acked.max(log.high_watermark());
+    }
+    h.disk.crash();
+    let mut log = h.open(config());
+    assert!(
+        log.log_end_offset() >= acked,
+        "{} < {acked}",
+        log.log_end_offset()
+    );
+    let data = h.read(&mut log, 0, 1 << 30).unwrap();
+    assert_eq!(offsets(&data.records)[0], 0);
+}
+
+#[test]
+fn torn_tail_is_truncated() {
+    let mut h = Harness::new();
+    let mut log = h.create(config());
+    let b = batch(5);
+    for _ in 0..3 {
+        h.append(&mut log, b.clone()).unwrap();
+    }
+    h.run(&mut log);
+    let path = seg_path(0, "log");
+    let cut = (b.len() * 2 + 30) as u64;
+    h.disk
+        .execute(&DiskOp::Truncate {
+            path: path.clone(),
+            len: cut,
+        })
+        .unwrap();
+    drop(log);
+    let mut log = h.open(config());
+    assert_eq!(log.log_end_offset(), 10);
+    assert_eq!(h.disk.read_all(&path).unwrap().len(), b.len() * 2);
+    h.disk.crash();
+    assert_eq!(
+        h.disk.read_all(&path).unwrap().len(),
+        b.len() * 2,
+        "the truncation was synced"
+    );
+    assert_eq!(h.append(&mut log, batch(1)).unwrap().base_offset, 10);
+}
+
+#[test]
+fn corrupt_last_batch_is_truncated() {
+    let mut h = Harness::new();
+    let mut log = h.create(config());
+    let b = batch(5);
+    for _ in 0..3 {
+        h.append(&mut log, b.clone()).unwrap();
+    }
+    h.run(&mut log);
+    let path = seg_path(0, "log");
+    let mut content = BytesMut::from(&h.disk.read_all(&path).unwrap()[..]);
+    let at = content.len() - 7;
+    content[at] ^= 0x55;
+    h.disk
+        .execute(&DiskOp::Write {
+            path: path.clone(),
+            offset: 0,
+            data: content.freeze(),
+        })
+        .unwrap();
+    let mut log = h.open(config());
+    assert_eq!(log.log_end_offset(), 10);
+    assert_eq!(h.disk.read_all(&path).unwrap().len(), b.len() * 2);
+    assert_eq!(
+        offsets(&h.read(&mut log, 0, 1 << 20).unwrap().records).len(),
+        10
+    );
+}
+
+#[test]
+fn corrupt_middle_segment_drops_later_segments() {
+    let mut h = Harness::new();
+    let b = batch(5);
+    let mut log = h.create(LogConfig {
+        segment_bytes: (b.len() * 2) as u64,
+        ..config()
+    });
+    for _ in 0..6 {
+        h.append(&mut log, b.clone()).unwrap();
+    }
+    h.run(&mut log);
+    // No checkpoint yet: everything is scanned. Garbage in segment 10.
+    let path = seg_path(10, "log");
+    h.disk
+        .execute(&DiskOp::Write {
+            path,
+            offset: b.len() as u64 + 3,
+            data: Bytes::from_static(b"garbage!"),
+        })
+        .unwrap();
+    let log = h.open(config());
+    assert_eq!(log.log_end_offset(), 15);
+    assert!(!h.files().contains(&seg_path(20, "log")));
+    assert!(!h.files().contains(&seg_path(10, "index")));
+}
+
+#[test]
+fn garbage_index_and_checkpoint_are_rebuilt() {
+    let mut h = Harness::new();
+    let b = batch(5);
+    let cfg = LogConfig {
+        segment_bytes: (b.len() * 4) as u64,
+        index_interval_bytes: 1,
+        ..config()
+    };
+    let mut log = h.create(cfg.clone());
+    for _ in 0..10 {
+        h.append(&mut log, b.clone()).unwrap();
+    }
+    h.run(&mut log);
+    h.maintain(&mut log);
+    let index = seg_path(0, "index");
+    let good = h.disk.read_all(&index).unwrap();
+    for garbage in [
+        &b"\xff\xff\xff\xff\x00\x00\x00\x01abc"[..],
+        &b"\x00\x00\x00\x09\xff\xff\xff\xf0"[..],
+    ] {
+        h.disk
+            .execute(&DiskOp::Create {
+                path: index.clone(),
+            })
+            .unwrap();
+        h.disk
+            .execute(&DiskOp::Write {
+                path: index.clone(),
+                offset: 0,
+                data: Bytes::copy_from_slice(garbage),
+            })
+            .unwrap();
+        let mut log = h.open(cfg.clone());
+        assert_eq!(log.log_end_offset(), 50);
+        assert_eq!(h.disk.read_all(&index).unwrap(), good, "rebuilt");
+        assert_eq!(
+            offsets(&h.read(&mut log, 12, 1 << 20).unwrap().records)[0],
+            10
+        );
+    }
+    // A garbage checkpoint and stray tmp files.
+    for (name, junk) in [
+        ("checkpoint", &b"\x00\xffnot a checkpoint"[..]),
+        ("checkpoint.tmp", b"x"),
+    ] {
+        let path = format!("{DIR}/{name}");
+        h.disk
+            .execute(&DiskOp::Create { path: path.clone() })
+            .unwrap();
+        h.disk
+            .execute(&DiskOp::Write {
+                path,
+                offset: 0,
+                data: Bytes::copy_from_slice(junk),
+            })
+            .unwrap();
+    }
+    h.disk
+        .execute(&DiskOp::Create {
+            path: format!("{DIR}/whatever.txt"),
+        })
+        .unwrap();
+    let log = h.open(cfg);
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (0, 50));
+    assert!(!h.files().contains(&format!("{DIR}/checkpoint.tmp")));
+    let cp = Checkpoint::parse(&h.disk.read_all(&format!("{DIR}/checkpoint")).unwrap()).unwrap();
+    assert_eq!(cp.recovery_point, 50);
+}
+
+#[test]
+fn failed_sync_takes_log_offline() {
+    let mut h = Harness::new();
+    let mut log = h.create(config());
+    h.append(&mut log, batch(5)).unwrap();
+    h.run(&mut log);
+    h.disk.fail_syncs(true);
+    h.append(&mut log, batch(5)).unwrap();
+    h.run(&mut log);
+    assert!(matches!(log.state(), LogState::Failed(_)));
+    assert!(h
+        .events
+        .iter()
+        .any(|e| matches!(e, LogEvent::Failed { .. })));
+    assert_eq!(log.high_watermark(), 5, "never trust a failed sync");
+    assert!(matches!(
+        h.append(&mut log, batch(1)),
+        Err(LogError::Offline(_))
+    ));
+    assert!(matches!(
+        h.read(&mut log, 0, 100),
+        Err(LogError::Offline(_))
+    ));
+    // Syncs work again; still offline until reopened.
+    h.disk.fail_syncs(false);
+    h.maintain(&mut log);
+    assert!(matches!(
+        h.append(&mut log, batch(1)),
+        Err(LogError::Offline(_))
+    ));
+    let log = h.open(config());
+    assert!(log.log_end_offset() >= 5);
+}
+
+#[test]
+fn no_space_takes_log_offline_and_answers_reads() {
+    let mut h = Harness::new();
+    let mut log = h.create(config());
+    h.append(&mut log, batch(5)).unwrap();
+    h.run(&mut log);
+    h.disk.set_capacity(Some(
+        h.disk.read_all(&seg_path(0, "log")).unwrap().len() as u64 + 200,
+    ));
+    h.append(&mut log, batch(5)).unwrap();
+    // A read in flight when the log fails is answered.
+    let token = h.call(|io, now| log.read(0, 100, now, io)).unwrap();
+    h.run(&mut log);
+    assert!(matches!(log.state(), LogState::Failed(why) if why.contains("NoSpace")));
+    assert!(h
+        .events
+        .iter()
+        .any(|e| matches!(e, LogEvent::ReadDone { token: t, result: Err(LogError::Offline(_)) } if *t == token)));
+    assert_eq!(log.high_watermark(), 5);
+}
+
+#[test]
+fn timestamps() {
+    let mut h = Harness::new();
+    let mut log = h.create(LogConfig {
+        index_interval_bytes: 1,
+        ..config()
+    });
+    h.append(
+        &mut log,
+        make_batch_ts(3, 10, Compression::None, &[100, 200, 300]),
+    )
+    .unwrap();
+    h.append(
+        &mut log,
+        make_batch_ts(2, 10, Compression::Snappy, &[400, 500]),
+    )
+    .unwrap();
+    h.append(
+        &mut log,
+        make_batch_ts(2, 10, Compression::None, &[450, 460]),
+    )
+    .unwrap();
+    h.run(&mut log);
+    assert_eq!(h.find_ts(&mut log, 250).unwrap(), Some((2, 300)));
+    assert_eq!(h.find_ts(&mut log, 50).unwrap(), Some((0, 100)));
+    assert_eq!(h.find_ts(&mut log, 450).unwrap(), Some((4, 500)));
+    assert_eq!(h.find_ts(&mut log, 501).unwrap(), None);
+    assert_eq!(log.max_timestamp(), Some((4, 500)));
+}
+
+#[test]
+fn delete_removes_directory() {
+    let mut h = Harness::new();
+    let mut log = h.create(config());
+    h.append(&mut log, batch(5)).unwrap();
+    h.run(&mut log);
+    h.call(|io, _| log.delete(io));
+    assert_eq!(log.state(), &LogState::Deleting);
+    h.run(&mut log);
+    assert_eq!(log.state(), &LogState::Deleted);
+    assert_eq!(h.events.pop(), Some(LogEvent::Deleted));
+    assert!(h.files().is_empty());
+    h.disk.crash();
+    assert!(h.files().is_empty(), "deletion is durable");
+    assert!(matches!(
+        h.append(&mut log, batch(1)),
+        Err(LogError::Offline(_))
+    ));
+}
+
+#[test]
+fn flush_checkpoints_after_sync() {
+    let mut h = Harness::new();
+    let mut log = h.create(LogConfig {
+        durability: Durability::PageCache,
+        ..config()
+    });
+    h.append(&mut log, batch(5)).unwrap();
+    h.call(|io, _| log.flush(io));
+    h.run(&mut log);
+    assert!(log.is_idle());
+    let cp = Checkpoint::parse(&h.disk.read_all(&format!("{DIR}/checkpoint")).unwrap()).unwrap();
+    assert_eq!(cp.recovery_point, 5);
+    h.disk.crash();
+    let log = h.open(config());
+    assert_eq!(log.log_end_offset(), 5);
+}
+
+#[test]
+fn not_ready_while_opening() {
+    let mut h = Harness::new();
+    let mut log = h.call(|io, now| PartitionLog::create(DIR.into(), [1; 16], config(), now, io));
+    assert!(matches!(
+        h.append(&mut log, batch(1)),
+        Err(LogError::NotReady)
+    ));
+    h.run(&mut log);
+    assert!(h.append(&mut log, batch(1)).is_ok());
+}
