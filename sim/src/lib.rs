@@ -2,10 +2,12 @@
 //! driven by one seed: clock, network, disks, processes, faults, the trace,
 //! scenarios and the runner behind the `stormlog` CLI.
 
+pub mod catalogue;
 pub mod disk;
 pub mod fault;
 pub mod net;
 pub mod run;
 pub mod scenario;
+pub mod sweep;
 pub mod trace;
 pub mod world;

@@ -1,1 +1,283 @@
-fn main() {}
+//! `stormlog`: run, sweep, replay and benchmark simulated Stormlog clusters.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sim::catalogue::{self, parse_seed, parse_seed_range, seed_hex};
+use sim::run::{Run, RunOptions, RunResult};
+use sim::scenario::Scenario;
+use sim::sweep::{parse_shard, shard, sweep};
+
+#[derive(Parser)]
+#[command(
+    name = "stormlog",
+    version,
+    about = "Deterministic simulation of Stormlog brokers under faults",
+    long_about = "Runs Stormlog brokers and simulated Kafka clients in a simulated world \
+                  (clock, network, disks, processes) driven by one seed. The same scenario \
+                  and seed always give the same run and the same trace hash.\n\n\
+                  With no command, runs the default scenario suite and writes its results.\n\n\
+                  SCENARIO is a path to a TOML file or the name of a catalogue scenario \
+                  (steady, crash-restart, page-cache-power-loss). Seeds are accepted in \
+                  decimal or hex (0x...) and printed in hex."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// One run; ends with `verdict: pass|fail` and `trace-hash: <hex>`.
+    Run {
+        #[arg(long)]
+        scenario: String,
+        #[arg(long, value_parser = parse_seed)]
+        seed: u64,
+        /// Also print the run's summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Many seeds of one or more scenarios in parallel; non-zero exit if any fails.
+    Sweep {
+        #[arg(long, num_args = 1.., required = true)]
+        scenario: Vec<String>,
+        /// Seed range A..B (B exclusive), e.g. 0..500 or 0x0..0x100.
+        #[arg(long, value_parser = parse_seed_range)]
+        seeds: std::ops::Range<u64>,
+        /// Worker threads (default: the number of CPUs).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Run only shard i of n (1-based): every n-th seed.
+        #[arg(long, value_parser = parse_shard)]
+        shard: Option<(u64, u64)>,
+        /// Write every run's summary as JSON lines to this file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// The same run again, verbosely; `--trace` prints every delivered event.
+    Replay {
+        #[arg(long)]
+        scenario: String,
+        #[arg(long, value_parser = parse_seed)]
+        seed: u64,
+        #[arg(long)]
+        trace: bool,
+    },
+    /// Measure the simulator: simulated events and seconds per wall second.
+    Bench {
+        /// Benchmark the simulator on a scenario (the only mode so far).
+        #[arg(long)]
+        sim: bool,
+        #[arg(long, default_value = "crash-restart")]
+        scenario: String,
+        /// Number of seeds to run (from 0).
+        #[arg(long, default_value_t = 20)]
+        runs: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("STORMLOG_LOG").unwrap_or_else(|_| "off".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None => suite(),
+        Some(Command::Run { scenario, seed, json }) => run_one(&scenario, seed, json),
+        Some(Command::Sweep { scenario, seeds, jobs, shard: part, out }) => {
+            sweep_cmd(&scenario, seeds, jobs, part, out)
+        }
+        Some(Command::Replay { scenario, seed, trace }) => replay(&scenario, seed, trace),
+        Some(Command::Bench { sim: _, scenario, runs }) => bench(&scenario, runs),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn replay_command(scenario: &str, seed: u64) -> String {
+    format!("cargo run --release -- replay --scenario {scenario} --seed {}", seed_hex(seed))
+}
+
+fn print_result(result: &RunResult, scenario_arg: &str) {
+    println!("scenario: {}  seed: {}", result.scenario, seed_hex(result.seed));
+    println!(
+        "simulated: {} ms, {} events, {} faults, {} broker restarts",
+        result.simulated_ms,
+        result.events,
+        result.faults.len(),
+        result.restarts
+    );
+    println!(
+        "sends: {} ok, {} failed, {} unknown, {} in flight; reads: {}",
+        result.sends.ok, result.sends.fail, result.sends.unknown, result.sends.in_flight, result.reads
+    );
+    if !result.found.is_empty() {
+        println!("anomalies found: {} (expected: {:?})", result.found.join(", "), result.expected);
+        for a in result.anomalies.iter().take(5) {
+            println!("  {}: {}", a.kind, a.explanation);
+        }
+    }
+    if result.pass {
+        println!("verdict: pass");
+    } else {
+        println!("verdict: fail");
+        for reason in &result.reasons {
+            println!("  - {reason}");
+        }
+        println!("replay: {}", replay_command(scenario_arg, result.seed));
+    }
+    println!("trace-hash: {}", result.trace_hash);
+}
+
+fn run_one(scenario_arg: &str, seed: u64, json: bool) -> Result<ExitCode, String> {
+    let scenario = catalogue::load(scenario_arg)?;
+    let result = sim::run::run(&scenario, seed, &RunOptions::default())?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&result).map_err(|e| e.to_string())?);
+    }
+    print_result(&result, scenario_arg);
+    Ok(if result.pass { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn replay(scenario_arg: &str, seed: u64, trace: bool) -> Result<ExitCode, String> {
+    let scenario = catalogue::load(scenario_arg)?;
+    let run = Run::new(&scenario, seed, &RunOptions { keep_trace: trace })?;
+    println!("faults planned:");
+    for f in &run.faults {
+        println!("  {:>7} ms .. {:>7} ms  {} on node {}", f.start_ms, f.end_ms, f.kind.name(), f.node);
+    }
+    let mut run = run;
+    let end = (scenario.duration_ms + scenario.quiet_ms) * 1_000_000;
+    run.run_until(end);
+    if let Some(records) = run.world.trace.records.take() {
+        for r in &records {
+            println!("{r}");
+        }
+    }
+    // Already at the end: this only judges.
+    let result = run.execute();
+    print_result(&result, scenario_arg);
+    Ok(if result.pass { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn sweep_cmd(
+    scenarios: &[String],
+    seeds: std::ops::Range<u64>,
+    jobs: Option<usize>,
+    part: Option<(u64, u64)>,
+    out: Option<PathBuf>,
+) -> Result<ExitCode, String> {
+    let loaded: Vec<(String, Scenario)> = scenarios
+        .iter()
+        .map(|s| catalogue::load(s).map(|sc| (s.clone(), sc)))
+        .collect::<Result<_, _>>()?;
+    let seeds: Vec<u64> = match part {
+        Some((i, n)) => shard(seeds, i, n),
+        None => seeds.collect(),
+    };
+    let work: Vec<(Scenario, u64)> = loaded
+        .iter()
+        .flat_map(|(_, sc)| seeds.iter().map(move |s| (sc.clone(), *s)))
+        .collect();
+    let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    eprintln!("sweep: {} runs on {jobs} threads", work.len());
+    let started = std::time::Instant::now();
+    let results = sweep(&work, jobs, true);
+    let wall = started.elapsed();
+    if let Some(path) = &out {
+        let mut text = String::new();
+        for r in &results {
+            text.push_str(&serde_json::to_string(r).map_err(|e| e.to_string())?);
+            text.push('\n');
+        }
+        std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    let failing = summarize(&loaded, &results);
+    println!("wall time: {:.1} s", wall.as_secs_f64());
+    if let Some(path) = out {
+        println!("results: {}", path.display());
+    }
+    Ok(if failing == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Print the per-scenario table and every failing seed; returns the failure count.
+fn summarize(scenarios: &[(String, Scenario)], results: &[RunResult]) -> usize {
+    println!("{:<26} {:>5} {:>5} {:>5}  {:>8} {:>8} {:>8}  anomalies", "scenario", "runs", "pass", "fail", "acked", "unknown", "restarts");
+    for (_, scenario) in scenarios {
+        let mine: Vec<&RunResult> = results.iter().filter(|r| r.scenario == scenario.name).collect();
+        let pass = mine.iter().filter(|r| r.pass).count();
+        let mut kinds = std::collections::BTreeMap::<&str, usize>::new();
+        for r in &mine {
+            for k in &r.found {
+                *kinds.entry(k.as_str()).or_default() += 1;
+            }
+        }
+        let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!("{k}x{n}")).collect();
+        println!(
+            "{:<26} {:>5} {:>5} {:>5}  {:>8} {:>8} {:>8}  {}",
+            scenario.name,
+            mine.len(),
+            pass,
+            mine.len() - pass,
+            mine.iter().map(|r| r.sends.ok).sum::<usize>(),
+            mine.iter().map(|r| r.sends.unknown).sum::<usize>(),
+            mine.iter().map(|r| r.restarts as usize).sum::<usize>(),
+            if kinds.is_empty() { "-".to_string() } else { kinds.join(" ") }
+        );
+    }
+    let failing: Vec<&RunResult> = results.iter().filter(|r| !r.pass).collect();
+    if !failing.is_empty() {
+        println!("\nfailing seeds:");
+        for r in &failing {
+            let arg = scenarios.iter().find(|(_, s)| s.name == r.scenario).map(|(a, _)| a.as_str()).unwrap_or(&r.scenario);
+            println!("  {} {}: {}", r.scenario, seed_hex(r.seed), r.reasons.first().cloned().unwrap_or_default());
+            println!("    {}", replay_command(arg, r.seed));
+        }
+    }
+    failing.len()
+}
+
+/// The default suite: every catalogue scenario on a modest number of seeds.
+fn suite() -> Result<ExitCode, String> {
+    const SEEDS: u64 = 16;
+    let names: Vec<String> = catalogue::CATALOGUE.iter().map(|(n, _)| n.to_string()).collect();
+    let out_dir = PathBuf::from("target/stormlog");
+    std::fs::create_dir_all(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
+    let out = out_dir.join("suite.jsonl");
+    println!("stormlog: default suite, {} scenarios x {SEEDS} seeds", names.len());
+    sweep_cmd(&names, 0..SEEDS, None, None, Some(out))
+}
+
+fn bench(scenario_arg: &str, runs: u64) -> Result<ExitCode, String> {
+    let scenario = catalogue::load(scenario_arg)?;
+    let mut events = 0u64;
+    let mut simulated_ms = 0u64;
+    let started = std::time::Instant::now();
+    let mut per_run = Vec::new();
+    for seed in 0..runs {
+        let t = std::time::Instant::now();
+        let result = sim::run::run(&scenario, seed, &RunOptions::default())?;
+        per_run.push(t.elapsed().as_secs_f64());
+        events += result.events;
+        simulated_ms += result.simulated_ms;
+    }
+    let wall = started.elapsed().as_secs_f64();
+    per_run.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    let median = per_run[per_run.len() / 2];
+    println!("bench --sim: scenario {} x {runs} seeds", scenario.name);
+    println!("  events:             {events}");
+    println!("  simulated seconds:  {:.1}", simulated_ms as f64 / 1000.0);
+    println!("  wall seconds:       {wall:.2}");
+    println!("  events / wall s:    {:.0}", events as f64 / wall);
+    println!("  sim s / wall s:     {:.1}", simulated_ms as f64 / 1000.0 / wall);
+    println!("  median run:         {:.3} s wall for {:.0} s simulated", median, scenario.duration_ms as f64 / 1000.0 + scenario.quiet_ms as f64 / 1000.0);
+    Ok(ExitCode::SUCCESS)
+}

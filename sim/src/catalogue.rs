@@ -1,0 +1,83 @@
+//! The scenario catalogue shipped with the binary, and finding a scenario by
+//! name or path.
+
+use crate::scenario::Scenario;
+
+/// (name, TOML) of every catalogue scenario, in suite order.
+pub const CATALOGUE: &[(&str, &str)] = &[
+    ("steady", include_str!("../scenarios/steady.toml")),
+    ("crash-restart", include_str!("../scenarios/crash-restart.toml")),
+    ("page-cache-power-loss", include_str!("../scenarios/page-cache-power-loss.toml")),
+];
+
+/// Load a scenario from a file path, or from the catalogue by name.
+pub fn load(name_or_path: &str) -> Result<Scenario, String> {
+    let path = std::path::Path::new(name_or_path);
+    if path.exists() {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{name_or_path}: {e}"))?;
+        return Scenario::from_toml(&text).map_err(|e| format!("{name_or_path}: {e}"));
+    }
+    match CATALOGUE.iter().find(|(name, _)| *name == name_or_path) {
+        Some((name, text)) => Scenario::from_toml(text).map_err(|e| format!("catalogue scenario {name}: {e}")),
+        None => Err(format!(
+            "{name_or_path}: no such file, and not a catalogue scenario (known: {})",
+            CATALOGUE.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+        )),
+    }
+}
+
+/// Every catalogue scenario, parsed.
+pub fn all() -> Vec<Scenario> {
+    CATALOGUE
+        .iter()
+        .map(|(name, text)| Scenario::from_toml(text).unwrap_or_else(|e| panic!("catalogue scenario {name}: {e}")))
+        .collect()
+}
+
+/// Parse a seed written in hex (`0x1f`) or decimal.
+pub fn parse_seed(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let parsed = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => t.parse(),
+    };
+    parsed.map_err(|_| format!("`{text}` is not a seed (decimal, or hex with 0x)"))
+}
+
+/// Parse `A..B` (B exclusive) into a seed range.
+pub fn parse_seed_range(text: &str) -> Result<std::ops::Range<u64>, String> {
+    let (a, b) = text.split_once("..").ok_or_else(|| format!("`{text}`: expected A..B"))?;
+    let (a, b) = (parse_seed(a)?, parse_seed(b)?);
+    if a >= b {
+        return Err(format!("`{text}`: empty range"));
+    }
+    Ok(a..b)
+}
+
+/// Format a seed the way every command prints it.
+pub fn seed_hex(seed: u64) -> String {
+    format!("{seed:#x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalogue_parses() {
+        assert_eq!(all().len(), CATALOGUE.len());
+        for (name, _) in CATALOGUE {
+            assert_eq!(load(name).unwrap().name, *name, "file name matches scenario name");
+        }
+    }
+
+    #[test]
+    fn seeds_in_hex_and_decimal() {
+        assert_eq!(parse_seed("0x1f").unwrap(), 31);
+        assert_eq!(parse_seed("31").unwrap(), 31);
+        assert!(parse_seed("x").is_err());
+        assert_eq!(parse_seed_range("0..0x10").unwrap(), 0..16);
+        assert!(parse_seed_range("5..5").is_err());
+        assert_eq!(seed_hex(31), "0x1f");
+    }
+}
