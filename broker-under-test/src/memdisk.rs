@@ -47,6 +47,8 @@ pub struct MemDisk {
     next_inode: Inode,
     capacity: Option<u64>,
     fail_syncs: bool,
+    /// An entry was removed or replaced since the last [`MemDisk::collect`].
+    maybe_garbage: bool,
 }
 
 impl Default for MemDisk {
@@ -79,7 +81,36 @@ impl MemDisk {
             next_inode: ROOT + 1,
             capacity: None,
             fail_syncs: false,
+            maybe_garbage: false,
         }
+    }
+
+    /// Drop files and directories no entry (cached or durable) refers to any more.
+    fn collect(&mut self) {
+        if !self.maybe_garbage {
+            return;
+        }
+        self.maybe_garbage = false;
+        let mut live_files = std::collections::BTreeSet::new();
+        let mut live_dirs = std::collections::BTreeSet::new();
+        let mut stack = vec![ROOT];
+        while let Some(dir) = stack.pop() {
+            if !live_dirs.insert(dir) {
+                continue;
+            }
+            if let Some(d) = self.dirs.get(&dir) {
+                for entry in d.cached.values().chain(d.durable.values()) {
+                    match *entry {
+                        Entry::File(ino) => {
+                            live_files.insert(ino);
+                        }
+                        Entry::Dir(ino) => stack.push(ino),
+                    }
+                }
+            }
+        }
+        self.files.retain(|ino, _| live_files.contains(ino));
+        self.dirs.retain(|ino, _| live_dirs.contains(ino));
     }
 
     /// Limit the total size of all files' cached contents; a write that would
@@ -435,6 +466,7 @@ impl MemDisk {
             ));
         }
         self.dir_mut(dir).cached.remove(name);
+        self.maybe_garbage = true;
         Ok(DiskReply::Done)
     }
 }
@@ -472,6 +504,7 @@ impl DiskExecutor for MemDisk {
                 let ino = self.dir_ino(path)?;
                 let dir = self.dir_mut(ino);
                 dir.durable = dir.cached.clone();
+                self.collect();
                 Ok(DiskReply::Done)
             }
             DiskOp::Truncate { path, len } => {
@@ -634,7 +667,13 @@ mod tests {
         );
         run(&mut disk, DiskOp::RemoveDirAll { path: "d".into() }).unwrap();
         assert!(disk.files().is_empty());
+        let mut crashed = disk.clone();
+        crashed.crash();
+        assert_eq!(crashed.files(), vec!["d/f".to_string()]);
+        // Once the removal is durable the content is gone for good (and freed).
+        run(&mut disk, DiskOp::SyncDir { path: "".into() }).unwrap();
+        assert!(disk.files.is_empty());
         disk.crash();
-        assert_eq!(disk.files(), vec!["d/f".to_string()]);
+        assert!(disk.files().is_empty());
     }
 }

@@ -175,9 +175,13 @@ pub fn parse_header(bytes: &[u8]) -> Result<BatchHeader, HeaderError> {
     Ok(header)
 }
 
-/// Whether the batch's stored CRC-32C matches its content.
-fn crc_ok(batch: &[u8], header: &BatchHeader) -> bool {
-    crc32c::crc32c(&batch[ATTRIBUTES_POS..header.length]) == header.crc
+/// Whether the batch's stored CRC-32C matches its content. `batch` starts
+/// with the batch `header` was parsed from and holds all of it.
+pub fn crc_ok(batch: &[u8], header: &BatchHeader) -> bool {
+    match batch.get(ATTRIBUTES_POS..header.length) {
+        Some(covered) => crc32c::crc32c(covered) == header.crc,
+        None => false,
+    }
 }
 
 /// Read a zig-zag varint (up to 10 bytes) at `*pos`.
@@ -622,6 +626,30 @@ pub(crate) mod tests {
             assert_eq!(find_timestamp(&b, 150), Ok(Some((11, 300))));
             assert_eq!(find_timestamp(&b, 100), Ok(Some((10, 100))));
             assert_eq!(find_timestamp(&b, 301), Ok(None));
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let _ = validate_record_set(&bytes, 1 << 20);
+            let _ = scan_batches(&bytes);
+            let _ = find_timestamp(&bytes, 0);
+            let mut b = bytes.clone();
+            assign_offsets(&mut b, 5, 1);
+        }
+
+        #[test]
+        fn mutated_batches_never_panic(at in 0usize..400, value in proptest::prelude::any::<u8>(), codec in 0usize..3) {
+            let c = [Compression::None, Compression::Gzip, Compression::Zstd][codec];
+            let mut b = make_batch(4, 30, c).to_vec();
+            let at = at % b.len();
+            b[at] = value;
+            // Valid CRC again, so the record walk sees the damage.
+            fix_crc(&mut b);
+            let _ = validate_record_set(&b, 1 << 20);
+            let _ = scan_batches(&b);
+            let _ = find_timestamp(&b, 1_002);
         }
     }
 }

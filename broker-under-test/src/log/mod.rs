@@ -307,6 +307,10 @@ impl PartitionLog {
     pub fn high_watermark(&self) -> i64 {
         self.hw
     }
+    /// Whether `req` is a disk request this log issued and still waits for.
+    pub fn has_request(&self, req: DiskReqId) -> bool {
+        self.pending.contains_key(&req)
+    }
     /// No disk request in flight.
     pub fn is_idle(&self) -> bool {
         self.pending.is_empty()

@@ -333,6 +333,15 @@ impl PartitionLog {
             }
             match parse_header(&buf[i..]) {
                 Ok(h) => {
+                    if !batch::crc_ok(&buf[i..], &h) {
+                        self.events.push_back(LogEvent::TimestampFound {
+                            token: req.token,
+                            result: Err(LogError::Batch(BatchError::Corrupt(format!(
+                                "CRC mismatch in the batch at position {at}"
+                            )))),
+                        });
+                        return;
+                    }
                     if h.max_timestamp >= req.target {
                         let found = match batch::find_timestamp(&buf[i..i + h.length], req.target) {
                             Ok(found) => found.filter(|&(offset, _)| offset < self.hw),
@@ -399,6 +408,15 @@ fn walk_fetch(buf: &Bytes, pos: u64, end: u64, fetch_offset: i64, max_bytes: usi
                 if h.last_offset() < fetch_offset {
                     i += h.length;
                     continue;
+                }
+                // Never serve a batch that fails its CRC (silent corruption on disk).
+                if !batch::crc_ok(&buf[i..], &h) {
+                    return match start {
+                        Some(s) => Walk::Found(s, i),
+                        None => {
+                            Walk::Corrupt(format!("CRC mismatch in the batch at position {at}"))
+                        }
+                    };
                 }
                 if let Some(s) = start {
                     if i - s + h.length > max_bytes {

@@ -222,7 +222,6 @@ impl PartitionLog {
         };
         self.log_start = ls.max(0);
         let segs = std::mem::take(&mut rec.segs);
-        let n = segs.len();
         for (i, s) in segs.iter().enumerate() {
             let next_base = segs.get(i + 1).map(|n| n.base);
             if let Some(next) = next_base {
@@ -245,7 +244,6 @@ impl PartitionLog {
                 rec.removals.push(file_name(s.base, "index"));
                 rec.removals.push(file_name(s.base, "timeindex"));
             }
-            let _ = n;
             rec.plan.push_back(Plan::Scan {
                 base: s.base,
                 size: s.size,
