@@ -162,6 +162,10 @@ fn replay(scenario_arg: &str, seed: u64, trace: bool) -> Result<ExitCode, String
             println!("{r}");
         }
     }
+    println!("final state:");
+    for line in run.describe_state() {
+        println!("  {line}");
+    }
     // Already at the end: this only judges.
     let result = run.execute();
     print_result(&result, scenario_arg);

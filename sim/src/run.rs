@@ -296,6 +296,35 @@ impl Run {
         }
     }
 
+    /// Readable lines describing where every process stands (for replay).
+    pub fn describe_state(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        for (i, p) in self.world.procs.iter().enumerate() {
+            match &p.actor {
+                Actor::Broker(host) => {
+                    let mut line = format!("p{i} {} {:?}", p.name, p.state);
+                    if let Some(node) = &host.node {
+                        line.push_str(&format!(" phase={:?} offline={}", node.phase(), node.offline_partitions()));
+                        for topic in node.topic_names() {
+                            for partition in 0.. {
+                                let Some((start, hw, leo)) = node.partition_offsets(&topic, partition) else { break };
+                                line.push_str(&format!(" {topic}-{partition}:[{start},{hw},{leo}]"));
+                            }
+                        }
+                    }
+                    lines.push(line);
+                }
+                Actor::Consumer(c) => {
+                    let progress: Vec<String> =
+                        c.progress().iter().map(|(p, (pos, hw))| format!("{p}:pos={pos},hw={hw}")).collect();
+                    lines.push(format!("p{i} {} {:?} {}", p.name, p.state, progress.join(" ")));
+                }
+                Actor::Producer(_) => lines.push(format!("p{i} {} {:?}", p.name, p.state)),
+            }
+        }
+        lines
+    }
+
     /// The merged history of every client.
     pub fn history(&self) -> History {
         History::merge(self.world.procs.iter().filter_map(|p| match &p.actor {

@@ -341,6 +341,17 @@ fn list_offset(
     partition: i32,
     timestamp: i64,
 ) -> list_offsets_response::ListOffsetsPartitionResponse {
+    list_offset_v(h, conn, topic, partition, timestamp, 7)
+}
+
+fn list_offset_v(
+    h: &mut Harness,
+    conn: ConnId,
+    topic: &str,
+    partition: i32,
+    timestamp: i64,
+    version: i16,
+) -> list_offsets_response::ListOffsetsPartitionResponse {
     let request = ListOffsetsRequest::default()
         .with_replica_id(BrokerId(-1))
         .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
@@ -350,7 +361,7 @@ fn list_offset(
                     .with_partition_index(partition)
                     .with_timestamp(timestamp),
             ])]);
-    let response: ListOffsetsResponse = h.call(conn, ApiKey::ListOffsets, 7, &request);
+    let response: ListOffsetsResponse = h.call(conn, ApiKey::ListOffsets, version, &request);
     response.topics[0].partitions[0].clone()
 }
 
@@ -783,4 +794,61 @@ fn data_survives_restart() {
         created.topics[0].error_code,
         ResponseError::TopicAlreadyExists.code()
     );
+}
+
+/// Regression (kcat 1.7 via ci/compat): ListOffsets v1 answers must not carry
+/// a leader epoch, which that version cannot encode.
+#[test]
+fn list_offsets_every_supported_version_answers() {
+    let mut h = Harness::new(BrokerConfig::default());
+    h.connect(1);
+    create_topics(&mut h, 1, "t", 1);
+    produce(&mut h, 1, "t", 0, batch(&["a"]));
+    for version in 1..=7 {
+        assert_eq!(list_offset_v(&mut h, 1, "t", 0, -1, version).offset, 1, "v{version}");
+    }
+    assert!(h.closed.is_empty());
+}
+
+/// Every supported version of every API encodes an answer (no field set
+/// that a version cannot carry).
+#[test]
+fn every_supported_version_of_fetch_and_metadata_answers() {
+    let mut h = Harness::new(BrokerConfig::default());
+    h.connect(1);
+    create_topics(&mut h, 1, "t", 1);
+    produce(&mut h, 1, "t", 0, batch(&["a"]));
+    for version in 4..=12 {
+        let response: FetchResponse = h.call(1, ApiKey::Fetch, version, &fetch_request("t", 0, 0, 0, 1));
+        assert_eq!(response.responses[0].partitions[0].error_code, 0, "fetch v{version}");
+    }
+    for version in 0..=12 {
+        let request = MetadataRequest::default()
+            .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default().with_name(Some(topic_name("t")))]));
+        let response: MetadataResponse = h.call(1, ApiKey::Metadata, version, &request);
+        assert_eq!(response.topics[0].error_code, 0, "metadata v{version}");
+    }
+    for version in 3..=9 {
+        let response: ProduceResponse = h.call(1, ApiKey::Produce, version, &produce_request("t", 0, batch(&["b"]), -1));
+        assert_eq!(response.responses[0].partition_responses[0].error_code, 0, "produce v{version}");
+    }
+    for version in 2..=7 {
+        let name = format!("c{version}");
+        let request = CreateTopicsRequest::default().with_topics(vec![create_topics_request::CreatableTopic::default()
+            .with_name(topic_name(&name))
+            .with_num_partitions(1)
+            .with_replication_factor(1)]);
+        let response: CreateTopicsResponse = h.call(1, ApiKey::CreateTopics, version, &request);
+        assert_eq!(response.topics[0].error_code, 0, "create topics v{version}");
+    }
+    for version in 1..=5 {
+        let request = DeleteTopicsRequest::default().with_topic_names(vec![topic_name(&format!("c{}", version + 1))]);
+        let response: DeleteTopicsResponse = h.call(1, ApiKey::DeleteTopics, version, &request);
+        assert_eq!(response.responses[0].error_code, 0, "delete topics v{version}");
+    }
+    for version in 0..=4 {
+        let response: ApiVersionsResponse = h.call(1, ApiKey::ApiVersions, version, &ApiVersionsRequest::default());
+        assert_eq!(response.error_code, 0, "api versions v{version}");
+    }
+    assert!(h.closed.is_empty());
 }
