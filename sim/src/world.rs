@@ -518,15 +518,11 @@ impl World {
         let transmit = self.net.transmit_nanos(bytes.len());
         let reset_after = self.net.spec.reset_after_ms * 1_000_000;
         let now = self.now;
-        let held = {
-            let c = &self.net.conns[&id];
-            let (dir, to) = c.route(proc);
-            self.net.links.is_held(proc, to.proc) || !c.dirs[dir].held.is_empty()
-        };
-        let blocked;
         let c = self.net.conns.get_mut(&id).expect("found");
         let (dir, to) = c.route(proc);
-        blocked = self.net.links.is_blocked(proc, to.proc);
+        let blocked = self.net.links.is_blocked(proc, to.proc);
+        // Bytes queue behind a fault, and behind bytes already held.
+        let held = self.net.links.is_held(proc, to.proc) || !c.dirs[dir].held.is_empty();
         let d = &mut c.dirs[dir];
         if held {
             d.held.push_back(bytes);
@@ -562,7 +558,12 @@ impl World {
         let latency = self.net.latency(&mut self.net_rng);
         let c = &self.net.conns[&id];
         let (dir, to) = c.route(proc);
-        let at = c.dirs[dir].next_arrival.max(self.now + latency);
+        let at = if self.net.links.is_held(proc, to.proc) {
+            // The FIN waits behind the fault too; the peer's TCP gives up first.
+            self.now + self.net.spec.reset_after_ms * 1_000_000
+        } else {
+            c.dirs[dir].next_arrival.max(self.now + latency)
+        };
         // This end forgets the connection now; the peer learns after the bytes in flight.
         self.net.by_end.remove(&(proc, conn));
         self.schedule(at, Event::CloseArrives { to });

@@ -186,11 +186,9 @@ impl Session {
                     }
                 }
             }
-            Input::TimerFired { id } if *id == RECONNECT_TIMER => {
-                if self.state == State::Backoff {
-                    self.state = State::Idle;
-                    self.connect(out);
-                }
+            Input::TimerFired { id } if *id == RECONNECT_TIMER && self.state == State::Backoff => {
+                self.state = State::Idle;
+                self.connect(out);
             }
             Input::TimerFired { id } if *id >= TIMEOUT_TIMER_BASE && *id < SESSION_TIMER_LIMIT => {
                 let correlation = (*id - TIMEOUT_TIMER_BASE) as i32;
