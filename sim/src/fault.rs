@@ -23,6 +23,9 @@ pub enum FaultKind {
     PartitionOneWay,
     /// Bytes to and from the broker are held, then delivered at heal.
     Clog,
+    /// Swizzle-clog: the links of a random subset of clients are clogged one
+    /// after another, then unclogged in a different order.
+    SwizzleClog,
     /// Every connection of the broker is reset.
     Reset,
     /// Disk service times are multiplied by 10..100.
@@ -41,6 +44,9 @@ pub enum FaultKind {
     FullDisk,
     /// The broker's wall clock jumps by up to ±1 hour; it jumps back at heal.
     ClockJump,
+    /// The machine is replaced: crash, and its disk comes back empty at heal.
+    /// Loses everything on a single node; a scenario using it expects that.
+    Wipe,
 }
 
 impl FaultKind {
@@ -51,6 +57,7 @@ impl FaultKind {
         FaultKind::Partition,
         FaultKind::PartitionOneWay,
         FaultKind::Clog,
+        FaultKind::SwizzleClog,
         FaultKind::Reset,
         FaultKind::SlowDisk,
         FaultKind::DiskStall,
@@ -60,6 +67,7 @@ impl FaultKind {
         FaultKind::FailSync,
         FaultKind::FullDisk,
         FaultKind::ClockJump,
+        FaultKind::Wipe,
     ];
 
     pub fn name(self) -> &'static str {
@@ -70,6 +78,7 @@ impl FaultKind {
             FaultKind::Partition => "partition",
             FaultKind::PartitionOneWay => "partition-one-way",
             FaultKind::Clog => "clog",
+            FaultKind::SwizzleClog => "swizzle-clog",
             FaultKind::Reset => "reset",
             FaultKind::SlowDisk => "slow-disk",
             FaultKind::DiskStall => "disk-stall",
@@ -79,6 +88,7 @@ impl FaultKind {
             FaultKind::FailSync => "fail-sync",
             FaultKind::FullDisk => "full-disk",
             FaultKind::ClockJump => "clock-jump",
+            FaultKind::Wipe => "wipe",
         }
     }
 }

@@ -69,6 +69,8 @@ pub struct Run {
     pub producers: Vec<ProcId>,
     pub consumers: Vec<ProcId>,
     pub faults: Vec<PlannedFault>,
+    /// Clock jumps in force: (broker, jump in ms), undone at heal.
+    clock_jumps: Vec<(ProcId, i64)>,
 }
 
 /// The broker config a scenario asks for.
@@ -91,9 +93,13 @@ impl Run {
     pub fn new(scenario: &Scenario, seed: u64, options: &RunOptions) -> Result<Run, String> {
         let mut world = World::new(seed, scenario, options.keep_trace);
         let mut brokers = Vec::new();
+        let mut clock_rng = derive_rng(seed, 7);
         for index in 0..scenario.brokers {
             let config = broker_config(scenario, index)?;
-            brokers.push(world.add_broker(index, config, SimDisk::new(scenario.disk.clone())));
+            let proc = world.add_broker(index, config, SimDisk::new(scenario.disk.clone()));
+            let max = scenario.clock.max_skew_ms as i64;
+            world.procs[proc as usize].skew_millis = clock_rng.gen_range(-max..=max);
+            brokers.push(proc);
         }
         let bootstrap = "node-0:9092".to_string();
         let duration = scenario.duration_ms * 1_000_000;
@@ -147,6 +153,7 @@ impl Run {
             producers,
             consumers,
             faults,
+            clock_jumps: Vec::new(),
         })
     }
 
@@ -196,7 +203,13 @@ impl Run {
         match (fault.kind, strike) {
             (FaultKind::Crash, true) => w.crash(broker, true),
             (FaultKind::Kill, true) => w.crash(broker, false),
-            (FaultKind::Crash | FaultKind::Kill, false) => w.restart(broker),
+            (FaultKind::Wipe, true) => {
+                w.crash(broker, true);
+                if let Some(h) = w.broker_mut(broker) {
+                    h.disk.wipe();
+                }
+            }
+            (FaultKind::Crash | FaultKind::Kill | FaultKind::Wipe, false) => w.restart(broker),
             (FaultKind::Pause, true) => w.pause(broker),
             (FaultKind::Pause, false) => w.resume(broker),
             (FaultKind::Partition, true) => {
@@ -214,6 +227,29 @@ impl Run {
                 for c in clients {
                     w.net.links.clogged.insert((c, broker));
                     w.net.links.clogged.insert((broker, c));
+                }
+            }
+            (FaultKind::SwizzleClog, true) => {
+                // Clog a random subset now; the heal unclogs them one by one
+                // in a shuffled order.
+                let mut rng = derive_rng(w.seed ^ now, 5);
+                for c in clients {
+                    if rng.gen_bool(0.5) {
+                        w.net.links.clogged.insert((c, broker));
+                        w.net.links.clogged.insert((broker, c));
+                    }
+                }
+            }
+            (FaultKind::SwizzleClog, false) => {
+                let mut rng = derive_rng(w.seed ^ now, 6);
+                let mut clogged: Vec<(ProcId, ProcId)> = w.net.links.clogged.iter().copied().collect();
+                // Fisher-Yates with the run's generator: a deterministic shuffle.
+                for i in (1..clogged.len()).rev() {
+                    clogged.swap(i, rng.gen_range(0..=i));
+                }
+                for pair in clogged {
+                    w.net.links.clogged.remove(&pair);
+                    w.release_links();
                 }
             }
             (FaultKind::Partition | FaultKind::PartitionOneWay | FaultKind::Clog, false) => {
@@ -283,10 +319,16 @@ impl Run {
                 }
             }
             (FaultKind::ClockJump, true) => {
-                let jump = w.disk_rng().gen_range(-3_600_000i64..=3_600_000);
+                let jump = derive_rng(w.seed ^ now, 8).gen_range(-3_600_000i64..=3_600_000);
                 w.procs[broker as usize].skew_millis += jump;
+                self.clock_jumps.push((broker, jump));
             }
-            (FaultKind::ClockJump, false) => w.procs[broker as usize].skew_millis = 0,
+            (FaultKind::ClockJump, false) => {
+                if let Some(i) = self.clock_jumps.iter().position(|(b, _)| *b == broker) {
+                    let (_, jump) = self.clock_jumps.remove(i);
+                    w.procs[broker as usize].skew_millis -= jump;
+                }
+            }
         }
     }
 

@@ -35,6 +35,8 @@ pub struct Scenario {
     #[serde(default)]
     pub disk: DiskSpec,
     #[serde(default)]
+    pub clock: ClockSpec,
+    #[serde(default)]
     pub nemesis: NemesisSpec,
     /// Faults at fixed times, in addition to the nemesis'.
     #[serde(default)]
@@ -103,6 +105,15 @@ pub struct DiskSpec {
     /// On a crash, unsynced writes may survive as a prefix of their 512-byte sectors.
     #[serde(default = "defaults::yes")]
     pub torn_writes: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClockSpec {
+    /// Each broker's wall clock is off by a fixed amount, uniform in
+    /// [-max, +max] milliseconds, for the whole run.
+    #[serde(default)]
+    pub max_skew_ms: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

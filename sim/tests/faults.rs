@@ -227,3 +227,32 @@ fn crash_and_restart_recover_the_broker() {
     let (_, hw, _) = node.partition_offsets("events", 0).unwrap();
     assert!(hw > 0, "recovered data and accepted new writes");
 }
+
+#[test]
+fn wipe_replaces_the_disk_with_an_empty_one() {
+    let mut run = steady_run(5);
+    run.run_until(2_000 * MS);
+    let broker = run.brokers[0];
+    assert!(!run.world.broker(broker).unwrap().disk.mem.files().is_empty());
+    run.world.crash(broker, true);
+    run.world.broker_mut(broker).unwrap().disk.wipe();
+    assert!(run.world.broker(broker).unwrap().disk.mem.files().is_empty());
+    run.world.restart(broker);
+    run.run_until(4_000 * MS);
+    let node = run.world.broker(broker).unwrap().node.as_ref().unwrap();
+    assert_eq!(node.phase(), broker::node::Phase::Running, "a wiped broker starts empty and serves");
+}
+
+#[test]
+fn clock_skew_shows_in_wall_time_only() {
+    let mut scenario = catalogue::load("steady").unwrap();
+    scenario.clock.max_skew_ms = 60_000;
+    let run = Run::new(&scenario, 9, &RunOptions::default()).unwrap();
+    let broker = run.brokers[0];
+    let producer = run.producers[0];
+    let b = run.world.now_for(broker);
+    let p = run.world.now_for(producer);
+    assert_eq!(b.mono_nanos, p.mono_nanos, "one simulated timeline");
+    assert_ne!(b.wall_millis, p.wall_millis, "the broker's wall clock is skewed");
+    assert!((b.wall_millis - p.wall_millis).abs() <= 60_000);
+}
