@@ -166,6 +166,7 @@ impl Node {
                 }
             }
         }
+        let parts: Vec<PartId> = reads.iter().map(|r| r.1).collect();
         for (slot, part, offset, max_bytes) in reads {
             let result = self
                 .with_log(part, out, |log, io| log.read(offset, max_bytes, now, io))
@@ -181,8 +182,11 @@ impl Node {
                 }
                 Err(e) => self.fetch_partition_failed(id, slot, e),
             }
-            // A read may complete at once (events are drained by the caller's
-            // after_log_activity); drain here so tokens route before we check.
+        }
+        // Some reads complete at once (a read at the high watermark). Only now
+        // that every read is marked outstanding may completions be routed:
+        // routing one earlier would answer the fetch without the rest.
+        for part in parts {
             self.drain_reads(part, now, out);
         }
         self.fetch_maybe_answer(id, out);
