@@ -6,8 +6,35 @@ use crate::scenario::Scenario;
 /// (name, TOML) of every catalogue scenario, in suite order.
 pub const CATALOGUE: &[(&str, &str)] = &[
     ("steady", include_str!("../scenarios/steady.toml")),
-    ("crash-restart", include_str!("../scenarios/crash-restart.toml")),
-    ("page-cache-power-loss", include_str!("../scenarios/page-cache-power-loss.toml")),
+    (
+        "crash-restart",
+        include_str!("../scenarios/crash-restart.toml"),
+    ),
+    ("power-loss", include_str!("../scenarios/power-loss.toml")),
+    ("slow-disk", include_str!("../scenarios/slow-disk.toml")),
+    (
+        "latent-read-errors",
+        include_str!("../scenarios/latent-read-errors.toml"),
+    ),
+    (
+        "silent-corruption",
+        include_str!("../scenarios/silent-corruption.toml"),
+    ),
+    ("full-disk", include_str!("../scenarios/full-disk.toml")),
+    (
+        "client-partitions",
+        include_str!("../scenarios/client-partitions.toml"),
+    ),
+    ("clock-skew", include_str!("../scenarios/clock-skew.toml")),
+    ("pause", include_str!("../scenarios/pause.toml")),
+    (
+        "kitchen-sink",
+        include_str!("../scenarios/kitchen-sink.toml"),
+    ),
+    (
+        "page-cache-power-loss",
+        include_str!("../scenarios/page-cache-power-loss.toml"),
+    ),
 ];
 
 /// Load a scenario from a file path, or from the catalogue by name.
@@ -18,10 +45,16 @@ pub fn load(name_or_path: &str) -> Result<Scenario, String> {
         return Scenario::from_toml(&text).map_err(|e| format!("{name_or_path}: {e}"));
     }
     match CATALOGUE.iter().find(|(name, _)| *name == name_or_path) {
-        Some((name, text)) => Scenario::from_toml(text).map_err(|e| format!("catalogue scenario {name}: {e}")),
+        Some((name, text)) => {
+            Scenario::from_toml(text).map_err(|e| format!("catalogue scenario {name}: {e}"))
+        }
         None => Err(format!(
             "{name_or_path}: no such file, and not a catalogue scenario (known: {})",
-            CATALOGUE.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+            CATALOGUE
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", ")
         )),
     }
 }
@@ -30,7 +63,9 @@ pub fn load(name_or_path: &str) -> Result<Scenario, String> {
 pub fn all() -> Vec<Scenario> {
     CATALOGUE
         .iter()
-        .map(|(name, text)| Scenario::from_toml(text).unwrap_or_else(|e| panic!("catalogue scenario {name}: {e}")))
+        .map(|(name, text)| {
+            Scenario::from_toml(text).unwrap_or_else(|e| panic!("catalogue scenario {name}: {e}"))
+        })
         .collect()
 }
 
@@ -46,7 +81,9 @@ pub fn parse_seed(text: &str) -> Result<u64, String> {
 
 /// Parse `A..B` (B exclusive) into a seed range.
 pub fn parse_seed_range(text: &str) -> Result<std::ops::Range<u64>, String> {
-    let (a, b) = text.split_once("..").ok_or_else(|| format!("`{text}`: expected A..B"))?;
+    let (a, b) = text
+        .split_once("..")
+        .ok_or_else(|| format!("`{text}`: expected A..B"))?;
     let (a, b) = (parse_seed(a)?, parse_seed(b)?);
     if a >= b {
         return Err(format!("`{text}`: empty range"));
@@ -67,7 +104,11 @@ mod tests {
     fn catalogue_parses() {
         assert_eq!(all().len(), CATALOGUE.len());
         for (name, _) in CATALOGUE {
-            assert_eq!(load(name).unwrap().name, *name, "file name matches scenario name");
+            assert_eq!(
+                load(name).unwrap().name,
+                *name,
+                "file name matches scenario name"
+            );
         }
     }
 

@@ -5,6 +5,7 @@
 pub mod catalogue;
 pub mod disk;
 pub mod fault;
+pub mod monitor;
 pub mod net;
 pub mod run;
 pub mod scenario;

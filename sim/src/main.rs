@@ -19,7 +19,7 @@ use sim::sweep::{parse_shard, shard, sweep};
                   and seed always give the same run and the same trace hash.\n\n\
                   With no command, runs the default scenario suite and writes its results.\n\n\
                   SCENARIO is a path to a TOML file or the name of a catalogue scenario \
-                  (steady, crash-restart, page-cache-power-loss). Seeds are accepted in \
+                  (see `sim/scenarios/`: steady, crash-restart, power-loss, slow-disk, latent-read-errors, silent-corruption, full-disk, client-partitions, clock-skew, pause, kitchen-sink, page-cache-power-loss). Seeds are accepted in \
                   decimal or hex (0x...) and printed in hex."
 )]
 struct Cli {
@@ -80,18 +80,37 @@ enum Command {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("STORMLOG_LOG").unwrap_or_else(|_| "off".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("STORMLOG_LOG")
+                .unwrap_or_else(|_| "off".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
         None => suite(),
-        Some(Command::Run { scenario, seed, json }) => run_one(&scenario, seed, json),
-        Some(Command::Sweep { scenario, seeds, jobs, shard: part, out }) => {
-            sweep_cmd(&scenario, seeds, jobs, part, out)
-        }
-        Some(Command::Replay { scenario, seed, trace }) => replay(&scenario, seed, trace),
-        Some(Command::Bench { sim: _, scenario, runs }) => bench(&scenario, runs),
+        Some(Command::Run {
+            scenario,
+            seed,
+            json,
+        }) => run_one(&scenario, seed, json),
+        Some(Command::Sweep {
+            scenario,
+            seeds,
+            jobs,
+            shard: part,
+            out,
+        }) => sweep_cmd(&scenario, seeds, jobs, part, out),
+        Some(Command::Replay {
+            scenario,
+            seed,
+            trace,
+        }) => replay(&scenario, seed, trace),
+        Some(Command::Bench {
+            sim: _,
+            scenario,
+            runs,
+        }) => bench(&scenario, runs),
     };
     match result {
         Ok(code) => code,
@@ -103,11 +122,18 @@ fn main() -> ExitCode {
 }
 
 fn replay_command(scenario: &str, seed: u64) -> String {
-    format!("cargo run --release -- replay --scenario {scenario} --seed {}", seed_hex(seed))
+    format!(
+        "cargo run --release -- replay --scenario {scenario} --seed {}",
+        seed_hex(seed)
+    )
 }
 
 fn print_result(result: &RunResult, scenario_arg: &str) {
-    println!("scenario: {}  seed: {}", result.scenario, seed_hex(result.seed));
+    println!(
+        "scenario: {}  seed: {}",
+        result.scenario,
+        seed_hex(result.seed)
+    );
     println!(
         "simulated: {} ms, {} events, {} faults, {} broker restarts",
         result.simulated_ms,
@@ -117,10 +143,18 @@ fn print_result(result: &RunResult, scenario_arg: &str) {
     );
     println!(
         "sends: {} ok, {} failed, {} unknown, {} in flight; reads: {}",
-        result.sends.ok, result.sends.fail, result.sends.unknown, result.sends.in_flight, result.reads
+        result.sends.ok,
+        result.sends.fail,
+        result.sends.unknown,
+        result.sends.in_flight,
+        result.reads
     );
     if !result.found.is_empty() {
-        println!("anomalies found: {} (expected: {:?})", result.found.join(", "), result.expected);
+        println!(
+            "anomalies found: {} (expected: {:?})",
+            result.found.join(", "),
+            result.expected
+        );
         for a in result.anomalies.iter().take(5) {
             println!("  {}: {}", a.kind, a.explanation);
         }
@@ -141,10 +175,17 @@ fn run_one(scenario_arg: &str, seed: u64, json: bool) -> Result<ExitCode, String
     let scenario = catalogue::load(scenario_arg)?;
     let result = sim::run::run(&scenario, seed, &RunOptions::default())?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&result).map_err(|e| e.to_string())?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&result).map_err(|e| e.to_string())?
+        );
     }
     print_result(&result, scenario_arg);
-    Ok(if result.pass { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if result.pass {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn replay(scenario_arg: &str, seed: u64, trace: bool) -> Result<ExitCode, String> {
@@ -152,7 +193,13 @@ fn replay(scenario_arg: &str, seed: u64, trace: bool) -> Result<ExitCode, String
     let run = Run::new(&scenario, seed, &RunOptions { keep_trace: trace })?;
     println!("faults planned:");
     for f in &run.faults {
-        println!("  {:>7} ms .. {:>7} ms  {} on node {}", f.start_ms, f.end_ms, f.kind.name(), f.node);
+        println!(
+            "  {:>7} ms .. {:>7} ms  {} on node {}",
+            f.start_ms,
+            f.end_ms,
+            f.kind.name(),
+            f.node
+        );
     }
     let mut run = run;
     let end = (scenario.duration_ms + scenario.quiet_ms) * 1_000_000;
@@ -169,7 +216,11 @@ fn replay(scenario_arg: &str, seed: u64, trace: bool) -> Result<ExitCode, String
     // Already at the end: this only judges.
     let result = run.execute();
     print_result(&result, scenario_arg);
-    Ok(if result.pass { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if result.pass {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn sweep_cmd(
@@ -191,7 +242,11 @@ fn sweep_cmd(
         .iter()
         .flat_map(|(_, sc)| seeds.iter().map(move |s| (sc.clone(), *s)))
         .collect();
-    let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let jobs = jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
     eprintln!("sweep: {} runs on {jobs} threads", work.len());
     let started = std::time::Instant::now();
     let results = sweep(&work, jobs, true);
@@ -209,14 +264,24 @@ fn sweep_cmd(
     if let Some(path) = out {
         println!("results: {}", path.display());
     }
-    Ok(if failing == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if failing == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Print the per-scenario table and every failing seed; returns the failure count.
 fn summarize(scenarios: &[(String, Scenario)], results: &[RunResult]) -> usize {
-    println!("{:<26} {:>5} {:>5} {:>5}  {:>8} {:>8} {:>8}  anomalies", "scenario", "runs", "pass", "fail", "acked", "unknown", "restarts");
+    println!(
+        "{:<26} {:>5} {:>5} {:>5}  {:>8} {:>8} {:>8}  anomalies",
+        "scenario", "runs", "pass", "fail", "acked", "unknown", "restarts"
+    );
     for (_, scenario) in scenarios {
-        let mine: Vec<&RunResult> = results.iter().filter(|r| r.scenario == scenario.name).collect();
+        let mine: Vec<&RunResult> = results
+            .iter()
+            .filter(|r| r.scenario == scenario.name)
+            .collect();
         let pass = mine.iter().filter(|r| r.pass).count();
         let mut kinds = std::collections::BTreeMap::<&str, usize>::new();
         for r in &mine {
@@ -234,15 +299,28 @@ fn summarize(scenarios: &[(String, Scenario)], results: &[RunResult]) -> usize {
             mine.iter().map(|r| r.sends.ok).sum::<usize>(),
             mine.iter().map(|r| r.sends.unknown).sum::<usize>(),
             mine.iter().map(|r| r.restarts as usize).sum::<usize>(),
-            if kinds.is_empty() { "-".to_string() } else { kinds.join(" ") }
+            if kinds.is_empty() {
+                "-".to_string()
+            } else {
+                kinds.join(" ")
+            }
         );
     }
     let failing: Vec<&RunResult> = results.iter().filter(|r| !r.pass).collect();
     if !failing.is_empty() {
         println!("\nfailing seeds:");
         for r in &failing {
-            let arg = scenarios.iter().find(|(_, s)| s.name == r.scenario).map(|(a, _)| a.as_str()).unwrap_or(&r.scenario);
-            println!("  {} {}: {}", r.scenario, seed_hex(r.seed), r.reasons.first().cloned().unwrap_or_default());
+            let arg = scenarios
+                .iter()
+                .find(|(_, s)| s.name == r.scenario)
+                .map(|(a, _)| a.as_str())
+                .unwrap_or(&r.scenario);
+            println!(
+                "  {} {}: {}",
+                r.scenario,
+                seed_hex(r.seed),
+                r.reasons.first().cloned().unwrap_or_default()
+            );
             println!("    {}", replay_command(arg, r.seed));
         }
     }
@@ -252,11 +330,17 @@ fn summarize(scenarios: &[(String, Scenario)], results: &[RunResult]) -> usize {
 /// The default suite: every catalogue scenario on a modest number of seeds.
 fn suite() -> Result<ExitCode, String> {
     const SEEDS: u64 = 16;
-    let names: Vec<String> = catalogue::CATALOGUE.iter().map(|(n, _)| n.to_string()).collect();
+    let names: Vec<String> = catalogue::CATALOGUE
+        .iter()
+        .map(|(n, _)| n.to_string())
+        .collect();
     let out_dir = PathBuf::from("target/stormlog");
     std::fs::create_dir_all(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
     let out = out_dir.join("suite.jsonl");
-    println!("stormlog: default suite, {} scenarios x {SEEDS} seeds", names.len());
+    println!(
+        "stormlog: default suite, {} scenarios x {SEEDS} seeds",
+        names.len()
+    );
     sweep_cmd(&names, 0..SEEDS, None, None, Some(out))
 }
 
@@ -281,7 +365,14 @@ fn bench(scenario_arg: &str, runs: u64) -> Result<ExitCode, String> {
     println!("  simulated seconds:  {:.1}", simulated_ms as f64 / 1000.0);
     println!("  wall seconds:       {wall:.2}");
     println!("  events / wall s:    {:.0}", events as f64 / wall);
-    println!("  sim s / wall s:     {:.1}", simulated_ms as f64 / 1000.0 / wall);
-    println!("  median run:         {:.3} s wall for {:.0} s simulated", median, scenario.duration_ms as f64 / 1000.0 + scenario.quiet_ms as f64 / 1000.0);
+    println!(
+        "  sim s / wall s:     {:.1}",
+        simulated_ms as f64 / 1000.0 / wall
+    );
+    println!(
+        "  median run:         {:.3} s wall for {:.0} s simulated",
+        median,
+        scenario.duration_ms as f64 / 1000.0 + scenario.quiet_ms as f64 / 1000.0
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -46,6 +46,10 @@ pub struct Scenario {
     /// found; an empty list means the run must be clean.
     #[serde(default)]
     pub expect: Vec<String>,
+    /// Anomaly kinds this scenario tolerates but does not require (e.g. a
+    /// lost write where no replica can repair a corrupted disk).
+    #[serde(default)]
+    pub allow: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -76,6 +80,9 @@ pub struct WorkloadSpec {
     pub request_timeout_ms: u64,
     #[serde(default = "defaults::one")]
     pub consumers: u32,
+    /// Consumers start at this simulated time (ms); before it nobody reads.
+    #[serde(default)]
+    pub consumer_start_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -162,6 +169,7 @@ impl Default for WorkloadSpec {
             max_in_flight: defaults::max_in_flight(),
             request_timeout_ms: defaults::request_timeout_ms(),
             consumers: 1,
+            consumer_start_ms: 0,
         }
     }
 }

@@ -19,7 +19,9 @@ pub fn sweep(work: &[(Scenario, u64)], jobs: usize, progress: bool) -> Vec<RunRe
         for _ in 0..jobs.max(1) {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some((scenario, seed)) = work.get(i) else { break };
+                let Some((scenario, seed)) = work.get(i) else {
+                    break;
+                };
                 let result = match run(scenario, *seed, &RunOptions::default()) {
                     Ok(result) => result,
                     Err(e) => failed_to_start(scenario, *seed, e),
@@ -27,7 +29,10 @@ pub fn sweep(work: &[(Scenario, u64)], jobs: usize, progress: bool) -> Vec<RunRe
                 if !result.pass {
                     failures.fetch_add(1, Ordering::SeqCst);
                 }
-                results.lock().expect("no panics while holding").push((i, result));
+                results
+                    .lock()
+                    .expect("no panics while holding")
+                    .push((i, result));
                 let finished = done.fetch_add(1, Ordering::SeqCst) + 1;
                 if progress {
                     print_progress(finished, work.len(), failures.load(Ordering::SeqCst));
@@ -83,10 +88,14 @@ pub fn shard(seeds: std::ops::Range<u64>, index: u64, count: u64) -> Vec<u64> {
 
 /// Parse `i/n`.
 pub fn parse_shard(text: &str) -> Result<(u64, u64), String> {
-    let (i, n) = text.split_once('/').ok_or_else(|| format!("`{text}`: expected i/n, e.g. 2/4"))?;
+    let (i, n) = text
+        .split_once('/')
+        .ok_or_else(|| format!("`{text}`: expected i/n, e.g. 2/4"))?;
     let (i, n): (u64, u64) = (
-        i.parse().map_err(|_| format!("`{text}`: bad shard index"))?,
-        n.parse().map_err(|_| format!("`{text}`: bad shard count"))?,
+        i.parse()
+            .map_err(|_| format!("`{text}`: bad shard index"))?,
+        n.parse()
+            .map_err(|_| format!("`{text}`: bad shard count"))?,
     );
     if n == 0 || i == 0 || i > n {
         return Err(format!("`{text}`: need 1 <= i <= n"));

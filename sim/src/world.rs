@@ -127,6 +127,8 @@ pub struct World {
     /// Draws for the disks (service times, torn sectors, flips).
     disk_rng: ChaCha8Rng,
     pub trace: Trace,
+    /// Broker-side invariants, checked after every broker step.
+    pub monitor: crate::monitor::Monitor,
     pub seed: u64,
     timer_generation: u64,
 }
@@ -142,6 +144,7 @@ impl World {
             net_rng: derive_rng(seed, 1),
             disk_rng: derive_rng(seed, 2),
             trace: Trace::new(keep_trace),
+            monitor: Default::default(),
             seed,
             timer_generation: 0,
         }
@@ -359,6 +362,7 @@ impl World {
             Actor::Broker(host) => {
                 if let Some(node) = &mut host.node {
                     node.step(now, input, &mut out);
+                    self.monitor.observe(self.now, host.node_index, node);
                 }
             }
             Actor::Producer(producer) => producer.step(now, input, &mut out),

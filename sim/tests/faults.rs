@@ -11,7 +11,10 @@ use sim::scenario::DiskSpec;
 use sim::world::ProcState;
 
 fn disk(torn: bool) -> SimDisk {
-    SimDisk::new(DiskSpec { torn_writes: torn, ..DiskSpec::default() })
+    SimDisk::new(DiskSpec {
+        torn_writes: torn,
+        ..DiskSpec::default()
+    })
 }
 
 fn exec(d: &mut SimDisk, op: DiskOp) -> Result<DiskReply, broker::seam::DiskError> {
@@ -19,11 +22,28 @@ fn exec(d: &mut SimDisk, op: DiskOp) -> Result<DiskReply, broker::seam::DiskErro
 }
 
 fn write(d: &mut SimDisk, path: &str, offset: u64, data: &[u8]) {
-    exec(d, DiskOp::Write { path: path.into(), offset, data: Bytes::copy_from_slice(data) }).unwrap();
+    exec(
+        d,
+        DiskOp::Write {
+            path: path.into(),
+            offset,
+            data: Bytes::copy_from_slice(data),
+        },
+    )
+    .unwrap();
 }
 
 fn read(d: &mut SimDisk, path: &str) -> Vec<u8> {
-    match exec(d, DiskOp::Read { path: path.into(), offset: 0, len: 1 << 20 }).unwrap() {
+    match exec(
+        d,
+        DiskOp::Read {
+            path: path.into(),
+            offset: 0,
+            len: 1 << 20,
+        },
+    )
+    .unwrap()
+    {
         DiskReply::Data(b) => b.to_vec(),
         other => panic!("{other:?}"),
     }
@@ -54,7 +74,15 @@ fn new_file_without_directory_sync_is_gone_after_crash() {
     write(&mut d, "g", 0, b"data");
     exec(&mut d, DiskOp::SyncFile { path: "g".into() }).unwrap();
     d.crash(&mut ChaCha8Rng::seed_from_u64(1));
-    let err = exec(&mut d, DiskOp::Read { path: "g".into(), offset: 0, len: 10 }).unwrap_err();
+    let err = exec(
+        &mut d,
+        DiskOp::Read {
+            path: "g".into(),
+            offset: 0,
+            len: 10,
+        },
+    )
+    .unwrap_err();
     assert_eq!(err.kind, DiskErrorKind::NotFound);
 }
 
@@ -77,7 +105,10 @@ fn torn_write_leaves_a_prefix_of_sectors() {
         assert_eq!(tail, &new[..tail.len()], "a prefix of the unsynced sectors");
         kept_counts.insert(tail.len() / SECTOR);
     }
-    assert!(kept_counts.contains(&0) && kept_counts.iter().any(|k| *k > 0 && *k < 4), "{kept_counts:?}");
+    assert!(
+        kept_counts.contains(&0) && kept_counts.iter().any(|k| *k > 0 && *k < 4),
+        "{kept_counts:?}"
+    );
 }
 
 #[test]
@@ -86,7 +117,15 @@ fn latent_error_fails_a_read() {
     durable_file(&mut d);
     write(&mut d, "f", 0, b"abc");
     d.faults.latent_read_errors = true;
-    let err = exec(&mut d, DiskOp::Read { path: "f".into(), offset: 0, len: 3 }).unwrap_err();
+    let err = exec(
+        &mut d,
+        DiskOp::Read {
+            path: "f".into(),
+            offset: 0,
+            len: 3,
+        },
+    )
+    .unwrap_err();
     assert_eq!(err.kind, DiskErrorKind::Io);
     d.faults.latent_read_errors = false;
     assert_eq!(read(&mut d, "f"), b"abc");
@@ -98,7 +137,15 @@ fn full_disk_fails_a_write() {
     durable_file(&mut d);
     write(&mut d, "f", 0, b"abc");
     d.fill();
-    let err = exec(&mut d, DiskOp::Write { path: "f".into(), offset: 3, data: Bytes::from_static(b"more") }).unwrap_err();
+    let err = exec(
+        &mut d,
+        DiskOp::Write {
+            path: "f".into(),
+            offset: 3,
+            data: Bytes::from_static(b"more"),
+        },
+    )
+    .unwrap_err();
     assert_eq!(err.kind, DiskErrorKind::NoSpace);
     d.free();
     write(&mut d, "f", 3, b"more");
@@ -131,7 +178,11 @@ fn bit_flip_changes_one_durable_bit() {
 #[test]
 fn slow_disk_multiplies_service_time() {
     let mut d = disk(false);
-    let op = DiskOp::Read { path: "f".into(), offset: 0, len: 1 };
+    let op = DiskOp::Read {
+        path: "f".into(),
+        offset: 0,
+        len: 1,
+    };
     let normal = d.service_nanos(&op, &mut ChaCha8Rng::seed_from_u64(9));
     d.faults.slow_factor = 50;
     let slow = d.service_nanos(&op, &mut ChaCha8Rng::seed_from_u64(9));
@@ -172,11 +223,35 @@ fn partition_stalls_then_resets_connections() {
     let reset_after = run.scenario.network.reset_after_ms * MS;
     run.run_until(2_000 * MS + reset_after - MS);
     // Stalled: nothing reaches the broker, nobody has noticed yet.
-    assert_eq!(events_of(&run, broker, "received", 2_010 * MS, 2_000 * MS + reset_after - MS), 0);
-    assert_eq!(events_of(&run, producer, "closed", 2_000 * MS, 2_000 * MS + reset_after), 0);
+    assert_eq!(
+        events_of(
+            &run,
+            broker,
+            "received",
+            2_010 * MS,
+            2_000 * MS + reset_after - MS
+        ),
+        0
+    );
+    assert_eq!(
+        events_of(
+            &run,
+            producer,
+            "closed",
+            2_000 * MS,
+            2_000 * MS + reset_after
+        ),
+        0
+    );
     run.run_until(2_000 * MS + reset_after + 100 * MS);
-    assert!(events_of(&run, producer, "closed", 2_000 * MS, u64::MAX) >= 1, "the producer sees its connection reset");
-    assert!(events_of(&run, broker, "closed", 2_000 * MS, u64::MAX) >= 1, "so does the broker");
+    assert!(
+        events_of(&run, producer, "closed", 2_000 * MS, u64::MAX) >= 1,
+        "the producer sees its connection reset"
+    );
+    assert!(
+        events_of(&run, broker, "closed", 2_000 * MS, u64::MAX) >= 1,
+        "so does the broker"
+    );
 }
 
 #[test]
@@ -194,7 +269,10 @@ fn clog_delays_then_delivers() {
     // The producer's requests were held for a second, then all arrived; no reset.
     let after = events_of(&run, broker, "received", 3_000 * MS, 3_100 * MS);
     assert!(after > 50, "held bytes delivered after the clog: {after}");
-    assert_eq!(events_of(&run, producer, "closed", 2_000 * MS, 3_100 * MS), 0);
+    assert_eq!(
+        events_of(&run, producer, "closed", 2_000 * MS, 3_100 * MS),
+        0
+    );
     let _ = before;
 }
 
@@ -205,11 +283,17 @@ fn pause_freezes_timers_until_resume() {
     let producer = run.producers[0];
     run.world.pause(producer);
     run.run_until(3_000 * MS);
-    assert_eq!(events_of(&run, producer, "timer", 1_000 * MS + 1, 3_000 * MS), 0);
+    assert_eq!(
+        events_of(&run, producer, "timer", 1_000 * MS + 1, 3_000 * MS),
+        0
+    );
     assert_eq!(run.world.procs[producer as usize].state, ProcState::Paused);
     run.world.resume(producer);
     run.run_until(3_001 * MS);
-    assert!(events_of(&run, producer, "timer", 3_000 * MS, 3_001 * MS) >= 1, "held timers fire at resume");
+    assert!(
+        events_of(&run, producer, "timer", 3_000 * MS, 3_001 * MS) >= 1,
+        "held timers fire at resume"
+    );
 }
 
 #[test]
@@ -233,14 +317,32 @@ fn wipe_replaces_the_disk_with_an_empty_one() {
     let mut run = steady_run(5);
     run.run_until(2_000 * MS);
     let broker = run.brokers[0];
-    assert!(!run.world.broker(broker).unwrap().disk.mem.files().is_empty());
+    assert!(!run
+        .world
+        .broker(broker)
+        .unwrap()
+        .disk
+        .mem
+        .files()
+        .is_empty());
     run.world.crash(broker, true);
     run.world.broker_mut(broker).unwrap().disk.wipe();
-    assert!(run.world.broker(broker).unwrap().disk.mem.files().is_empty());
+    assert!(run
+        .world
+        .broker(broker)
+        .unwrap()
+        .disk
+        .mem
+        .files()
+        .is_empty());
     run.world.restart(broker);
     run.run_until(4_000 * MS);
     let node = run.world.broker(broker).unwrap().node.as_ref().unwrap();
-    assert_eq!(node.phase(), broker::node::Phase::Running, "a wiped broker starts empty and serves");
+    assert_eq!(
+        node.phase(),
+        broker::node::Phase::Running,
+        "a wiped broker starts empty and serves"
+    );
 }
 
 #[test]
@@ -253,6 +355,9 @@ fn clock_skew_shows_in_wall_time_only() {
     let b = run.world.now_for(broker);
     let p = run.world.now_for(producer);
     assert_eq!(b.mono_nanos, p.mono_nanos, "one simulated timeline");
-    assert_ne!(b.wall_millis, p.wall_millis, "the broker's wall clock is skewed");
+    assert_ne!(
+        b.wall_millis, p.wall_millis,
+        "the broker's wall clock is skewed"
+    );
     assert!((b.wall_millis - p.wall_millis).abs() <= 60_000);
 }

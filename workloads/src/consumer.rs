@@ -15,11 +15,12 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::RecordBatchDecoder;
 
-use crate::history::{History, Read};
+use crate::history::{Event, History, Op, Outcome, Read};
 use crate::producer::decode_value;
 use crate::session::{decode_body, Session, SessionEvent, SESSION_TIMER_LIMIT};
 
 const RETRY_TIMER: TimerId = SESSION_TIMER_LIMIT + 1;
+const START_TIMER: TimerId = SESSION_TIMER_LIMIT + 2;
 const METADATA_TAG: u64 = 1;
 const FETCH_TAG: u64 = 2;
 const LIST_OFFSETS_TAG: u64 = 3;
@@ -34,6 +35,8 @@ pub struct ConsumerConfig {
     pub topic: String,
     pub max_wait_ms: i32,
     pub request_timeout_ms: u64,
+    /// Start consuming only at this simulated time (nanoseconds).
+    pub start_at_nanos: u64,
 }
 
 pub struct Consumer {
@@ -46,6 +49,8 @@ pub struct Consumer {
     history: History,
     /// Partitions whose position must be reset to the log start.
     resets: Vec<i32>,
+    /// When the fetch in flight was sent.
+    poll_invoked: u64,
 }
 
 impl Consumer {
@@ -63,6 +68,7 @@ impl Consumer {
             high_watermarks: BTreeMap::new(),
             history: History::default(),
             resets: Vec::new(),
+            poll_invoked: 0,
         }
     }
 
@@ -85,7 +91,14 @@ impl Consumer {
 
     pub fn step(&mut self, now: Now, input: Input, out: &mut Vec<Output>) {
         match input {
-            Input::Start => {
+            Input::Start if now.mono_nanos < self.config.start_at_nanos => {
+                out.push(Output::SetTimer {
+                    id: START_TIMER,
+                    at_nanos: self.config.start_at_nanos,
+                });
+                return;
+            }
+            Input::Start | Input::TimerFired { id: START_TIMER } => {
                 self.session.connect(out);
                 return;
             }
@@ -104,7 +117,7 @@ impl Consumer {
                     let ok = match tag {
                         METADATA_TAG => self.on_metadata(decode_body(&body, version)),
                         FETCH_TAG => self.on_fetch(now, decode_body(&body, version)),
-                        LIST_OFFSETS_TAG => self.on_list_offsets(decode_body(&body, version)),
+                        LIST_OFFSETS_TAG => self.on_list_offsets(now, decode_body(&body, version)),
                         _ => false,
                     };
                     if ok {
@@ -185,6 +198,7 @@ impl Consumer {
                 .with_topics(vec![FetchTopic::default()
                     .with_topic(self.topic())
                     .with_partitions(partitions)]);
+            self.poll_invoked = now.mono_nanos;
             self.session
                 .send(now, ApiKey::Fetch, 11, &request, Some(FETCH_TAG), out);
         }
@@ -203,15 +217,26 @@ impl Consumer {
         true
     }
 
-    fn on_list_offsets(&mut self, response: Option<ListOffsetsResponse>) -> bool {
+    fn on_list_offsets(&mut self, now: Now, response: Option<ListOffsetsResponse>) -> bool {
         let Some(topic) = response.and_then(|r| r.topics.into_iter().next()) else {
             return false;
         };
+        let mut positions = BTreeMap::new();
         for p in topic.partitions {
             if p.error_code == 0 {
                 self.positions.insert(p.partition_index, p.offset);
                 self.resets.retain(|x| *x != p.partition_index);
+                positions.insert(p.partition_index, p.offset);
             }
+        }
+        if !positions.is_empty() {
+            self.history.events.push(Event {
+                process: self.config.process,
+                invoke_nanos: now.mono_nanos,
+                complete_nanos: Some(now.mono_nanos),
+                outcome: Some(Outcome::Ok),
+                op: Op::Seek { positions },
+            });
         }
         self.resets.is_empty()
     }
@@ -221,6 +246,7 @@ impl Consumer {
             return false;
         };
         let mut all_ok = response.error_code == 0;
+        let mut polled: BTreeMap<i32, Vec<Read>> = BTreeMap::new();
         for topic in response.responses {
             for p in topic.partitions {
                 if p.error_code == OFFSET_OUT_OF_RANGE {
@@ -250,16 +276,22 @@ impl Consumer {
                         .as_deref()
                         .map(decode_value)
                         .unwrap_or_default();
-                    self.history.reads.push(Read {
-                        process: self.config.process,
-                        partition: p.partition_index,
+                    polled.entry(p.partition_index).or_default().push(Read {
                         offset: record.offset,
                         value,
-                        at_nanos: now.mono_nanos,
                     });
                     *position = record.offset + 1;
                 }
             }
+        }
+        if !polled.is_empty() {
+            self.history.events.push(Event {
+                process: self.config.process,
+                invoke_nanos: self.poll_invoked,
+                complete_nanos: Some(now.mono_nanos),
+                outcome: Some(Outcome::Ok),
+                op: Op::Poll { reads: polled },
+            });
         }
         all_ok
     }

@@ -1,65 +1,139 @@
-//! What clients did and saw, in simulated time: sends with their outcome, and
-//! every record a consumer read. Checkers judge a run from this alone.
+//! What clients did and saw, in simulated time. Checkers judge a run from
+//! this alone.
+//!
+//! Every operation is one record: when it was invoked, when it completed (if
+//! it did) and how: `ok`, `fail` (definitely did not happen) or `unknown`
+//! (may or may not have happened: a timeout, a lost connection). A send
+//! carries the values it wrote (one per record, unique in the run) and, when
+//! ok, the offset each got; a poll carries, per partition, the records it read
+//! in the order they were returned.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// How a send ended.
+/// How an operation ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum Outcome {
-    /// Acknowledged at this offset.
-    Ok { offset: i64 },
-    /// Definitely not written (the broker said so).
-    Fail { error: String },
-    /// May or may not have been written (timeout, connection lost, storage error).
-    Unknown { reason: String },
+    Ok,
+    /// Definitely did not take effect; the error says why.
+    Fail {
+        error: String,
+    },
+    /// May or may not have taken effect.
+    Unknown {
+        reason: String,
+    },
 }
 
-/// One attempt to write one value.
+/// One record written: its partition and its (run-unique) value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Send {
-    pub process: u32,
+pub struct Write {
     pub partition: i32,
     pub value: String,
-    pub invoke_nanos: u64,
-    pub complete_nanos: Option<u64>,
-    /// `None` while the send is in flight (the run ended first).
-    pub outcome: Option<Outcome>,
+    /// The offset the broker acknowledged, once the send is ok.
+    pub offset: Option<i64>,
 }
 
-/// One record a consumer read.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One record read.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Read {
-    pub process: u32,
-    pub partition: i32,
     pub offset: i64,
     pub value: String,
-    pub at_nanos: u64,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "f", rename_all = "kebab-case")]
+pub enum Op {
+    /// A produce request carrying `writes` (to one or more partitions).
+    Send { writes: Vec<Write> },
+    /// A fetch: partition -> records returned, in order.
+    Poll { reads: BTreeMap<i32, Vec<Read>> },
+    /// The consumer (re)positioned: partition -> next offset it will read.
+    /// Breaks the monotonicity expected between the polls around it.
+    Seek { positions: BTreeMap<i32, i64> },
+}
+
+/// One operation with its timing and outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub process: u32,
+    pub invoke_nanos: u64,
+    /// `None` while the operation is in flight (the run ended first).
+    pub complete_nanos: Option<u64>,
+    pub outcome: Option<Outcome>,
+    #[serde(flatten)]
+    pub op: Op,
+}
+
+impl Event {
+    pub fn is_ok(&self) -> bool {
+        self.outcome == Some(Outcome::Ok)
+    }
+}
+
+/// A run's history: every client's operations, ordered by invocation time.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct History {
-    pub sends: Vec<Send>,
-    pub reads: Vec<Read>,
+    pub events: Vec<Event>,
 }
 
 impl History {
-    /// Merge several clients' histories, ordered by time (ties by process).
+    /// Merge several clients' histories, ordered by invocation (ties by process,
+    /// then by each client's own order).
     pub fn merge(parts: impl IntoIterator<Item = History>) -> History {
-        let mut all = History::default();
-        for part in parts {
-            all.sends.extend(part.sends);
-            all.reads.extend(part.reads);
-        }
-        all.sends.sort_by_key(|s| (s.invoke_nanos, s.process));
-        all.reads.sort_by_key(|r| (r.at_nanos, r.process));
-        all
+        let mut all: Vec<Event> = parts.into_iter().flat_map(|h| h.events).collect();
+        all.sort_by_key(|e| (e.invoke_nanos, e.process));
+        History { events: all }
     }
 
-    pub fn acknowledged(&self) -> impl Iterator<Item = (&Send, i64)> {
-        self.sends.iter().filter_map(|s| match s.outcome {
-            Some(Outcome::Ok { offset }) => Some((s, offset)),
-            _ => None,
-        })
+    /// Every acknowledged write: (process, partition, value, offset).
+    pub fn acknowledged(&self) -> impl Iterator<Item = (u32, &Write, i64)> {
+        self.events
+            .iter()
+            .filter(|e| e.is_ok())
+            .flat_map(|e| match &e.op {
+                Op::Send { writes } => writes
+                    .iter()
+                    .filter_map(|w| w.offset.map(|o| (e.process, w, o)))
+                    .collect::<Vec<_>>(),
+                _ => Vec::new(),
+            })
+    }
+
+    /// Every record read by an ok poll: (process, partition, read).
+    pub fn reads(&self) -> impl Iterator<Item = (u32, i32, &Read)> {
+        self.events
+            .iter()
+            .filter(|e| e.is_ok())
+            .flat_map(|e| match &e.op {
+                Op::Poll { reads } => reads
+                    .iter()
+                    .flat_map(|(p, rs)| rs.iter().map(move |r| (e.process, *p, r)))
+                    .collect::<Vec<_>>(),
+                _ => Vec::new(),
+            })
+    }
+
+    /// Counts of sends by outcome: (ok, fail, unknown, in flight).
+    pub fn send_counts(&self) -> (usize, usize, usize, usize) {
+        let mut counts = (0, 0, 0, 0);
+        for e in &self.events {
+            if let Op::Send { writes } = &e.op {
+                let n = writes.len();
+                match e.outcome {
+                    Some(Outcome::Ok) => counts.0 += n,
+                    Some(Outcome::Fail { .. }) => counts.1 += n,
+                    Some(Outcome::Unknown { .. }) => counts.2 += n,
+                    None => counts.3 += n,
+                }
+            }
+        }
+        counts
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
     }
 }

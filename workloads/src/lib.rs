@@ -1,7 +1,7 @@
 //! Simulated Kafka clients that speak the real protocol through the seam, the
-//! histories they record, and the checks that judge those histories.
+//! histories they record, and the checkers that judge those histories.
 
-pub mod check;
+pub mod checkers;
 pub mod consumer;
 pub mod history;
 pub mod producer;

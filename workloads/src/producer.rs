@@ -15,7 +15,7 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
-use crate::history::{History, Outcome, Send};
+use crate::history::{Event, History, Op, Outcome, Write};
 use crate::session::{decode_body, Session, SessionEvent, SESSION_TIMER_LIMIT};
 
 const SEND_TIMER: TimerId = SESSION_TIMER_LIMIT + 1;
@@ -178,14 +178,19 @@ impl Producer {
                 .with_partition_data(vec![PartitionProduceData::default()
                     .with_index(partition)
                     .with_records(Some(records))])]);
-        let index = self.history.sends.len();
-        self.history.sends.push(Send {
+        let index = self.history.events.len();
+        self.history.events.push(Event {
             process: self.config.process,
-            partition,
-            value,
             invoke_nanos: now.mono_nanos,
             complete_nanos: None,
             outcome: None,
+            op: Op::Send {
+                writes: vec![Write {
+                    partition,
+                    value,
+                    offset: None,
+                }],
+            },
         });
         self.pending.insert(seq, index);
         let tag = (self.config.acks != 0).then_some(seq);
@@ -221,9 +226,10 @@ impl Producer {
             None => Outcome::Unknown {
                 reason: "unreadable produce response".into(),
             },
-            Some(p) if p.error_code == 0 => Outcome::Ok {
-                offset: p.base_offset,
-            },
+            Some(p) if p.error_code == 0 => {
+                self.settle_offset(tag, p.base_offset);
+                Outcome::Ok
+            }
             Some(p) => {
                 let name = kafka_protocol::error::ResponseError::try_from_code(p.error_code)
                     .map(|e| format!("{e:?}"))
@@ -239,11 +245,21 @@ impl Producer {
         self.settle(now, tag, outcome);
     }
 
+    fn settle_offset(&mut self, tag: u64, base_offset: i64) {
+        if let Some(&index) = self.pending.get(&tag) {
+            if let Op::Send { writes } = &mut self.history.events[index].op {
+                for (i, w) in writes.iter_mut().enumerate() {
+                    w.offset = Some(base_offset + i as i64);
+                }
+            }
+        }
+    }
+
     fn settle(&mut self, now: Now, tag: u64, outcome: Outcome) {
         if let Some(index) = self.pending.remove(&tag) {
-            let send = &mut self.history.sends[index];
-            send.outcome = Some(outcome);
-            send.complete_nanos = Some(now.mono_nanos);
+            let event = &mut self.history.events[index];
+            event.outcome = Some(outcome);
+            event.complete_nanos = Some(now.mono_nanos);
         }
     }
 }

@@ -4,6 +4,7 @@
 use bytes::Bytes;
 
 use super::batch::{self, parse_header, BatchError, HeaderError};
+use super::checkpoint::CHECKPOINT;
 use super::segment::file_name;
 use super::{FetchData, LogError, LogEvent, LogState, PartitionLog, Pending};
 use crate::diskio::DiskIo;
@@ -187,6 +188,7 @@ impl PartitionLog {
                 token: req.token,
                 result: Err(LogError::Batch(BatchError::Corrupt(why))),
             });
+            self.fail_on_corruption(io);
             return;
         }
         let end = self
@@ -205,10 +207,13 @@ impl PartitionLog {
                 let next = ReadReq { pos, ..req };
                 self.issue_read(next, want, io);
             }
-            Walk::Corrupt(why) => self.events.push_back(LogEvent::ReadDone {
-                token: req.token,
-                result: Err(LogError::Batch(BatchError::Corrupt(why))),
-            }),
+            Walk::Corrupt(why) => {
+                self.events.push_back(LogEvent::ReadDone {
+                    token: req.token,
+                    result: Err(LogError::Batch(BatchError::Corrupt(why))),
+                });
+                self.fail_on_corruption(io);
+            }
         }
     }
 
@@ -318,6 +323,7 @@ impl PartitionLog {
                 token: req.token,
                 result: Err(LogError::Batch(BatchError::Corrupt(why))),
             });
+            self.fail_on_corruption(io);
             return;
         }
         let end = self
@@ -340,6 +346,7 @@ impl PartitionLog {
                                 "CRC mismatch in the batch at position {at}"
                             )))),
                         });
+                        self.fail_on_corruption(io);
                         return;
                     }
                     if h.max_timestamp >= req.target {
@@ -382,6 +389,7 @@ impl PartitionLog {
                             "bad batch at position {at}: {e:?}"
                         )))),
                     });
+                    self.fail_on_corruption(io);
                     return;
                 }
             }
@@ -445,5 +453,27 @@ fn walk_fetch(buf: &Bytes, pos: u64, end: u64, fetch_offset: i64, max_bytes: usi
                 }
             }
         }
+    }
+}
+
+impl PartitionLog {
+    /// Durable data failed its CRC or was cut short on a read. With no other
+    /// replica to repair from, the log stops serving (KAFKA_STORAGE_ERROR)
+    /// until a restart's recovery cuts it back to its last good batch.
+    ///
+    /// The checkpoint goes first: without it the next recovery scans every
+    /// segment, the damaged one included, instead of trusting those below the
+    /// old recovery point (else the damage would be found again and again).
+    fn fail_on_corruption(&mut self, io: &mut DiskIo) {
+        let checkpoint = self.path(CHECKPOINT);
+        self.submit(io, DiskOp::Remove { path: checkpoint }, Pending::Remove);
+        self.submit(
+            io,
+            DiskOp::SyncDir {
+                path: self.dir.clone(),
+            },
+            Pending::Remove,
+        );
+        self.fail("corrupt data found on read; offline until restart".to_string());
     }
 }

@@ -1069,9 +1069,69 @@ fn garbage_files_never_panic_recovery() {
                     batch::validate_record_set(&data.records, 1 << 20).expect("intact batches");
                     next = *offsets(&data.records).last().unwrap() + 1;
                 }
-                Err(LogError::Batch(BatchError::Corrupt(_))) => next += 1,
+                Err(LogError::Batch(BatchError::Corrupt(_))) => {
+                    // Damage found on a read takes the log offline until a
+                    // restart's recovery cuts it back to its last good batch.
+                    assert!(matches!(log.state(), LogState::Failed(_)));
+                    assert!(matches!(
+                        r.read(&mut log, next, 1 << 20),
+                        Err(LogError::Offline(_))
+                    ));
+                    break;
+                }
                 Err(e) => panic!("{victim} at {offset} of {len}: {e}"),
             }
         }
     }
+}
+
+/// Found by the simulator (silent-corruption seed 0xc): damage below the
+/// recovery point was trusted by every recovery, so the log went offline
+/// again at each restart. Damage found on a read now drops the checkpoint,
+/// and the next recovery scans, finds and cuts it.
+#[test]
+fn corruption_below_the_recovery_point_is_repaired_after_restart() {
+    let mut h = Harness::new();
+    let b = batch(5);
+    let small = LogConfig {
+        segment_bytes: (b.len() * 2) as u64,
+        ..config()
+    };
+    let mut log = h.create(small.clone());
+    for _ in 0..6 {
+        h.append(&mut log, b.clone()).unwrap();
+    }
+    h.run(&mut log);
+    h.maintain(&mut log); // a checkpoint: segments below it will be trusted
+    h.run(&mut log);
+    assert!(h.files().contains(&format!("{DIR}/checkpoint")));
+    // Silent damage inside segment 10, below the recovery point.
+    h.disk
+        .execute(&DiskOp::Write {
+            path: seg_path(10, "log"),
+            offset: b.len() as u64 + 3,
+            data: Bytes::from_static(b"garbage!"),
+        })
+        .unwrap();
+    let mut log = h.open(small.clone());
+    assert_eq!(
+        log.log_end_offset(),
+        30,
+        "the damage is below the recovery point: trusted"
+    );
+    assert!(matches!(
+        h.read(&mut log, 15, 1 << 20),
+        Err(LogError::Batch(BatchError::Corrupt(_)))
+    ));
+    assert!(matches!(log.state(), LogState::Failed(_)));
+    h.run(&mut log);
+    assert!(
+        !h.files().contains(&format!("{DIR}/checkpoint")),
+        "the checkpoint is dropped"
+    );
+    // The restart's recovery scans everything and cuts the log at the damage.
+    let mut log = h.open(small);
+    assert_eq!(log.log_end_offset(), 15);
+    let data = h.read(&mut log, 10, 1 << 20).unwrap();
+    assert_eq!(offsets(&data.records).first(), Some(&10));
 }

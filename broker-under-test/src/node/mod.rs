@@ -178,6 +178,28 @@ impl Node {
         ))
     }
 
+    /// Every online partition's (topic, partition, log start, high watermark,
+    /// log end), in topic then partition order. For invariant monitors; a log
+    /// still recovering or failed has no offsets to show.
+    pub fn partition_summary(&self) -> impl Iterator<Item = (&str, i32, i64, i64, i64)> + '_ {
+        self.topics.iter().flat_map(move |(name, topic)| {
+            topic.partitions.iter().filter_map(move |part| {
+                let p = self.partitions.get(part)?;
+                if !matches!(p.log.state(), LogState::Online) {
+                    return None;
+                }
+                let log = &p.log;
+                Some((
+                    name.as_str(),
+                    p.index,
+                    log.log_start_offset(),
+                    log.high_watermark(),
+                    log.log_end_offset(),
+                ))
+            })
+        })
+    }
+
     /// Partitions whose log has failed (KAFKA_STORAGE_ERROR) and stays
     /// offline until the node restarts.
     pub fn offline_partitions(&self) -> usize {

@@ -47,7 +47,11 @@ impl Node {
                     .with_timestamp(-1)
                     .with_offset(-1)
                     // leader_epoch exists from v4; earlier versions refuse a non-default value.
-                    .with_leader_epoch(if raw.api_version >= 4 { self.leader_epoch } else { -1 });
+                    .with_leader_epoch(if raw.api_version >= 4 {
+                        self.leader_epoch
+                    } else {
+                        -1
+                    });
                 let part = self.lookup(&name, p.partition_index);
                 let log = part.and_then(|id| self.partitions.get(&id)).map(|x| &x.log);
                 match log {

@@ -805,7 +805,11 @@ fn list_offsets_every_supported_version_answers() {
     create_topics(&mut h, 1, "t", 1);
     produce(&mut h, 1, "t", 0, batch(&["a"]));
     for version in 1..=7 {
-        assert_eq!(list_offset_v(&mut h, 1, "t", 0, -1, version).offset, 1, "v{version}");
+        assert_eq!(
+            list_offset_v(&mut h, 1, "t", 0, -1, version).offset,
+            1,
+            "v{version}"
+        );
     }
     assert!(h.closed.is_empty());
 }
@@ -819,35 +823,59 @@ fn every_supported_version_of_fetch_and_metadata_answers() {
     create_topics(&mut h, 1, "t", 1);
     produce(&mut h, 1, "t", 0, batch(&["a"]));
     for version in 4..=12 {
-        let response: FetchResponse = h.call(1, ApiKey::Fetch, version, &fetch_request("t", 0, 0, 0, 1));
-        assert_eq!(response.responses[0].partitions[0].error_code, 0, "fetch v{version}");
+        let response: FetchResponse =
+            h.call(1, ApiKey::Fetch, version, &fetch_request("t", 0, 0, 0, 1));
+        assert_eq!(
+            response.responses[0].partitions[0].error_code, 0,
+            "fetch v{version}"
+        );
     }
     for version in 0..=12 {
-        let request = MetadataRequest::default()
-            .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default().with_name(Some(topic_name("t")))]));
+        let request = MetadataRequest::default().with_topics(Some(vec![
+            metadata_request::MetadataRequestTopic::default().with_name(Some(topic_name("t"))),
+        ]));
         let response: MetadataResponse = h.call(1, ApiKey::Metadata, version, &request);
         assert_eq!(response.topics[0].error_code, 0, "metadata v{version}");
     }
     for version in 3..=9 {
-        let response: ProduceResponse = h.call(1, ApiKey::Produce, version, &produce_request("t", 0, batch(&["b"]), -1));
-        assert_eq!(response.responses[0].partition_responses[0].error_code, 0, "produce v{version}");
+        let response: ProduceResponse = h.call(
+            1,
+            ApiKey::Produce,
+            version,
+            &produce_request("t", 0, batch(&["b"]), -1),
+        );
+        assert_eq!(
+            response.responses[0].partition_responses[0].error_code, 0,
+            "produce v{version}"
+        );
     }
     for version in 2..=7 {
         let name = format!("c{version}");
-        let request = CreateTopicsRequest::default().with_topics(vec![create_topics_request::CreatableTopic::default()
-            .with_name(topic_name(&name))
-            .with_num_partitions(1)
-            .with_replication_factor(1)]);
+        let request = CreateTopicsRequest::default().with_topics(vec![
+            create_topics_request::CreatableTopic::default()
+                .with_name(topic_name(&name))
+                .with_num_partitions(1)
+                .with_replication_factor(1),
+        ]);
         let response: CreateTopicsResponse = h.call(1, ApiKey::CreateTopics, version, &request);
         assert_eq!(response.topics[0].error_code, 0, "create topics v{version}");
     }
     for version in 1..=5 {
-        let request = DeleteTopicsRequest::default().with_topic_names(vec![topic_name(&format!("c{}", version + 1))]);
+        let request = DeleteTopicsRequest::default()
+            .with_topic_names(vec![topic_name(&format!("c{}", version + 1))]);
         let response: DeleteTopicsResponse = h.call(1, ApiKey::DeleteTopics, version, &request);
-        assert_eq!(response.responses[0].error_code, 0, "delete topics v{version}");
+        assert_eq!(
+            response.responses[0].error_code, 0,
+            "delete topics v{version}"
+        );
     }
     for version in 0..=4 {
-        let response: ApiVersionsResponse = h.call(1, ApiKey::ApiVersions, version, &ApiVersionsRequest::default());
+        let response: ApiVersionsResponse = h.call(
+            1,
+            ApiKey::ApiVersions,
+            version,
+            &ApiVersionsRequest::default(),
+        );
         assert_eq!(response.error_code, 0, "api versions v{version}");
     }
     assert!(h.closed.is_empty());
@@ -885,5 +913,8 @@ fn fetch_with_a_caught_up_first_partition_returns_the_others() {
     let response: FetchResponse = h.call(1, ApiKey::Fetch, 12, &request);
     let partitions = &response.responses[0].partitions;
     assert!(partitions[0].records.as_ref().unwrap().is_empty());
-    assert_eq!(values(partitions[1].records.clone().unwrap()), vec![(0, "b".into())]);
+    assert_eq!(
+        values(partitions[1].records.clone().unwrap()),
+        vec![(0, "b".into())]
+    );
 }
