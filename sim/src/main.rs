@@ -38,6 +38,9 @@ enum Command {
         /// Also print the run's summary as JSON.
         #[arg(long)]
         json: bool,
+        /// Write the run's history (every client operation) as JSON to this file.
+        #[arg(long)]
+        history: Option<PathBuf>,
     },
     /// Many seeds of one or more scenarios in parallel; non-zero exit if any fails.
     Sweep {
@@ -93,7 +96,8 @@ fn main() -> ExitCode {
             scenario,
             seed,
             json,
-        }) => run_one(&scenario, seed, json),
+            history,
+        }) => run_one(&scenario, seed, json, history),
         Some(Command::Sweep {
             scenario,
             seeds,
@@ -149,6 +153,11 @@ fn print_result(result: &RunResult, scenario_arg: &str) {
         result.sends.in_flight,
         result.reads
     );
+    let (p, e) = (&result.produce_latency_ms, &result.end_to_end_latency_ms);
+    println!(
+        "throughput: {:.0} acked/s; produce latency ms p50 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}; end-to-end p50 {:.2} p99 {:.2}",
+        result.throughput, p.p50, p.p99, p.p999, p.max, e.p50, e.p99
+    );
     if !result.found.is_empty() {
         println!(
             "anomalies found: {} (expected: {:?})",
@@ -171,13 +180,26 @@ fn print_result(result: &RunResult, scenario_arg: &str) {
     println!("trace-hash: {}", result.trace_hash);
 }
 
-fn run_one(scenario_arg: &str, seed: u64, json: bool) -> Result<ExitCode, String> {
+fn run_one(
+    scenario_arg: &str,
+    seed: u64,
+    json: bool,
+    history_out: Option<PathBuf>,
+) -> Result<ExitCode, String> {
     let scenario = catalogue::load(scenario_arg)?;
-    let result = sim::run::run(&scenario, seed, &RunOptions::default())?;
+    let (result, history) = Run::new(&scenario, seed, &RunOptions::default())?.finish();
     if json {
         println!(
             "{}",
             serde_json::to_string_pretty(&result).map_err(|e| e.to_string())?
+        );
+    }
+    if let Some(path) = history_out {
+        std::fs::write(&path, history.to_json()).map_err(|e| format!("{}: {e}", path.display()))?;
+        println!(
+            "history: {} ({} operations)",
+            path.display(),
+            history.events.len()
         );
     }
     print_result(&result, scenario_arg);
@@ -274,14 +296,26 @@ fn sweep_cmd(
 /// Print the per-scenario table and every failing seed; returns the failure count.
 fn summarize(scenarios: &[(String, Scenario)], results: &[RunResult]) -> usize {
     println!(
-        "{:<26} {:>5} {:>5} {:>5}  {:>8} {:>8} {:>8}  anomalies",
-        "scenario", "runs", "pass", "fail", "acked", "unknown", "restarts"
+        "{:<22} {:>4} {:>4} {:>4} {:>8} {:>7} {:>5} {:>9} {:>9} {:>9}  anomalies (runs)",
+        "scenario",
+        "runs",
+        "pass",
+        "fail",
+        "acked/s",
+        "unknown",
+        "rst",
+        "p50 ms",
+        "p99 ms",
+        "e2e p99"
     );
     for (_, scenario) in scenarios {
         let mine: Vec<&RunResult> = results
             .iter()
             .filter(|r| r.scenario == scenario.name)
             .collect();
+        if mine.is_empty() {
+            continue;
+        }
         let pass = mine.iter().filter(|r| r.pass).count();
         let mut kinds = std::collections::BTreeMap::<&str, usize>::new();
         for r in &mine {
@@ -289,23 +323,39 @@ fn summarize(scenarios: &[(String, Scenario)], results: &[RunResult]) -> usize {
                 *kinds.entry(k.as_str()).or_default() += 1;
             }
         }
-        let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!("{k}x{n}")).collect();
+        let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!("{k} ({n})")).collect();
+        let n = mine.len() as f64;
+        // Per-run percentiles, summarised as the median run's p50 and the worst run's p99.
+        let mut p50s: Vec<f64> = mine.iter().map(|r| r.produce_latency_ms.p50).collect();
+        p50s.sort_by(|a, b| a.total_cmp(b));
+        let worst_p99 = mine
+            .iter()
+            .map(|r| r.produce_latency_ms.p99)
+            .fold(0.0, f64::max);
+        let worst_e2e = mine
+            .iter()
+            .map(|r| r.end_to_end_latency_ms.p99)
+            .fold(0.0, f64::max);
         println!(
-            "{:<26} {:>5} {:>5} {:>5}  {:>8} {:>8} {:>8}  {}",
+            "{:<22} {:>4} {:>4} {:>4} {:>8.0} {:>7} {:>5} {:>9.2} {:>9.2} {:>9.2}  {}",
             scenario.name,
             mine.len(),
             pass,
             mine.len() - pass,
-            mine.iter().map(|r| r.sends.ok).sum::<usize>(),
+            mine.iter().map(|r| r.throughput).sum::<f64>() / n,
             mine.iter().map(|r| r.sends.unknown).sum::<usize>(),
             mine.iter().map(|r| r.restarts as usize).sum::<usize>(),
+            p50s[p50s.len() / 2],
+            worst_p99,
+            worst_e2e,
             if kinds.is_empty() {
                 "-".to_string()
             } else {
-                kinds.join(" ")
+                kinds.join(", ")
             }
         );
     }
+    println!("(acked/s: mean per run; p50: median run's produce p50; p99, e2e p99: worst run's; simulated time)");
     let failing: Vec<&RunResult> = results.iter().filter(|r| !r.pass).collect();
     if !failing.is_empty() {
         println!("\nfailing seeds:");

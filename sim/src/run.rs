@@ -49,6 +49,73 @@ pub struct RunResult {
     pub reads: usize,
     /// Broker restarts (recoveries) during the run.
     pub restarts: u32,
+    /// Acknowledged records per simulated second.
+    pub throughput: f64,
+    /// Produce latency, invoke to acknowledgement, of ok sends (simulated ms).
+    pub produce_latency_ms: Percentiles,
+    /// End to end, send invoked to first read, of values read (simulated ms).
+    pub end_to_end_latency_ms: Percentiles,
+}
+
+/// Latency percentiles in milliseconds (0 when there are no samples).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Percentiles {
+    pub count: usize,
+    pub p50: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+impl Percentiles {
+    /// From samples in nanoseconds.
+    pub fn of(mut nanos: Vec<u64>) -> Percentiles {
+        if nanos.is_empty() {
+            return Percentiles::default();
+        }
+        nanos.sort_unstable();
+        let at = |q: f64| {
+            let i = ((nanos.len() as f64 * q).ceil() as usize).clamp(1, nanos.len()) - 1;
+            nanos[i] as f64 / 1e6
+        };
+        Percentiles {
+            count: nanos.len(),
+            p50: at(0.5),
+            p99: at(0.99),
+            p999: at(0.999),
+            max: at(1.0),
+        }
+    }
+}
+
+/// (produce latencies, end-to-end latencies) in nanoseconds.
+fn latencies(history: &History) -> (Vec<u64>, Vec<u64>) {
+    let mut produce = Vec::new();
+    let mut invoked: std::collections::BTreeMap<&str, u64> = Default::default();
+    for e in &history.events {
+        if let Op::Send { writes } = &e.op {
+            for w in writes {
+                invoked.insert(w.value.as_str(), e.invoke_nanos);
+            }
+            if let (true, Some(done)) = (e.is_ok(), e.complete_nanos) {
+                produce.push(done - e.invoke_nanos);
+            }
+        }
+    }
+    let mut end_to_end = Vec::new();
+    let mut seen = BTreeSet::new();
+    for e in &history.events {
+        if let (Op::Poll { reads }, Some(done)) = (&e.op, e.complete_nanos) {
+            for r in reads.values().flatten() {
+                if let Some(&sent) = invoked.get(r.value.as_str()) {
+                    if seen.insert(r.value.as_str()) {
+                        end_to_end.push(done.saturating_sub(sent));
+                    }
+                }
+            }
+        }
+    }
+    (produce, end_to_end)
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -181,10 +248,17 @@ impl Run {
     }
 
     /// Run to the end of the quiet period and judge.
-    pub fn execute(mut self) -> RunResult {
+    pub fn execute(self) -> RunResult {
+        self.finish().0
+    }
+
+    /// Run to the end of the quiet period; the verdict and the history it was
+    /// judged on.
+    pub fn finish(mut self) -> (RunResult, History) {
         let end = (self.scenario.duration_ms + self.scenario.quiet_ms) * 1_000_000;
         self.run_until(end);
-        self.judge()
+        let history = self.history();
+        (self.judge(&history), history)
     }
 
     /// Run until `until`, carrying out planned actions on the way.
@@ -472,11 +546,10 @@ impl Run {
         }
     }
 
-    fn judge(self) -> RunResult {
-        let history = self.history();
+    fn judge(&self, history: &History) -> RunResult {
         let heal_nanos = self.scenario.duration_ms * 1_000_000;
         let mut reasons = Vec::new();
-        let mut anomalies = check(&history);
+        let mut anomalies = check(history);
         self.reclassify_truncated(&mut anomalies);
         // Broker-side invariants join the client-side anomalies.
         for v in &self.world.monitor.violations {
@@ -520,6 +593,7 @@ impl Run {
             reasons.push(format!("expected {kind} but it was not found"));
         }
         let (ok, fail, unknown, in_flight) = history.send_counts();
+        let (produce, end_to_end) = latencies(history);
         let restarts = self
             .brokers
             .iter()
@@ -546,6 +620,9 @@ impl Run {
             },
             reads: history.reads().count(),
             restarts,
+            throughput: ok as f64 / ((self.world.now as f64 / 1e9).max(1e-9)),
+            produce_latency_ms: Percentiles::of(produce),
+            end_to_end_latency_ms: Percentiles::of(end_to_end),
         }
     }
 }

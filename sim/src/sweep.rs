@@ -64,6 +64,9 @@ fn failed_to_start(scenario: &Scenario, seed: u64, error: String) -> RunResult {
         sends: Default::default(),
         reads: 0,
         restarts: 0,
+        throughput: 0.0,
+        produce_latency_ms: Default::default(),
+        end_to_end_latency_ms: Default::default(),
     }
 }
 

@@ -528,9 +528,11 @@ fn fetch_out_of_range_and_unknown() {
 
 #[test]
 fn metadata_auto_creates_and_reports_leader() {
-    let mut config = BrokerConfig::default();
-    config.num_partitions = 3;
-    config.advertised = "broker.example:9093".into();
+    let config = BrokerConfig {
+        num_partitions: 3,
+        advertised: "broker.example:9093".into(),
+        ..BrokerConfig::default()
+    };
     let mut h = Harness::new(config);
     h.connect(1);
     let request = MetadataRequest::default()
@@ -556,8 +558,10 @@ fn metadata_auto_creates_and_reports_leader() {
 
 #[test]
 fn metadata_without_auto_create_says_unknown() {
-    let mut config = BrokerConfig::default();
-    config.auto_create_topics_enable = false;
+    let config = BrokerConfig {
+        auto_create_topics_enable: false,
+        ..BrokerConfig::default()
+    };
     let mut h = Harness::new(config);
     h.connect(1);
     let request = MetadataRequest::default()
@@ -618,8 +622,10 @@ fn produce_to_invalid_or_unknown_topic() {
 
 #[test]
 fn corrupt_and_oversized_batches_are_refused() {
-    let mut config = BrokerConfig::default();
-    config.message_max_bytes = 200;
+    let config = BrokerConfig {
+        message_max_bytes: 200,
+        ..BrokerConfig::default()
+    };
     let mut h = Harness::new(config);
     h.connect(1);
     create_topics(&mut h, 1, "t", 1);
@@ -641,8 +647,10 @@ fn corrupt_and_oversized_batches_are_refused() {
 
 #[test]
 fn malformed_and_oversized_frames_close_only_their_connection() {
-    let mut config = BrokerConfig::default();
-    config.socket_request_max_bytes = 1000;
+    let config = BrokerConfig {
+        socket_request_max_bytes: 1000,
+        ..BrokerConfig::default()
+    };
     let mut h = Harness::new(config);
     h.connect(1);
     h.connect(2);
