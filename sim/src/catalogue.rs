@@ -27,6 +27,7 @@ pub const CATALOGUE: &[(&str, &str)] = &[
     ),
     ("clock-skew", include_str!("../scenarios/clock-skew.toml")),
     ("pause", include_str!("../scenarios/pause.toml")),
+    ("retries", include_str!("../scenarios/retries.toml")),
     (
         "kitchen-sink",
         include_str!("../scenarios/kitchen-sink.toml"),

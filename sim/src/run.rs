@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use broker::config::{BrokerConfig, Properties};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
+use workloads::admin::{Admin, AdminConfig};
 use workloads::checkers::{check, Anomaly};
 use workloads::consumer::{Consumer, ConsumerConfig};
 use workloads::history::{History, Op};
@@ -191,6 +192,18 @@ impl Run {
         let bootstrap = "node-0:9092".to_string();
         let duration = scenario.duration_ms * 1_000_000;
         let quiet = scenario.quiet_ms * 1_000_000;
+        // The admin creates the topic before anyone uses it.
+        let admin = Admin::new(
+            AdminConfig {
+                bootstrap: bootstrap.clone(),
+                topic: scenario.topic.name.clone(),
+                partitions: scenario.topic.partitions as i32,
+                replication_factor: 1,
+                request_timeout_ms: scenario.workload.request_timeout_ms,
+            },
+            1 << 40,
+        );
+        world.add_client("admin".into(), Actor::Admin(Box::new(admin)));
         let mut producers = Vec::new();
         for i in 0..scenario.workload.producers {
             let config = ProducerConfig {
@@ -202,6 +215,10 @@ impl Run {
                 acks: scenario.acks(),
                 max_in_flight: scenario.workload.max_in_flight,
                 request_timeout_ms: scenario.workload.request_timeout_ms,
+                batch_records: scenario.workload.batch_records,
+                linger_ms: scenario.workload.linger_ms,
+                retries: scenario.workload.retries,
+                retry_backoff_ms: scenario.workload.retry_backoff_ms,
                 // Keep writing into the healed period: liveness needs writes to succeed again.
                 stop_at_nanos: duration + quiet / 2,
             };
@@ -503,6 +520,13 @@ impl Run {
                     ));
                 }
                 Actor::Producer(_) => lines.push(format!("p{i} {} {:?}", p.name, p.state)),
+                Actor::Admin(a) => lines.push(format!(
+                    "p{i} {} {:?} topic created: {} (last error {:?})",
+                    p.name,
+                    p.state,
+                    a.done(),
+                    a.last_error()
+                )),
             }
         }
         lines
@@ -513,7 +537,7 @@ impl Run {
         History::merge(self.world.procs.iter().filter_map(|p| match &p.actor {
             Actor::Producer(x) => Some(x.history().clone()),
             Actor::Consumer(x) => Some(x.history().clone()),
-            Actor::Broker(_) => None,
+            Actor::Broker(_) | Actor::Admin(_) => None,
         }))
     }
 

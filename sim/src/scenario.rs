@@ -83,6 +83,19 @@ pub struct WorkloadSpec {
     /// Consumers start at this simulated time (ms); before it nobody reads.
     #[serde(default)]
     pub consumer_start_ms: u64,
+    /// Most records per partition batch (Kafka's batch.size, in records).
+    #[serde(default = "defaults::batch_records")]
+    pub batch_records: usize,
+    /// Kafka's linger.ms.
+    #[serde(default)]
+    pub linger_ms: u64,
+    /// Kafka's retries (0: a failed send is never retried; with retries and no
+    /// idempotence, duplicates are possible and must be allowed).
+    #[serde(default)]
+    pub retries: u32,
+    /// Kafka's retry.backoff.ms.
+    #[serde(default = "defaults::retry_backoff_ms")]
+    pub retry_backoff_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -170,6 +183,10 @@ impl Default for WorkloadSpec {
             request_timeout_ms: defaults::request_timeout_ms(),
             consumers: 1,
             consumer_start_ms: 0,
+            batch_records: defaults::batch_records(),
+            linger_ms: 0,
+            retries: 0,
+            retry_backoff_ms: defaults::retry_backoff_ms(),
         }
     }
 }
@@ -221,6 +238,12 @@ mod defaults {
     }
     pub fn acks() -> String {
         "all".into()
+    }
+    pub fn batch_records() -> usize {
+        1
+    }
+    pub fn retry_backoff_ms() -> u64 {
+        100
     }
     pub fn max_in_flight() -> usize {
         5
@@ -307,6 +330,9 @@ impl Scenario {
         }
         if self.topic.partitions == 0 {
             return bad("topic.partitions must be at least 1".into());
+        }
+        if self.workload.batch_records == 0 {
+            return bad("workload.batch_records must be at least 1".into());
         }
         if self.workload.rate <= 0.0 {
             return bad("workload.rate must be above 0".into());

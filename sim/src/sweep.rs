@@ -40,7 +40,7 @@ pub fn sweep(work: &[(Scenario, u64)], jobs: usize, progress: bool) -> Vec<RunRe
             });
         }
     });
-    if progress {
+    if progress && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         eprintln!();
     }
     let mut results = results.into_inner().expect("no panics while holding");
@@ -70,16 +70,22 @@ fn failed_to_start(scenario: &Scenario, seed: u64, error: String) -> RunResult {
     }
 }
 
+/// A bar redrawn in place on a terminal; in a log (CI), a line every 10%.
 fn print_progress(done: usize, total: usize, failures: usize) {
+    use std::io::IsTerminal;
     const WIDTH: usize = 30;
-    let filled = done * WIDTH / total.max(1);
     let mut err = std::io::stderr().lock();
-    let _ = write!(
-        err,
-        "\r[{}{}] {done}/{total} runs, {failures} failing",
-        "#".repeat(filled),
-        " ".repeat(WIDTH - filled)
-    );
+    if err.is_terminal() {
+        let filled = done * WIDTH / total.max(1);
+        let _ = write!(
+            err,
+            "\r[{}{}] {done}/{total} runs, {failures} failing",
+            "#".repeat(filled),
+            " ".repeat(WIDTH - filled)
+        );
+    } else if done == total || (done * 10 / total.max(1)) != ((done - 1) * 10 / total.max(1)) {
+        let _ = writeln!(err, "sweep: {done}/{total} runs, {failures} failing");
+    }
     let _ = err.flush();
 }
 

@@ -32,6 +32,7 @@ pub enum Actor {
     Broker(Box<BrokerHost>),
     Producer(Box<Producer>),
     Consumer(Box<Consumer>),
+    Admin(Box<workloads::admin::Admin>),
 }
 
 /// A broker machine: the node (absent while down), its config and its disk.
@@ -367,6 +368,7 @@ impl World {
             }
             Actor::Producer(producer) => producer.step(now, input, &mut out),
             Actor::Consumer(consumer) => consumer.step(now, input, &mut out),
+            Actor::Admin(admin) => admin.step(now, input, &mut out),
         }
         for output in out {
             self.carry_out(proc, output);

@@ -72,6 +72,8 @@ scenario_tests! {
     client_partitions => "client-partitions",
     clock_skew => "clock-skew",
     pause => "pause",
+    retries => "retries",
+    retries => "retries",
     kitchen_sink => "kitchen-sink",
     page_cache_power_loss => "page-cache-power-loss",
 }

@@ -1,6 +1,7 @@
 //! Simulated Kafka clients that speak the real protocol through the seam, the
 //! histories they record, and the checkers that judge those histories.
 
+pub mod admin;
 pub mod checkers;
 pub mod consumer;
 pub mod history;

@@ -90,6 +90,22 @@ impl Session {
         self.in_flight.len()
     }
 
+    /// Close the connection for good (no reconnect).
+    pub fn close(&mut self, out: &mut Vec<Output>) {
+        if matches!(self.state, State::Ready | State::Connecting) {
+            out.push(Output::Close { conn: self.conn });
+        }
+        for (correlation, _) in std::mem::take(&mut self.in_flight) {
+            out.push(Output::CancelTimer {
+                id: TIMEOUT_TIMER_BASE + correlation as TimerId,
+            });
+        }
+        out.push(Output::CancelTimer {
+            id: RECONNECT_TIMER,
+        });
+        self.state = State::Idle;
+    }
+
     /// Open the connection (if not already open or opening).
     pub fn connect(&mut self, out: &mut Vec<Output>) {
         if self.state != State::Idle {
