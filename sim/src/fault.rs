@@ -136,7 +136,8 @@ pub fn plan(scenario: &Scenario, rng: &mut ChaCha8Rng) -> Vec<PlannedFault> {
                 start_ms: t,
                 end_ms: stop,
             });
-            t = stop + rng.gen_range(imin..=imax);
+            // At least a millisecond between faults, whatever the scenario says.
+            t = stop + rng.gen_range(imin..=imax).max(1);
         }
     }
     faults.sort_by_key(|f| (f.start_ms, f.end_ms, f.kind, f.node));

@@ -136,7 +136,7 @@ pub struct ClockSpec {
     pub max_skew_ms: u64,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NemesisSpec {
     /// Fault kinds to draw from; empty = no generated faults.
@@ -161,6 +161,16 @@ pub struct ScheduledFault {
     /// When it heals; default: the nemesis' duration range midpoint.
     #[serde(default)]
     pub duration_ms: Option<u64>,
+}
+
+impl Default for NemesisSpec {
+    fn default() -> Self {
+        NemesisSpec {
+            kinds: Vec::new(),
+            interval_ms: defaults::fault_interval_ms(),
+            duration_ms: defaults::fault_duration_ms(),
+        }
+    }
 }
 
 impl Default for TopicSpec {

@@ -73,7 +73,6 @@ scenario_tests! {
     clock_skew => "clock-skew",
     pause => "pause",
     retries => "retries",
-    retries => "retries",
     kitchen_sink => "kitchen-sink",
     page_cache_power_loss => "page-cache-power-loss",
 }
