@@ -926,3 +926,116 @@ fn fetch_with_a_caught_up_first_partition_returns_the_others() {
         vec![(0, "b".into())]
     );
 }
+
+/// A failed sync takes the partition offline with KAFKA_STORAGE_ERROR; what
+/// was acknowledged before is still there after a restart.
+#[test]
+fn failed_sync_answers_storage_error_and_loses_nothing_acknowledged() {
+    let mut h = Harness::new(BrokerConfig::default());
+    h.connect(1);
+    create_topics(&mut h, 1, "t", 1);
+    assert_eq!(produce(&mut h, 1, "t", 0, batch(&["kept"])).error_code, 0);
+    h.disk.fail_syncs(true);
+    let failed = produce(&mut h, 1, "t", 0, batch(&["unsynced"]));
+    assert_eq!(failed.error_code, ResponseError::KafkaStorageError.code());
+    h.disk.fail_syncs(false);
+    // Offline until restart: the sync is not retried and trusted.
+    let again = produce(&mut h, 1, "t", 0, batch(&["later"]));
+    assert_eq!(again.error_code, ResponseError::KafkaStorageError.code());
+    assert_eq!(fetch(&mut h, 1, "t", 0, 0).error_code, ResponseError::KafkaStorageError.code());
+    assert_eq!(h.node.offline_partitions(), 1);
+    let request = MetadataRequest::default()
+        .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default().with_name(Some(topic_name("t")))]));
+    let metadata: MetadataResponse = h.call(1, ApiKey::Metadata, 12, &request);
+    assert_eq!(metadata.topics[0].partitions[0].error_code, ResponseError::KafkaStorageError.code());
+    // Power loss and restart: the acknowledged record is there.
+    let mut disk = std::mem::take(&mut h.disk);
+    disk.crash();
+    let mut h = Harness::on_disk(BrokerConfig::default(), disk);
+    h.connect(1);
+    let data = fetch(&mut h, 1, "t", 0, 0);
+    assert_eq!(values(data.records.unwrap()), vec![(0, "kept".into())]);
+}
+
+/// A full disk answers KAFKA_STORAGE_ERROR too.
+#[test]
+fn full_disk_answers_storage_error() {
+    let mut h = Harness::new(BrokerConfig::default());
+    h.connect(1);
+    create_topics(&mut h, 1, "t", 1);
+    h.disk.set_capacity(Some(h.disk.used_bytes()));
+    let answer = produce(&mut h, 1, "t", 0, batch(&["x"]));
+    assert_eq!(answer.error_code, ResponseError::KafkaStorageError.code());
+}
+
+mod never_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Arbitrary bytes, framed or not, split anyhow, never panic the node.
+        #[test]
+        fn random_bytes(chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..64), 0..8)) {
+            let mut h = Harness::new(BrokerConfig::default());
+            h.connect(1);
+            for chunk in chunks {
+                h.send_raw(1, &chunk);
+            }
+        }
+
+        /// Well-framed requests with a valid header and a random body.
+        #[test]
+        fn random_bodies(key in prop::sample::select(vec![0i16, 1, 2, 3, 18, 19, 20]), version in 0i16..14, body in prop::collection::vec(any::<u8>(), 0..200)) {
+            let mut h = Harness::new(BrokerConfig::default());
+            h.connect(1);
+            create_topics(&mut h, 1, "t", 1);
+            let mut frame = BytesMut::new();
+            frame.put_i32(0);
+            frame.put_i16(key);
+            frame.put_i16(version);
+            frame.put_i32(7);
+            frame.put_i16(-1);
+            if version >= 9 || (key == 18 && version >= 3) {
+                frame.put_u8(0);
+            }
+            frame.put_slice(&body);
+            let len = (frame.len() - 4) as i32;
+            frame[0..4].copy_from_slice(&len.to_be_bytes());
+            h.send_raw(1, &frame);
+        }
+
+        /// Produce requests carrying random "record batches".
+        #[test]
+        fn random_record_batches(records in prop::collection::vec(any::<u8>(), 0..300)) {
+            let mut h = Harness::new(BrokerConfig::default());
+            h.connect(1);
+            create_topics(&mut h, 1, "t", 1);
+            let answer = produce(&mut h, 1, "t", 0, Bytes::from(records));
+            let refused = [ResponseError::CorruptMessage.code(), ResponseError::MessageTooLarge.code()];
+            prop_assert!(refused.contains(&answer.error_code), "error {}", answer.error_code);
+            prop_assert_eq!(h.node.partition_offsets("t", 0), Some((0, 0, 0)));
+        }
+    }
+}
+
+/// Found by `never_panics::random_bodies`: a request claiming an array of
+/// 2^31 elements made the decoder ask for ~100 GB and the process aborted.
+/// The patched kafka-protocol refuses it; the connection is closed.
+#[test]
+fn huge_array_count_closes_the_connection_instead_of_aborting() {
+    let mut h = Harness::new(BrokerConfig::default());
+    h.connect(1);
+    let mut frame = BytesMut::new();
+    frame.put_i32(0);
+    frame.put_i16(ApiKey::Metadata as i16);
+    frame.put_i16(1);
+    frame.put_i32(9);
+    frame.put_i16(-1); // null client id
+    frame.put_i32(i32::MAX); // "2^31 - 1 topics follow"
+    let len = (frame.len() - 4) as i32;
+    frame[0..4].copy_from_slice(&len.to_be_bytes());
+    h.send_raw(1, &frame);
+    assert_eq!(h.closed, vec![1]);
+}
