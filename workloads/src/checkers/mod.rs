@@ -265,18 +265,12 @@ mod tests {
 
     /// 200k acknowledged sends over 4 partitions by 8 producers, two
     /// consumers reading everything (one of them seeking back once), with
-    /// offset gaps: no anomaly, in well under a few seconds.
+    /// offset gaps: no anomaly. (Speed is measured by the criterion
+    /// benchmark `workloads/benches/checkers.rs`, not asserted here.)
     #[test]
-    fn a_large_clean_history_is_clean_and_fast() {
+    fn a_large_clean_history_is_clean() {
         let h = large_clean_history(200_000);
-        let started = std::time::Instant::now();
-        let found = check(&h);
-        let elapsed = started.elapsed();
-        assert_eq!(found, vec![], "anomalies in a clean history");
-        assert!(
-            elapsed.as_secs_f64() < 20.0,
-            "checking took {elapsed:?}, far too slow"
-        );
+        assert_eq!(check(&h), vec![], "anomalies in a clean history");
     }
 
     /// The same history with one record missing from every poll that
