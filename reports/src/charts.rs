@@ -280,6 +280,15 @@ impl ValueAxis {
         }
     }
 
+    /// Stretches a linear axis upwards by `factor` (room for labels above the data).
+    fn with_headroom(mut self, factor: f64) -> Self {
+        if !self.log {
+            self.hi *= factor;
+            self.ticks = nice_ticks(self.lo, self.hi, 6);
+        }
+        self
+    }
+
     /// Maps a value to axis coordinates (log10 on a log axis; zero clamps to the bottom).
     fn map(&self, v: f64) -> f64 {
         if self.log {
@@ -565,24 +574,19 @@ impl TimelineChart {
         pts
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn draw_panel<DB: DrawingBackend>(
         &self,
         area: &DrawingArea<DB, Shift>,
-        caption: Option<&str>,
         pts: Vec<(f64, f64)>,
         y: ValueAxis,
         y_desc: &str,
-        series_name: &str,
         color: RGBColor,
         fault_labels: bool,
     ) -> DrawResult<DB> {
-        let mut builder = ChartBuilder::on(area);
-        if let Some(c) = caption {
-            builder.caption(c, caption_style());
-        }
-        let mut chart = builder
-            .margin(16)
-            .margin_right(24)
+        let mut chart = ChartBuilder::on(area)
+            .margin(12)
+            .margin_right(16)
             .x_label_area_size(45)
             .y_label_area_size(80)
             .build_cartesian_2d(time_axis(self.end_ms), y.coord())?;
@@ -601,88 +605,131 @@ impl TimelineChart {
 
         // Fault windows first, so the line is drawn over them.
         let palette = fault_palette(&self.faults);
-        let mut legend_done = std::collections::BTreeSet::new();
+        let label_each = fault_labels && self.faults.len() <= MAX_FAULT_LABELS;
         for (i, f) in self.faults.iter().enumerate() {
-            let kind = fault_kind(&f.label);
-            let c = palette[&kind];
+            let c = palette[&fault_kind(&f.label)];
             let x0 = f.start_ms as f64 / 1000.0;
             let x1 = (f.end_ms.max(f.start_ms + 1)) as f64 / 1000.0;
-            let rect = Rectangle::new([(x0, y.lo), (x1, y.hi)], c.mix(0.18).filled());
-            let drawn = chart.draw_series(std::iter::once(rect))?;
-            if legend_done.insert(kind.clone()) {
-                drawn.label(format!("fault: {kind}")).legend(move |(x, y)| {
-                    Rectangle::new([(x, y - 6), (x + 24, y + 6)], c.mix(0.35).filled())
-                });
-            }
+            chart.draw_series([Rectangle::new(
+                [(x0, y.lo), (x1, y.hi)],
+                c.mix(0.18).filled(),
+            )])?;
             chart.draw_series([
                 PathElement::new(vec![(x0, y.lo), (x0, y.hi)], c.mix(0.7).stroke_width(1)),
                 PathElement::new(vec![(x1, y.lo), (x1, y.hi)], c.mix(0.4).stroke_width(1)),
             ])?;
-            if fault_labels {
-                // Stagger labels over four rows so neighbouring windows don't collide.
-                let row = (i % 4) as f64;
-                let ty = y.hi - (y.hi - y.lo) * (0.04 + 0.075 * row);
-                chart.draw_series(std::iter::once(Text::new(
+            if label_each {
+                // Stagger labels over three rows so neighbouring windows don't collide.
+                let row = (i % 3) as f64;
+                let ty = y.hi - (y.hi - y.lo) * (0.03 + 0.075 * row);
+                chart.draw_series([Text::new(
                     format!("{} (n{})", f.label, f.node),
                     (x0, ty),
                     text_style(12).color(&c.mix(1.0)),
-                )))?;
+                )])?;
             }
         }
-        let style = color.stroke_width(2);
-        chart
-            .draw_series(LineSeries::new(pts, style))?
-            .label(series_name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style));
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font(text_style(13))
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(160, 160, 160))
-            .draw()?;
+        chart.draw_series(LineSeries::new(pts, color.stroke_width(2)))?;
+        Ok(())
+    }
+
+    /// The legend column on the right: the two lines, then one swatch per fault kind.
+    fn draw_legend<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
+        let mut y = 30;
+        let x = 8;
+        let line = |area: &DrawingArea<DB, Shift>, y: i32, c: RGBColor, label: &str| {
+            area.draw(&PathElement::new(
+                vec![(x, y), (x + 26, y)],
+                c.stroke_width(3),
+            ))?;
+            area.draw(&Text::new(
+                label.to_string(),
+                (x + 34, y - 8),
+                text_style(14),
+            ))
+        };
+        line(area, y, SERIES_COLORS[0], "throughput")?;
+        y += 24;
+        line(area, y, SERIES_COLORS[1], "p99 latency")?;
+        y += 36;
+        if !self.faults.is_empty() {
+            area.draw(&Text::new(
+                "faults",
+                (x, y - 8),
+                text_style(14).color(&RGBColor(90, 90, 90)),
+            ))?;
+            y += 24;
+        }
+        let palette = fault_palette(&self.faults);
+        for (i, (kind, c)) in palette.iter().enumerate() {
+            if i == MAX_FAULT_KINDS {
+                area.draw(&Text::new(
+                    format!("… {} more", palette.len() - MAX_FAULT_KINDS),
+                    (x, y - 8),
+                    text_style(13),
+                ))?;
+                break;
+            }
+            area.draw(&Rectangle::new(
+                [(x, y - 8), (x + 26, y + 8)],
+                c.mix(0.35).filled(),
+            ))?;
+            area.draw(&Rectangle::new(
+                [(x, y - 8), (x + 26, y + 8)],
+                c.mix(0.8).stroke_width(1),
+            ))?;
+            area.draw(&Text::new(kind.clone(), (x + 34, y - 8), text_style(14)))?;
+            y += 24;
+        }
         Ok(())
     }
 }
 
+/// Fault windows get a text label each only when there are at most this many.
+const MAX_FAULT_LABELS: usize = 12;
+/// Legend entries for fault kinds.
+const MAX_FAULT_KINDS: usize = 14;
+
 impl Chart for TimelineChart {
     fn size(&self) -> (u32, u32) {
-        (1000, 700)
+        (1100, 720)
     }
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
-        let (top, bottom) = root.split_vertically(370);
+        let area = root
+            .margin(8, 0, 0, 0)
+            .titled(&self.title, caption_style())?;
+        let (w, _) = area.dim_in_pixel();
+        let (plots, legend) = area.split_horizontally(w as i32 - 170);
+        let (_, h) = plots.dim_in_pixel();
+        let (top, bottom) = plots.split_vertically(h as i32 / 2);
         let bucket_s = self.bucket_ms.max(1) as f64 / 1000.0;
         let tput = self.step_points(|b| b.acked as f64 / bucket_s);
         let p99 = self.step_points(|b| b.p99_ms);
-        let ty = ValueAxis::fit(tput.iter().map(|p| p.1), f64::INFINITY);
+        let ty = ValueAxis::fit(tput.iter().map(|p| p.1), f64::INFINITY).with_headroom(
+            if self.faults.is_empty() || self.faults.len() > MAX_FAULT_LABELS {
+                1.0
+            } else {
+                1.2
+            },
+        );
         let ly = ValueAxis::fit(p99.iter().map(|p| p.1), 30.0);
         let p99_pts = p99.iter().map(|(x, v)| (*x, ly.map(*v))).collect();
         self.draw_panel(
             &top,
-            Some(&self.title),
             tput,
             ty,
-            "acked records/s",
             "throughput (acked records/s)",
             SERIES_COLORS[0],
             true,
         )?;
         let desc = if ly.log {
-            "p99 latency (ms, log)"
+            "p99 latency (ms, log scale)"
         } else {
             "p99 latency (ms)"
         };
-        self.draw_panel(
-            &bottom,
-            None,
-            p99_pts,
-            ly,
-            desc,
-            "p99 produce-ack latency (ms)",
-            SERIES_COLORS[1],
-            false,
-        )?;
+        self.draw_panel(&bottom, p99_pts, ly, desc, SERIES_COLORS[1], false)?;
+        self.draw_legend(&legend)?;
         Ok(())
     }
 }
@@ -788,7 +835,7 @@ impl Chart for NodeTimelineChart {
             )])?;
             chart.draw_series([Text::new(
                 st.as_str(),
-                (x1 + end_s * 0.008, ly + 0.12),
+                (x1 + end_s * 0.008, ly + 0.05),
                 text_style(14),
             )])?;
         }
