@@ -161,7 +161,7 @@ pub fn fmt_num(v: f64) -> String {
 
 /// "Nice" linear ticks (1, 2, 5 × 10^k steps) covering `[lo, hi]`, about `n` of them.
 pub fn nice_ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
-    if !(hi > lo) || !lo.is_finite() || !hi.is_finite() {
+    if hi <= lo || !lo.is_finite() || !hi.is_finite() {
         return vec![lo];
     }
     let raw = (hi - lo) / n.max(1) as f64;
@@ -389,7 +389,7 @@ pub struct LatencyChart {
 /// x position of the "max" column.
 const X_MAX: f64 = 4.5;
 const X_TICKS: [(f64, &str); 7] = [
-    (0.301_029_995_663_981_2, "50%"),
+    (std::f64::consts::LOG10_2, "50%"),
     (0.602_059_991_327_962_4, "75%"),
     (1.0, "90%"),
     (2.0, "99%"),
@@ -398,9 +398,9 @@ const X_TICKS: [(f64, &str); 7] = [
     (X_MAX, "max"),
 ];
 
-/// The chart x coordinate of quantile `q`.
+/// The chart x coordinate of quantile `q`: -log10(1 - q), q clamped to [0, 0.9999].
 pub fn percentile_x(q: f64) -> f64 {
-    -(1.0 - q.clamp(0.0, 0.999_999)).log10()
+    -(1.0 - q.clamp(0.0, 0.9999)).log10()
 }
 
 impl LatencyChart {
@@ -840,5 +840,52 @@ impl Chart for NodeTimelineChart {
             )])?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_format_compactly() {
+        assert_eq!(fmt_num(0.0), "0");
+        assert_eq!(fmt_num(0.5), "0.5");
+        assert_eq!(fmt_num(0.0123), "0.0123");
+        assert_eq!(fmt_num(1.0), "1");
+        assert_eq!(fmt_num(2.5), "2.5");
+        assert_eq!(fmt_num(12.34), "12.3");
+        assert_eq!(fmt_num(1000.0), "1000");
+        assert_eq!(fmt_num(25_000.0), "25k");
+        assert_eq!(fmt_num(3_000_000.0), "3M");
+    }
+
+    #[test]
+    fn ticks_are_nice() {
+        assert_eq!(
+            nice_ticks(0.0, 10.0, 5),
+            vec![0.0, 2.0, 4.0, 6.0, 8.0, 10.0]
+        );
+        assert_eq!(
+            nice_ticks(0.0, 45.0, 10),
+            (0..10).map(|i| i as f64 * 5.0).collect::<Vec<_>>()
+        );
+        let log = ValueAxis::fit([0.5, 40.0].into_iter(), 20.0);
+        assert!(log.log);
+        let labels: Vec<String> = log.ticks.iter().map(|t| log.label(*t)).collect();
+        assert_eq!(
+            labels,
+            ["0.1", "0.2", "0.5", "1", "2", "5", "10", "20", "50", "100"]
+        );
+        let lin = ValueAxis::fit([1.0, 4.0].into_iter(), 20.0);
+        assert!(!lin.log);
+    }
+
+    #[test]
+    fn percentile_positions() {
+        assert!((percentile_x(0.5) - std::f64::consts::LOG10_2).abs() < 1e-9);
+        assert!((percentile_x(0.99) - 2.0).abs() < 1e-9);
+        assert!((percentile_x(0.9999) - 4.0).abs() < 1e-6);
+        assert!(percentile_x(1.0) < X_MAX);
     }
 }

@@ -216,7 +216,7 @@ pub fn compare<B: Baseline + ?Sized>(old: &B, new: &B, t: &Thresholds) -> Compar
         let nv = n.map(|m| m.value);
         let change_pct = match nv {
             Some(nv) if o.value != 0.0 => Some((nv - o.value) / o.value * 100.0),
-            Some(nv) if nv == 0.0 => Some(0.0),
+            Some(0.0) => Some(0.0),
             _ => None,
         };
         let regression = match (nv, o.kind) {
