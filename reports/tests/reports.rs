@@ -553,6 +553,37 @@ fn example_report_set() {
     ok.seed = 0x2a;
     ok.seed_hex = "0x2a".into();
     write_run_page(dir, &ok).unwrap();
+    // A long nemesis run: many short faults of several kinds, five nodes.
+    let mut busy = sample_run(false);
+    busy.scenario = "nemesis-mix".into();
+    busy.simulated_ms = 600_000;
+    let kinds = ["partition", "crash", "pause", "slow-disk", "clock-skew"];
+    busy.faults = (0..40u64)
+        .map(|i| FaultWindow {
+            start_ms: 5_000 + i * 14_500,
+            end_ms: 5_000 + i * 14_500 + 3_000 + (i % 4) * 1_500,
+            label: format!("{} #{i}", kinds[(i % 5) as usize]),
+            node: (i % 5) as u32 + 1,
+        })
+        .collect();
+    busy.timeline = (0..600u64)
+        .map(|s| TimeBucket {
+            start_ms: s * 1000,
+            acked: 4000 + (s * 37 % 900),
+            p99_ms: 3.0 + (s * 13 % 50) as f64 / 10.0,
+        })
+        .collect();
+    busy.nodes = (1..=5)
+        .map(|n| NodeTimeline {
+            name: format!("broker-{n}"),
+            intervals: vec![
+                (0, 100_000 * n, NodeState::Up),
+                (100_000 * n, 100_000 * n + 20_000, NodeState::Down),
+                (100_000 * n + 20_000, 600_000, NodeState::Up),
+            ],
+        })
+        .collect();
+    write_run_page(dir, &busy).unwrap();
     write_sweep_page(dir, &sample_sweep()).unwrap();
     write_bench_page(dir, &sample_bench(1.0, 1.0)).unwrap();
     println!("{}", write_index(dir).unwrap().display());
