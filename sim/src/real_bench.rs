@@ -53,6 +53,7 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -473,8 +474,12 @@ async fn run_step(
     let mut outcomes = Vec::new();
     let mut problems = Vec::new();
     for (c, (writer, reader)) in tasks.into_iter().enumerate() {
-        let (sent_at, write_error) = writer.await.context("writer task panicked")?;
+        // The write half stays open until the reader is done: dropping it
+        // half-closes the socket, and the broker then closes the connection
+        // before the last responses are out.
+        let (sent_at, write_error, write_half) = writer.await.context("writer task panicked")?;
         let (answered, read_error) = reader.await.context("reader task panicked")?;
+        drop(write_half);
         for e in [write_error, read_error].into_iter().flatten() {
             problems.push(format!("connection {c}: {e}"));
         }
@@ -495,10 +500,11 @@ async fn run_step(
     Ok(result)
 }
 
-/// Send the connection's requests on schedule; returns when each was sent.
+/// Send the connection's requests on schedule; returns when each was sent
+/// (and the write half, which must outlive the reader).
 #[allow(clippy::too_many_arguments)]
 async fn write_loop(
-    mut write: tokio::net::tcp::OwnedWriteHalf,
+    mut write: OwnedWriteHalf,
     schedule: Arc<Schedule>,
     t0: Instant,
     deadline: u64,
@@ -508,17 +514,15 @@ async fn write_loop(
     topic: TopicName,
     records: Bytes,
     request_timeout_ms: u64,
-) -> (Vec<Option<u64>>, Option<String>) {
+) -> (Vec<Option<u64>>, Option<String>, OwnedWriteHalf) {
     let mut sent_at = vec![None; schedule.requests as usize];
     for k in 0..schedule.requests {
         let due = schedule.send_at(k);
         tokio::time::sleep_until(t0 + Duration::from_nanos(due)).await;
         let now = t0.elapsed().as_nanos() as u64;
         if now >= deadline {
-            return (
-                sent_at,
-                Some(format!("sender behind: stopped at request {k}")),
-            );
+            let why = format!("sender behind: stopped at request {k}");
+            return (sent_at, Some(why), write);
         }
         // Round robin over partitions, connections interleaved.
         let partition = ((conn as u64 + k * conns as u64) % partitions.max(1) as u64) as i32;
@@ -532,15 +536,15 @@ async fn write_loop(
                     .with_records(Some(records.clone()))])]);
         let bytes = match frame(ApiKey::Produce, PRODUCE_VERSION, k as i32, &request) {
             Ok(b) => b,
-            Err(e) => return (sent_at, Some(e.to_string())),
+            Err(e) => return (sent_at, Some(e.to_string()), write),
         };
         sent_at[k as usize] = Some(now);
         if let Err(e) = write.write_all(&bytes).await {
             sent_at[k as usize] = None;
-            return (sent_at, Some(format!("write failed: {e}")));
+            return (sent_at, Some(format!("write failed: {e}")), write);
         }
     }
-    (sent_at, None)
+    (sent_at, None, write)
 }
 
 /// Read responses until every request is answered or the deadline passes.
