@@ -41,6 +41,9 @@ enum Command {
         /// Write the run's history (every client operation) as JSON to this file.
         #[arg(long)]
         history: Option<PathBuf>,
+        /// Write an HTML report (page, charts, JSON) into this folder.
+        #[arg(long)]
+        report: Option<PathBuf>,
     },
     /// Many seeds of one or more scenarios in parallel; non-zero exit if any fails.
     Sweep {
@@ -58,6 +61,10 @@ enum Command {
         /// Write every run's summary as JSON lines to this file.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Write an HTML report into this folder: the sweep page, and a run
+        /// page (with charts) for every failing seed and each scenario's first seed.
+        #[arg(long)]
+        report: Option<PathBuf>,
     },
     /// The same run again, verbosely; `--trace` prints every delivered event.
     Replay {
@@ -67,6 +74,18 @@ enum Command {
         seed: u64,
         #[arg(long)]
         trace: bool,
+    },
+    /// Reports: compare two benchmark or run JSON files (exit 1 on a regression).
+    Report {
+        /// OLD.json NEW.json: benchmark (`bench --json`) or run reports.
+        #[arg(long, num_args = 2, value_names = ["OLD", "NEW"], required = true)]
+        compare: Vec<PathBuf>,
+        /// A latency percentile rising more than this is a regression.
+        #[arg(long, default_value_t = 10.0)]
+        latency_pct: f64,
+        /// Throughput falling more than this is a regression.
+        #[arg(long, default_value_t = 5.0)]
+        throughput_pct: f64,
     },
     /// Measure the simulator: simulated events and seconds per wall second.
     Bench {
@@ -92,24 +111,20 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         None => suite(),
-        Some(Command::Run {
-            scenario,
-            seed,
-            json,
-            history,
-        }) => run_one(&scenario, seed, json, history),
-        Some(Command::Sweep {
-            scenario,
-            seeds,
-            jobs,
-            shard: part,
-            out,
-        }) => sweep_cmd(&scenario, seeds, jobs, part, out),
+        Some(Command::Run { scenario, seed, json, history, report }) => {
+            run_one(&scenario, seed, json, history, report)
+        }
+        Some(Command::Sweep { scenario, seeds, jobs, shard: part, out, report }) => {
+            sweep_cmd(&scenario, seeds, jobs, part, out, report)
+        }
         Some(Command::Replay {
             scenario,
             seed,
             trace,
         }) => replay(&scenario, seed, trace),
+        Some(Command::Report { compare, latency_pct, throughput_pct }) => {
+            compare_cmd(&compare[0], &compare[1], latency_pct, throughput_pct)
+        }
         Some(Command::Bench {
             sim: _,
             scenario,
@@ -185,29 +200,81 @@ fn run_one(
     seed: u64,
     json: bool,
     history_out: Option<PathBuf>,
+    report_dir: Option<PathBuf>,
 ) -> Result<ExitCode, String> {
     let scenario = catalogue::load(scenario_arg)?;
     let (result, history) = Run::new(&scenario, seed, &RunOptions::default())?.finish();
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&result).map_err(|e| e.to_string())?
-        );
+        println!("{}", serde_json::to_string_pretty(&result).map_err(|e| e.to_string())?);
     }
     if let Some(path) = history_out {
         std::fs::write(&path, history.to_json()).map_err(|e| format!("{}: {e}", path.display()))?;
-        println!(
-            "history: {} ({} operations)",
-            path.display(),
-            history.events.len()
-        );
+        println!("history: {} ({} operations)", path.display(), history.events.len());
     }
     print_result(&result, scenario_arg);
-    Ok(if result.pass {
-        ExitCode::SUCCESS
+    if let Some(dir) = report_dir {
+        let report = sim::report::run_report(&result, &history, scenario.brokers, replay_command(scenario_arg, seed));
+        write_run_report(&dir, &report)?;
+        let index = reports::write_index(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        println!("report: {}", index.display());
+    }
+    Ok(if result.pass { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn write_run_report(dir: &std::path::Path, report: &reports::RunReport) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    reports::write_run_page(dir, report).map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+/// Write the sweep's HTML report: a run page for every failing seed and for
+/// each scenario's first seed (runs are deterministic, so they are run again
+/// to get their histories), the sweep page and the index. Returns the index.
+fn write_sweep_report(
+    dir: &std::path::Path,
+    title: &str,
+    scenarios: &[(String, Scenario)],
+    results: &[RunResult],
+) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut first_of: std::collections::BTreeSet<&str> = Default::default();
+    let mut summaries = Vec::new();
+    for r in results {
+        let (arg, scenario) = scenarios
+            .iter()
+            .find(|(_, s)| s.name == r.scenario)
+            .ok_or_else(|| format!("no scenario {}", r.scenario))?;
+        let replay = replay_command(arg, r.seed);
+        let wanted = !r.pass || first_of.insert(r.scenario.as_str());
+        let page = if wanted {
+            let (again, history) = Run::new(scenario, r.seed, &RunOptions::default())?.finish();
+            let report = sim::report::run_report(&again, &history, scenario.brokers, replay.clone());
+            let path = write_run_report(dir, &report)?;
+            path.file_name().map(|n| n.to_string_lossy().into_owned())
+        } else {
+            None
+        };
+        summaries.push(sim::report::run_summary(r, replay, page));
+    }
+    let sweep = reports::SweepReport::new(title, summaries);
+    reports::write_sweep_page(dir, &sweep).map_err(|e| format!("{}: {e}", dir.display()))?;
+    reports::write_index(dir).map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+fn compare_cmd(old: &std::path::Path, new: &std::path::Path, latency_pct: f64, throughput_pct: f64) -> Result<ExitCode, String> {
+    let thresholds = reports::Thresholds {
+        latency_up_pct: latency_pct,
+        throughput_down_pct: throughput_pct,
+        ..reports::Thresholds::default()
+    };
+    let comparison = reports::compare_files(old, new, &thresholds).map_err(|e| e.to_string())?;
+    comparison.print_table();
+    if comparison.has_regression() {
+        println!("verdict: regression ({} metrics beyond thresholds)", comparison.regressions().count());
+        Ok(ExitCode::FAILURE)
     } else {
-        ExitCode::FAILURE
-    })
+        println!("verdict: no regression");
+        Ok(ExitCode::SUCCESS)
+    }
 }
 
 fn replay(scenario_arg: &str, seed: u64, trace: bool) -> Result<ExitCode, String> {
@@ -251,6 +318,7 @@ fn sweep_cmd(
     jobs: Option<usize>,
     part: Option<(u64, u64)>,
     out: Option<PathBuf>,
+    report: Option<PathBuf>,
 ) -> Result<ExitCode, String> {
     let loaded: Vec<(String, Scenario)> = scenarios
         .iter()
@@ -285,6 +353,14 @@ fn sweep_cmd(
     println!("wall time: {:.1} s", wall.as_secs_f64());
     if let Some(path) = out {
         println!("results: {}", path.display());
+    }
+    if let Some(dir) = report {
+        let title = match part {
+            Some((i, n)) => format!("sweep of {} runs (shard {i}/{n})", results.len()),
+            None => format!("sweep of {} runs", results.len()),
+        };
+        let index = write_sweep_report(&dir, &title, &loaded, &results)?;
+        println!("report: {}", index.display());
     }
     Ok(if failing == 0 {
         ExitCode::SUCCESS
@@ -391,7 +467,7 @@ fn suite() -> Result<ExitCode, String> {
         "stormlog: default suite, {} scenarios x {SEEDS} seeds",
         names.len()
     );
-    sweep_cmd(&names, 0..SEEDS, None, None, Some(out))
+    sweep_cmd(&names, 0..SEEDS, None, None, Some(out), Some(out_dir.join("report")))
 }
 
 fn bench(scenario_arg: &str, runs: u64) -> Result<ExitCode, String> {

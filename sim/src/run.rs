@@ -53,71 +53,12 @@ pub struct RunResult {
     /// Acknowledged records per simulated second.
     pub throughput: f64,
     /// Produce latency, invoke to acknowledgement, of ok sends (simulated ms).
-    pub produce_latency_ms: Percentiles,
+    pub produce_latency_ms: reports::Percentiles,
     /// End to end, send invoked to first read, of values read (simulated ms).
-    pub end_to_end_latency_ms: Percentiles,
+    pub end_to_end_latency_ms: reports::Percentiles,
 }
 
-/// Latency percentiles in milliseconds (0 when there are no samples).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Percentiles {
-    pub count: usize,
-    pub p50: f64,
-    pub p99: f64,
-    pub p999: f64,
-    pub max: f64,
-}
 
-impl Percentiles {
-    /// From samples in nanoseconds.
-    pub fn of(mut nanos: Vec<u64>) -> Percentiles {
-        if nanos.is_empty() {
-            return Percentiles::default();
-        }
-        nanos.sort_unstable();
-        let at = |q: f64| {
-            let i = ((nanos.len() as f64 * q).ceil() as usize).clamp(1, nanos.len()) - 1;
-            nanos[i] as f64 / 1e6
-        };
-        Percentiles {
-            count: nanos.len(),
-            p50: at(0.5),
-            p99: at(0.99),
-            p999: at(0.999),
-            max: at(1.0),
-        }
-    }
-}
-
-/// (produce latencies, end-to-end latencies) in nanoseconds.
-fn latencies(history: &History) -> (Vec<u64>, Vec<u64>) {
-    let mut produce = Vec::new();
-    let mut invoked: std::collections::BTreeMap<&str, u64> = Default::default();
-    for e in &history.events {
-        if let Op::Send { writes } = &e.op {
-            for w in writes {
-                invoked.insert(w.value.as_str(), e.invoke_nanos);
-            }
-            if let (true, Some(done)) = (e.is_ok(), e.complete_nanos) {
-                produce.push(done - e.invoke_nanos);
-            }
-        }
-    }
-    let mut end_to_end = Vec::new();
-    let mut seen = BTreeSet::new();
-    for e in &history.events {
-        if let (Op::Poll { reads }, Some(done)) = (&e.op, e.complete_nanos) {
-            for r in reads.values().flatten() {
-                if let Some(&sent) = invoked.get(r.value.as_str()) {
-                    if seen.insert(r.value.as_str()) {
-                        end_to_end.push(done.saturating_sub(sent));
-                    }
-                }
-            }
-        }
-    }
-    (produce, end_to_end)
-}
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SendCounts {
@@ -617,7 +558,8 @@ impl Run {
             reasons.push(format!("expected {kind} but it was not found"));
         }
         let (ok, fail, unknown, in_flight) = history.send_counts();
-        let (produce, end_to_end) = latencies(history);
+        let latencies = crate::report::latency_histograms(history);
+        let percentiles = |kind| latencies.get(&kind).map(|h| h.percentiles()).unwrap_or_default();
         let restarts = self
             .brokers
             .iter()
@@ -645,8 +587,8 @@ impl Run {
             reads: history.reads().count(),
             restarts,
             throughput: ok as f64 / ((self.world.now as f64 / 1e9).max(1e-9)),
-            produce_latency_ms: Percentiles::of(produce),
-            end_to_end_latency_ms: Percentiles::of(end_to_end),
+            produce_latency_ms: percentiles(reports::OpKind::ProduceAck),
+            end_to_end_latency_ms: percentiles(reports::OpKind::EndToEnd),
         }
     }
 }

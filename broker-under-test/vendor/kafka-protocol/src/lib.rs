@@ -100,6 +100,8 @@
 //!     _ => panic!()
 //! }
 //! ```
+// Stormlog patch: vendored third-party code; its lints are upstream's business.
+#![allow(warnings, clippy::all)]
 #![deny(missing_docs)]
 // Display required features for items when rendering for docs.rs
 #![cfg_attr(docsrs, feature(doc_cfg))]
