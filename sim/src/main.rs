@@ -87,14 +87,40 @@ enum Command {
         #[arg(long, default_value_t = 5.0)]
         throughput_pct: f64,
     },
-    /// Measure the simulator: simulated events and seconds per wall second.
+    /// Throughput and latency benchmarks: an OpenMessaging-Benchmark-like
+    /// workload (1 topic x 16 partitions, 1 KB records, stepped target rates)
+    /// in the simulator (default) or against a real broker (`--real`);
+    /// latency is measured from each record's intended send time.
+    /// `--speed` measures the simulator itself instead.
     Bench {
-        /// Benchmark the simulator on a scenario (the only mode so far).
-        #[arg(long)]
+        /// Run the workload in the simulator (the default).
+        #[arg(long, conflicts_with_all = ["real", "speed"])]
         sim: bool,
+        /// Run the workload against a real broker over TCP.
+        #[arg(long, requires = "bootstrap", conflicts_with = "speed")]
+        real: bool,
+        /// The real broker's HOST:PORT (with --real).
+        #[arg(long)]
+        bootstrap: Option<String>,
+        /// Target rates in records per second, one step each (e.g. 1000,5000,10000).
+        #[arg(long, value_delimiter = ',')]
+        rates: Option<Vec<f64>>,
+        /// Measured seconds per step (after a warm-up).
+        #[arg(long)]
+        step_seconds: Option<f64>,
+        /// Write the results as JSON (a report that `report --compare` reads).
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write an HTML page with the latency chart into this folder.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Measure the simulator: simulated events and seconds per wall second.
+        #[arg(long)]
+        speed: bool,
+        /// With --speed: the scenario to run.
         #[arg(long, default_value = "crash-restart")]
         scenario: String,
-        /// Number of seeds to run (from 0).
+        /// With --speed: how many seeds (from 0).
         #[arg(long, default_value_t = 20)]
         runs: u64,
     },
@@ -111,25 +137,55 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         None => suite(),
-        Some(Command::Run { scenario, seed, json, history, report }) => {
-            run_one(&scenario, seed, json, history, report)
-        }
-        Some(Command::Sweep { scenario, seeds, jobs, shard: part, out, report }) => {
-            sweep_cmd(&scenario, seeds, jobs, part, out, report)
-        }
+        Some(Command::Run {
+            scenario,
+            seed,
+            json,
+            history,
+            report,
+        }) => run_one(&scenario, seed, json, history, report),
+        Some(Command::Sweep {
+            scenario,
+            seeds,
+            jobs,
+            shard: part,
+            out,
+            report,
+        }) => sweep_cmd(&scenario, seeds, jobs, part, out, report),
         Some(Command::Replay {
             scenario,
             seed,
             trace,
         }) => replay(&scenario, seed, trace),
-        Some(Command::Report { compare, latency_pct, throughput_pct }) => {
-            compare_cmd(&compare[0], &compare[1], latency_pct, throughput_pct)
-        }
+        Some(Command::Report {
+            compare,
+            latency_pct,
+            throughput_pct,
+        }) => compare_cmd(&compare[0], &compare[1], latency_pct, throughput_pct),
         Some(Command::Bench {
-            sim: _,
+            real,
+            bootstrap,
+            rates,
+            step_seconds,
+            json,
+            report,
+            speed,
             scenario,
             runs,
-        }) => bench(&scenario, runs),
+            ..
+        }) => {
+            if speed {
+                bench_speed(&scenario, runs)
+            } else {
+                bench(
+                    real.then_some(bootstrap).flatten(),
+                    rates,
+                    step_seconds,
+                    json,
+                    report,
+                )
+            }
+        }
     };
     match result {
         Ok(code) => code,
@@ -205,20 +261,36 @@ fn run_one(
     let scenario = catalogue::load(scenario_arg)?;
     let (result, history) = Run::new(&scenario, seed, &RunOptions::default())?.finish();
     if json {
-        println!("{}", serde_json::to_string_pretty(&result).map_err(|e| e.to_string())?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&result).map_err(|e| e.to_string())?
+        );
     }
     if let Some(path) = history_out {
         std::fs::write(&path, history.to_json()).map_err(|e| format!("{}: {e}", path.display()))?;
-        println!("history: {} ({} operations)", path.display(), history.events.len());
+        println!(
+            "history: {} ({} operations)",
+            path.display(),
+            history.events.len()
+        );
     }
     print_result(&result, scenario_arg);
     if let Some(dir) = report_dir {
-        let report = sim::report::run_report(&result, &history, scenario.brokers, replay_command(scenario_arg, seed));
+        let report = sim::report::run_report(
+            &result,
+            &history,
+            scenario.brokers,
+            replay_command(scenario_arg, seed),
+        );
         write_run_report(&dir, &report)?;
         let index = reports::write_index(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         println!("report: {}", index.display());
     }
-    Ok(if result.pass { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if result.pass {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn write_run_report(dir: &std::path::Path, report: &reports::RunReport) -> Result<PathBuf, String> {
@@ -247,7 +319,8 @@ fn write_sweep_report(
         let wanted = !r.pass || first_of.insert(r.scenario.as_str());
         let page = if wanted {
             let (again, history) = Run::new(scenario, r.seed, &RunOptions::default())?.finish();
-            let report = sim::report::run_report(&again, &history, scenario.brokers, replay.clone());
+            let report =
+                sim::report::run_report(&again, &history, scenario.brokers, replay.clone());
             let path = write_run_report(dir, &report)?;
             path.file_name().map(|n| n.to_string_lossy().into_owned())
         } else {
@@ -260,7 +333,12 @@ fn write_sweep_report(
     reports::write_index(dir).map_err(|e| format!("{}: {e}", dir.display()))
 }
 
-fn compare_cmd(old: &std::path::Path, new: &std::path::Path, latency_pct: f64, throughput_pct: f64) -> Result<ExitCode, String> {
+fn compare_cmd(
+    old: &std::path::Path,
+    new: &std::path::Path,
+    latency_pct: f64,
+    throughput_pct: f64,
+) -> Result<ExitCode, String> {
     let thresholds = reports::Thresholds {
         latency_up_pct: latency_pct,
         throughput_down_pct: throughput_pct,
@@ -269,7 +347,10 @@ fn compare_cmd(old: &std::path::Path, new: &std::path::Path, latency_pct: f64, t
     let comparison = reports::compare_files(old, new, &thresholds).map_err(|e| e.to_string())?;
     comparison.print_table();
     if comparison.has_regression() {
-        println!("verdict: regression ({} metrics beyond thresholds)", comparison.regressions().count());
+        println!(
+            "verdict: regression ({} metrics beyond thresholds)",
+            comparison.regressions().count()
+        );
         Ok(ExitCode::FAILURE)
     } else {
         println!("verdict: no regression");
@@ -467,10 +548,17 @@ fn suite() -> Result<ExitCode, String> {
         "stormlog: default suite, {} scenarios x {SEEDS} seeds",
         names.len()
     );
-    sweep_cmd(&names, 0..SEEDS, None, None, Some(out), Some(out_dir.join("report")))
+    sweep_cmd(
+        &names,
+        0..SEEDS,
+        None,
+        None,
+        Some(out),
+        Some(out_dir.join("report")),
+    )
 }
 
-fn bench(scenario_arg: &str, runs: u64) -> Result<ExitCode, String> {
+fn bench_speed(scenario_arg: &str, runs: u64) -> Result<ExitCode, String> {
     let scenario = catalogue::load(scenario_arg)?;
     let mut events = 0u64;
     let mut simulated_ms = 0u64;
@@ -486,7 +574,7 @@ fn bench(scenario_arg: &str, runs: u64) -> Result<ExitCode, String> {
     let wall = started.elapsed().as_secs_f64();
     per_run.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     let median = per_run[per_run.len() / 2];
-    println!("bench --sim: scenario {} x {runs} seeds", scenario.name);
+    println!("bench --speed: scenario {} x {runs} seeds", scenario.name);
     println!("  events:             {events}");
     println!("  simulated seconds:  {:.1}", simulated_ms as f64 / 1000.0);
     println!("  wall seconds:       {wall:.2}");
@@ -500,5 +588,77 @@ fn bench(scenario_arg: &str, runs: u64) -> Result<ExitCode, String> {
         median,
         scenario.duration_ms as f64 / 1000.0 + scenario.quiet_ms as f64 / 1000.0
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The throughput/latency benchmark, simulated or against a real broker.
+fn bench(
+    bootstrap: Option<String>,
+    rates: Option<Vec<f64>>,
+    step_seconds: Option<f64>,
+    json: Option<PathBuf>,
+    report_dir: Option<PathBuf>,
+) -> Result<ExitCode, String> {
+    let mut config = sim::bench::BenchConfig::default();
+    if let Some(rates) = rates {
+        if rates.is_empty() || rates.iter().any(|r| !(*r > 0.0)) {
+            return Err("--rates: give positive records-per-second values, e.g. 1000,5000".into());
+        }
+        config.rates = rates;
+    }
+    if let Some(seconds) = step_seconds {
+        if !(seconds > 0.0) {
+            return Err("--step-seconds must be above 0".into());
+        }
+        config.step_ms = (seconds * 1000.0) as u64;
+    }
+    let (name, steps) = match &bootstrap {
+        Some(addr) => {
+            println!("bench --real: {} steps against {addr}", config.rates.len());
+            let steps =
+                sim::real_bench::run_real_bench(addr, &config).map_err(|e| format!("{e:#}"))?;
+            ("bench-real".to_string(), steps)
+        }
+        None => {
+            println!("bench --sim: {} steps in the simulator", config.rates.len());
+            ("bench-sim".to_string(), sim::bench::run_sim_bench(&config))
+        }
+    };
+    sim::bench::print_table(&steps);
+    let report = reports::BenchReport {
+        name: name.clone(),
+        workload: format!(
+            "1 topic x {} partitions, {} B records, {} producer(s), batches of up to {} records",
+            config.partitions, config.message_bytes, config.producers, config.batch_records
+        ),
+        steps: steps
+            .iter()
+            .map(|s| reports::BenchStep {
+                target_rate: s.target_rate,
+                achieved_rate: s.achieved_rate,
+                percentiles: reports::Percentiles {
+                    count: s.acked,
+                    p50: s.latency_ms.p50,
+                    p75: s.latency_ms.p75,
+                    p95: s.latency_ms.p95,
+                    p99: s.latency_ms.p99,
+                    p999: s.latency_ms.p999,
+                    p9999: s.latency_ms.p9999,
+                    max: s.latency_ms.max,
+                },
+            })
+            .collect(),
+    };
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        println!("results: {}", path.display());
+    }
+    if let Some(dir) = report_dir {
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        reports::write_bench_page(&dir, &report).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let index = reports::write_index(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        println!("report: {}", index.display());
+    }
     Ok(ExitCode::SUCCESS)
 }
