@@ -2,16 +2,16 @@
 //! driven by one seed: clock, network, disks, processes, faults, the trace,
 //! scenarios and the runner behind the `stormlog` CLI.
 
+pub mod bench;
 pub mod catalogue;
 pub mod disk;
 pub mod fault;
 pub mod monitor;
-pub mod report;
 pub mod net;
+pub mod real_bench;
+pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod sweep;
 pub mod trace;
 pub mod world;
-pub mod bench;
-pub mod real_bench;

@@ -28,7 +28,9 @@ const MAX_VIOLATIONS: usize = 100;
 
 impl Monitor {
     pub fn observe(&mut self, at_nanos: u64, node_index: u32, node: &Node) {
-        let offsets = node.partition_summary().map(|(t, p, start, hw, _)| (t, p, start, hw));
+        let offsets = node
+            .partition_summary()
+            .map(|(t, p, start, hw, _)| (t, p, start, hw));
         self.observe_offsets(at_nanos, node_index, offsets);
     }
 

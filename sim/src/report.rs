@@ -48,14 +48,19 @@ pub fn latency_histograms(history: &History) -> BTreeMap<OpKind, LatencyHistogra
             }
         }
     }
-    BTreeMap::from([(OpKind::ProduceAck, produce), (OpKind::EndToEnd, end_to_end), (OpKind::Fetch, fetch)])
+    BTreeMap::from([
+        (OpKind::ProduceAck, produce),
+        (OpKind::EndToEnd, end_to_end),
+        (OpKind::Fetch, fetch),
+    ])
 }
 
 /// Acknowledged records and produce p99 per second of simulated time.
 fn timeline(history: &History, simulated_ms: u64) -> Vec<TimeBucket> {
     let buckets = (simulated_ms / BUCKET_MS + 1) as usize;
     let mut acked = vec![0u64; buckets];
-    let mut latency: Vec<LatencyHistogram> = (0..buckets).map(|_| LatencyHistogram::new()).collect();
+    let mut latency: Vec<LatencyHistogram> =
+        (0..buckets).map(|_| LatencyHistogram::new()).collect();
     for e in &history.events {
         if let (Op::Send { writes }, true, Some(done)) = (&e.op, e.is_ok(), e.complete_nanos) {
             let i = ((done / 1_000_000 / BUCKET_MS) as usize).min(buckets - 1);
@@ -67,7 +72,11 @@ fn timeline(history: &History, simulated_ms: u64) -> Vec<TimeBucket> {
         .map(|i| TimeBucket {
             start_ms: i as u64 * BUCKET_MS,
             acked: acked[i],
-            p99_ms: if latency[i].is_empty() { 0.0 } else { latency[i].quantile_ms(0.99) },
+            p99_ms: if latency[i].is_empty() {
+                0.0
+            } else {
+                latency[i].quantile_ms(0.99)
+            },
         })
         .collect()
 }
@@ -77,9 +86,10 @@ fn state_of(kind: FaultKind) -> Option<NodeState> {
     match kind {
         FaultKind::Crash | FaultKind::Kill | FaultKind::Wipe => Some(NodeState::Down),
         FaultKind::Pause => Some(NodeState::Paused),
-        FaultKind::Partition | FaultKind::PartitionOneWay | FaultKind::Clog | FaultKind::SwizzleClog => {
-            Some(NodeState::Partitioned)
-        }
+        FaultKind::Partition
+        | FaultKind::PartitionOneWay
+        | FaultKind::Clog
+        | FaultKind::SwizzleClog => Some(NodeState::Partitioned),
         _ => None,
     }
 }
@@ -90,8 +100,10 @@ fn node_timelines(brokers: u32, faults: &[PlannedFault], simulated_ms: u64) -> V
         .map(|node| {
             let mut intervals = Vec::new();
             let mut at = 0;
-            let mut mine: Vec<&PlannedFault> =
-                faults.iter().filter(|f| f.node == node && state_of(f.kind).is_some()).collect();
+            let mut mine: Vec<&PlannedFault> = faults
+                .iter()
+                .filter(|f| f.node == node && state_of(f.kind).is_some())
+                .collect();
             mine.sort_by_key(|f| f.start_ms);
             for f in mine {
                 let start = f.start_ms.max(at);
@@ -107,13 +119,21 @@ fn node_timelines(brokers: u32, faults: &[PlannedFault], simulated_ms: u64) -> V
             if at < simulated_ms {
                 intervals.push((at, simulated_ms, NodeState::Up));
             }
-            NodeTimeline { name: format!("broker-{node}"), intervals }
+            NodeTimeline {
+                name: format!("broker-{node}"),
+                intervals,
+            }
         })
         .collect()
 }
 
 /// The full report of one run.
-pub fn run_report(result: &RunResult, history: &History, brokers: u32, replay_command: String) -> RunReport {
+pub fn run_report(
+    result: &RunResult,
+    history: &History,
+    brokers: u32,
+    replay_command: String,
+) -> RunReport {
     RunReport {
         scenario: result.scenario.clone(),
         seed: result.seed,
@@ -123,7 +143,10 @@ pub fn run_report(result: &RunResult, history: &History, brokers: u32, replay_co
         anomalies: result
             .anomalies
             .iter()
-            .map(|a| AnomalyRow { kind: a.kind.clone(), explanation: a.explanation.clone() })
+            .map(|a| AnomalyRow {
+                kind: a.kind.clone(),
+                explanation: a.explanation.clone(),
+            })
             .collect(),
         replay_command,
         trace_hash: result.trace_hash.clone(),
@@ -133,14 +156,23 @@ pub fn run_report(result: &RunResult, history: &History, brokers: u32, replay_co
         faults: result
             .faults
             .iter()
-            .map(|f| FaultWindow { start_ms: f.start_ms, end_ms: f.end_ms, label: f.kind.name().into(), node: f.node })
+            .map(|f| FaultWindow {
+                start_ms: f.start_ms,
+                end_ms: f.end_ms,
+                label: f.kind.name().into(),
+                node: f.node,
+            })
             .collect(),
         nodes: node_timelines(brokers, &result.faults, result.simulated_ms),
     }
 }
 
 /// The sweep table's row for one run.
-pub fn run_summary(result: &RunResult, replay_command: String, run_page: Option<String>) -> RunSummary {
+pub fn run_summary(
+    result: &RunResult,
+    replay_command: String,
+    run_page: Option<String>,
+) -> RunSummary {
     RunSummary {
         scenario: result.scenario.clone(),
         seed_hex: seed_hex(result.seed),
@@ -159,9 +191,24 @@ mod tests {
     #[test]
     fn node_timeline_covers_the_run_with_fault_states() {
         let faults = vec![
-            PlannedFault { kind: FaultKind::Crash, node: 0, start_ms: 1_000, end_ms: 2_000 },
-            PlannedFault { kind: FaultKind::SlowDisk, node: 0, start_ms: 3_000, end_ms: 4_000 },
-            PlannedFault { kind: FaultKind::Pause, node: 0, start_ms: 5_000, end_ms: 6_000 },
+            PlannedFault {
+                kind: FaultKind::Crash,
+                node: 0,
+                start_ms: 1_000,
+                end_ms: 2_000,
+            },
+            PlannedFault {
+                kind: FaultKind::SlowDisk,
+                node: 0,
+                start_ms: 3_000,
+                end_ms: 4_000,
+            },
+            PlannedFault {
+                kind: FaultKind::Pause,
+                node: 0,
+                start_ms: 5_000,
+                end_ms: 6_000,
+            },
         ];
         let t = node_timelines(1, &faults, 10_000);
         assert_eq!(

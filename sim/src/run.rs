@@ -58,8 +58,6 @@ pub struct RunResult {
     pub end_to_end_latency_ms: reports::Percentiles,
 }
 
-
-
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SendCounts {
     pub ok: usize,
@@ -559,7 +557,12 @@ impl Run {
         }
         let (ok, fail, unknown, in_flight) = history.send_counts();
         let latencies = crate::report::latency_histograms(history);
-        let percentiles = |kind| latencies.get(&kind).map(|h| h.percentiles()).unwrap_or_default();
+        let percentiles = |kind| {
+            latencies
+                .get(&kind)
+                .map(|h| h.percentiles())
+                .unwrap_or_default()
+        };
         let restarts = self
             .brokers
             .iter()
