@@ -3,7 +3,8 @@
 //!
 //! Simulated by default. Environment variables override the defaults of
 //! [`BenchConfig`]: `BENCH_RATES=1000,5000`, `BENCH_STEP_MS`, `BENCH_WARMUP_MS`,
-//! `BENCH_PRODUCERS`, `BENCH_CONSUMERS`, `BENCH_BATCH`, `BENCH_LINGER_MS`;
+//! `BENCH_PRODUCERS`, `BENCH_CONSUMERS`, `BENCH_BATCH`, `BENCH_LINGER_MS`,
+//! `BENCH_PARTITIONS`, `BENCH_MAX_IN_FLIGHT`, `BENCH_SEED`;
 //! `BENCH_REAL=HOST:PORT` runs the real load generator against that broker
 //! instead; `BENCH_JSON=FILE` writes the steps as JSON.
 
@@ -54,6 +55,15 @@ fn main() {
     }
     if let Some(v) = env("BENCH_LINGER_MS") {
         config.linger_ms = v;
+    }
+    if let Some(v) = env("BENCH_PARTITIONS") {
+        config.partitions = v;
+    }
+    if let Some(v) = env("BENCH_MAX_IN_FLIGHT") {
+        config.max_in_flight = v;
+    }
+    if let Some(v) = env("BENCH_SEED") {
+        config.seed = v;
     }
     let steps = match std::env::var("BENCH_REAL") {
         Ok(bootstrap) => match sim::real_bench::run_real_bench(&bootstrap, &config) {
