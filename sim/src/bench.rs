@@ -237,9 +237,9 @@ pub fn run_sim_step(config: &BenchConfig, rate: f64) -> BenchStepResult {
             // metadata that made the producer start generating.
             let metadata_at = records
                 .iter()
-                .filter(|r| r.process == proc && r.kind == "received" && r.at_nanos <= first_send)
+                .rev()
+                .find(|r| r.process == proc && r.kind == "received" && r.at_nanos <= first_send)
                 .map(|r| r.at_nanos)
-                .last()
                 .unwrap_or(0);
             // The first tick at or after it (ticks are k * interval, k >= 1).
             metadata_at.div_ceil(interval).max(1)

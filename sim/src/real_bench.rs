@@ -87,7 +87,7 @@ pub async fn run_real_bench_async(
     bootstrap: &str,
     config: &BenchConfig,
 ) -> anyhow::Result<Vec<BenchStepResult>> {
-    if config.rates.iter().any(|r| !(*r > 0.0)) {
+    if config.rates.iter().any(|r| r.is_nan() || *r <= 0.0) {
         bail!("every target rate must be above 0 (got {:?})", config.rates);
     }
     let partitions = prepare_topic(bootstrap, config).await?;
