@@ -503,7 +503,10 @@ impl DiskExecutor for MemDisk {
                     ));
                 }
                 let file = self.files.entry(ino).or_default();
-                let from = file.dirty_from.min(file.cache.len()).min(file.durable.len());
+                let from = file
+                    .dirty_from
+                    .min(file.cache.len())
+                    .min(file.durable.len());
                 file.durable.truncate(from);
                 file.durable.extend_from_slice(&file.cache[from..]);
                 file.dirty_from = file.cache.len();
@@ -703,7 +706,14 @@ mod tests {
         let mut crashed = disk.clone();
         crashed.crash();
         assert_eq!(crashed.read_all("f").unwrap().as_ref(), b"aaBBaaaacc");
-        run(&mut disk, DiskOp::Truncate { path: "f".into(), len: 3 }).unwrap();
+        run(
+            &mut disk,
+            DiskOp::Truncate {
+                path: "f".into(),
+                len: 3,
+            },
+        )
+        .unwrap();
         run(&mut disk, write("f", 3, b"d")).unwrap();
         run(&mut disk, sync()).unwrap();
         disk.crash();

@@ -601,13 +601,13 @@ fn bench(
 ) -> Result<ExitCode, String> {
     let mut config = sim::bench::BenchConfig::default();
     if let Some(rates) = rates {
-        if rates.is_empty() || rates.iter().any(|r| !(*r > 0.0)) {
+        if rates.is_empty() || rates.iter().any(|r| r.is_nan() || *r <= 0.0) {
             return Err("--rates: give positive records-per-second values, e.g. 1000,5000".into());
         }
         config.rates = rates;
     }
     if let Some(seconds) = step_seconds {
-        if !(seconds > 0.0) {
+        if seconds.is_nan() || seconds <= 0.0 {
             return Err("--step-seconds must be above 0".into());
         }
         config.step_ms = (seconds * 1000.0) as u64;

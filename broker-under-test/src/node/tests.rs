@@ -942,12 +942,19 @@ fn failed_sync_answers_storage_error_and_loses_nothing_acknowledged() {
     // Offline until restart: the sync is not retried and trusted.
     let again = produce(&mut h, 1, "t", 0, batch(&["later"]));
     assert_eq!(again.error_code, ResponseError::KafkaStorageError.code());
-    assert_eq!(fetch(&mut h, 1, "t", 0, 0).error_code, ResponseError::KafkaStorageError.code());
+    assert_eq!(
+        fetch(&mut h, 1, "t", 0, 0).error_code,
+        ResponseError::KafkaStorageError.code()
+    );
     assert_eq!(h.node.offline_partitions(), 1);
-    let request = MetadataRequest::default()
-        .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default().with_name(Some(topic_name("t")))]));
+    let request = MetadataRequest::default().with_topics(Some(vec![
+        metadata_request::MetadataRequestTopic::default().with_name(Some(topic_name("t"))),
+    ]));
     let metadata: MetadataResponse = h.call(1, ApiKey::Metadata, 12, &request);
-    assert_eq!(metadata.topics[0].partitions[0].error_code, ResponseError::KafkaStorageError.code());
+    assert_eq!(
+        metadata.topics[0].partitions[0].error_code,
+        ResponseError::KafkaStorageError.code()
+    );
     // Power loss and restart: the acknowledged record is there.
     let mut disk = std::mem::take(&mut h.disk);
     disk.crash();
