@@ -652,4 +652,31 @@ pub(crate) mod tests {
             let _ = find_timestamp(&b, 1_002);
         }
     }
+
+    /// A decompression bomb: a batch whose snappy payload claims 300 MB of
+    /// records is refused as corrupt, without allocating them.
+    #[test]
+    fn decompression_bomb_is_refused() {
+        let mut b = make_batch(1, 10, Compression::None).to_vec();
+        // Replace the records with a raw snappy stream claiming 300 MB.
+        b.truncate(HEADER_LEN);
+        let mut claim = 300u64 << 20;
+        while claim >= 0x80 {
+            b.push((claim as u8) | 0x80);
+            claim >>= 7;
+        }
+        b.push(claim as u8);
+        b.extend_from_slice(&[0u8; 16]);
+        let len = (b.len() - 12) as i32;
+        b[8..12].copy_from_slice(&len.to_be_bytes());
+        // attributes: snappy (2)
+        b[21..23].copy_from_slice(&2i16.to_be_bytes());
+        fix_crc(&mut b);
+        match validate_record_set(&b, 1 << 20) {
+            Err(BatchError::Corrupt(why)) => {
+                assert!(why.contains("claims"), "refused by the cap: {why}")
+            }
+            other => panic!("expected a corrupt-batch error, got {other:?}"),
+        }
+    }
 }

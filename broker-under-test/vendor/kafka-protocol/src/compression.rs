@@ -6,6 +6,46 @@
 use crate::protocol::buf::{ByteBuf, ByteBufMut};
 use anyhow::Result;
 
+/// Stormlog patch: the most bytes one batch may decompress to. A small
+/// compressed batch can expand a thousandfold or more (a "decompression
+/// bomb"); past this the batch is refused instead of exhausting memory.
+pub const MAX_DECOMPRESSED_BYTES: usize = 256 << 20;
+
+/// Stormlog patch: a writer that refuses to grow past
+/// [`MAX_DECOMPRESSED_BYTES`].
+pub(crate) struct LimitedWriter<W> {
+    inner: W,
+    written: usize,
+}
+
+impl<W> LimitedWriter<W> {
+    pub(crate) fn new(inner: W) -> Self {
+        LimitedWriter { inner, written: 0 }
+    }
+
+    pub(crate) fn into_inner(self) -> W {
+        self.inner
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for LimitedWriter<W> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.written.saturating_add(data.len()) > MAX_DECOMPRESSED_BYTES {
+            return Err(std::io::Error::other(format!(
+                "batch decompresses to more than {MAX_DECOMPRESSED_BYTES} bytes"
+            )));
+        }
+        let n = self.inner.write(data)?;
+        self.written += n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+
 #[cfg(feature = "gzip")]
 mod gzip;
 #[cfg(feature = "lz4")]

@@ -37,9 +37,11 @@ impl<B: ByteBuf> Decompressor<B> for Zstd {
         let mut tmp = BytesMut::new().writer();
         // Allocate a temporary buffer to hold the uncompressed bytes
         let buf = buf.copy_to_bytes(buf.remaining());
-        zstd::stream::copy_decode(buf.reader(), &mut tmp).context("Failed to decompress zstd")?;
+        // Stormlog patch: bounded output (see MAX_DECOMPRESSED_BYTES).
+        let mut limited = super::LimitedWriter::new(tmp);
+        zstd::stream::copy_decode(buf.reader(), &mut limited).context("Failed to decompress zstd")?;
 
-        f(&mut tmp.into_inner().into())
+        f(&mut limited.into_inner().into_inner().into())
     }
 }
 
