@@ -299,12 +299,7 @@ impl Node {
         let opening = pending
             .results
             .iter()
-            .flat_map(|(_, parts)| parts)
-            .any(|part| {
-                self.partitions
-                    .get(part)
-                    .is_some_and(|p| matches!(p.log.state(), LogState::Opening))
-            });
+            .any(|(_, parts)| self.any_log_in(parts, is_opening));
         if !opening {
             self.create_answer(id, false, out);
         }
@@ -321,17 +316,9 @@ impl Node {
         };
         let mut topics = Vec::new();
         for (mut result, parts) in pending.results {
-            for part in parts {
-                match self.partitions.get(&part).map(|p| p.log.state()) {
-                    Some(LogState::Failed(why)) => {
-                        result.error_code = ResponseError::KafkaStorageError.code();
-                        result.error_message = Some(StrBytes::from_string(why.clone()));
-                    }
-                    Some(LogState::Opening) if expired && result.error_code == 0 => {
-                        result.error_code = ResponseError::RequestTimedOut.code();
-                    }
-                    _ => {}
-                }
+            if let Some((code, message)) = self.admin_outcome(&parts, expired, is_opening) {
+                result.error_code = code;
+                result.error_message = message.map(StrBytes::from_string);
             }
             topics.push(result);
         }
@@ -414,16 +401,11 @@ impl Node {
         let Some(OpKind::DeleteTopics(pending)) = self.ops.get(&id).map(|op| &op.kind) else {
             return;
         };
-        let busy = pending
+        let deleting = pending
             .results
             .iter()
-            .flat_map(|(_, parts)| parts)
-            .any(|part| {
-                self.partitions
-                    .get(part)
-                    .is_some_and(|p| matches!(p.log.state(), LogState::Deleting))
-            });
-        if !busy {
+            .any(|(_, parts)| self.any_log_in(parts, is_deleting));
+        if !deleting {
             self.delete_answer(id, false, out);
         }
     }
@@ -439,17 +421,9 @@ impl Node {
         };
         let mut responses = Vec::new();
         for (mut result, parts) in pending.results {
-            for part in parts {
-                match self.partitions.get(&part).map(|p| p.log.state()) {
-                    Some(LogState::Failed(why)) => {
-                        result.error_code = ResponseError::KafkaStorageError.code();
-                        result.error_message = Some(StrBytes::from_string(why.clone()));
-                    }
-                    Some(LogState::Deleting) if expired => {
-                        result.error_code = ResponseError::RequestTimedOut.code();
-                    }
-                    _ => {}
-                }
+            if let Some((code, message)) = self.admin_outcome(&parts, expired, is_deleting) {
+                result.error_code = code;
+                result.error_message = message.map(StrBytes::from_string);
             }
             responses.push(result);
         }
@@ -459,4 +433,43 @@ impl Node {
             out,
         );
     }
+
+    /// Whether any of these partitions' logs is still in a `busy` state.
+    fn any_log_in(&self, parts: &[PartId], busy: fn(&LogState) -> bool) -> bool {
+        parts.iter().any(|part| {
+            self.partitions
+                .get(part)
+                .is_some_and(|p| busy(p.log.state()))
+        })
+    }
+
+    /// The error a topic's CreateTopics/DeleteTopics result takes from its
+    /// partitions' logs: a failed log's KAFKA_STORAGE_ERROR first, else
+    /// REQUEST_TIMED_OUT if the request expired with a log still `busy`.
+    fn admin_outcome(
+        &self,
+        parts: &[PartId],
+        expired: bool,
+        busy: fn(&LogState) -> bool,
+    ) -> Option<(i16, Option<String>)> {
+        let states = parts
+            .iter()
+            .filter_map(|part| self.partitions.get(part).map(|p| p.log.state()));
+        let mut timed_out = false;
+        for state in states {
+            if let LogState::Failed(why) = state {
+                return Some((ResponseError::KafkaStorageError.code(), Some(why.clone())));
+            }
+            timed_out |= expired && busy(state);
+        }
+        timed_out.then(|| (ResponseError::RequestTimedOut.code(), None))
+    }
+}
+
+fn is_opening(state: &LogState) -> bool {
+    matches!(state, LogState::Opening)
+}
+
+fn is_deleting(state: &LogState) -> bool {
+    matches!(state, LogState::Deleting)
 }
