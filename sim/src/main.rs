@@ -108,6 +108,24 @@ enum Command {
         /// Measured seconds per step (after a warm-up).
         #[arg(long)]
         step_seconds: Option<f64>,
+        /// Unmeasured seconds at the start of each step.
+        #[arg(long)]
+        warmup_seconds: Option<f64>,
+        /// Producers (sim) or connections (real); they share the rate.
+        #[arg(long)]
+        connections: Option<u32>,
+        /// Partitions of the bench topic (default 16).
+        #[arg(long)]
+        partitions: Option<u32>,
+        /// Most records per partition batch (default 16).
+        #[arg(long)]
+        batch_records: Option<usize>,
+        /// Kafka's linger.ms (default 1).
+        #[arg(long)]
+        linger_ms: Option<u64>,
+        /// Seed of the simulated steps.
+        #[arg(long, value_parser = parse_seed)]
+        seed: Option<u64>,
         /// Write the results as JSON (a report that `report --compare` reads).
         #[arg(long)]
         json: Option<PathBuf>,
@@ -167,6 +185,12 @@ fn main() -> ExitCode {
             bootstrap,
             rates,
             step_seconds,
+            warmup_seconds,
+            connections,
+            partitions,
+            batch_records,
+            linger_ms,
+            seed,
             json,
             report,
             speed,
@@ -177,10 +201,19 @@ fn main() -> ExitCode {
             if speed {
                 bench_speed(&scenario, runs)
             } else {
+                let shape = BenchShape {
+                    warmup_seconds,
+                    connections,
+                    partitions,
+                    batch_records,
+                    linger_ms,
+                    seed,
+                };
                 bench(
                     real.then_some(bootstrap).flatten(),
                     rates,
                     step_seconds,
+                    shape,
                     json,
                     report,
                 )
@@ -592,10 +625,21 @@ fn bench_speed(scenario_arg: &str, runs: u64) -> Result<ExitCode, String> {
 }
 
 /// The throughput/latency benchmark, simulated or against a real broker.
+/// Bench settings beyond rates and step length, as given on the command line.
+struct BenchShape {
+    warmup_seconds: Option<f64>,
+    connections: Option<u32>,
+    partitions: Option<u32>,
+    batch_records: Option<usize>,
+    linger_ms: Option<u64>,
+    seed: Option<u64>,
+}
+
 fn bench(
     bootstrap: Option<String>,
     rates: Option<Vec<f64>>,
     step_seconds: Option<f64>,
+    shape: BenchShape,
     json: Option<PathBuf>,
     report_dir: Option<PathBuf>,
 ) -> Result<ExitCode, String> {
@@ -611,6 +655,34 @@ fn bench(
             return Err("--step-seconds must be above 0".into());
         }
         config.step_ms = (seconds * 1000.0) as u64;
+    }
+    if let Some(seconds) = shape.warmup_seconds {
+        if seconds.is_nan() || seconds < 0.0 {
+            return Err("--warmup-seconds must be 0 or more".into());
+        }
+        config.warmup_ms = (seconds * 1000.0) as u64;
+    }
+    let positive = |name: &str, v: u64| {
+        if v == 0 {
+            Err(format!("--{name} must be at least 1"))
+        } else {
+            Ok(v)
+        }
+    };
+    if let Some(n) = shape.connections {
+        config.producers = positive("connections", n as u64)? as u32;
+    }
+    if let Some(n) = shape.partitions {
+        config.partitions = positive("partitions", n as u64)? as u32;
+    }
+    if let Some(n) = shape.batch_records {
+        config.batch_records = positive("batch-records", n as u64)? as usize;
+    }
+    if let Some(ms) = shape.linger_ms {
+        config.linger_ms = ms;
+    }
+    if let Some(seed) = shape.seed {
+        config.seed = seed;
     }
     let (name, steps) = match &bootstrap {
         Some(addr) => {
