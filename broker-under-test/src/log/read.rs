@@ -161,20 +161,51 @@ impl PartitionLog {
         }
     }
 
+    /// The bytes of a segment read, or the error its caller answers with: a
+    /// disk error (see [`Self::read_error`]), or a short read, which means
+    /// damaged data and takes the log offline.
+    fn read_reply(
+        &mut self,
+        result: Result<DiskReply, DiskError>,
+        asked: u64,
+        seg_base: i64,
+        pos: u64,
+        requested: i64,
+        io: &mut DiskIo,
+    ) -> Result<Bytes, LogError> {
+        let buf = match result {
+            Ok(DiskReply::Data(buf)) => buf,
+            Ok(other) => {
+                let reason = format!("unexpected reply to a read: {other:?}");
+                self.fail(reason.clone());
+                return Err(LogError::Offline(reason));
+            }
+            Err(e) => return Err(self.read_error(e, requested)),
+        };
+        if (buf.len() as u64) < asked {
+            let why = format!("short read of segment {seg_base} at {pos}");
+            self.fail_on_corruption(io);
+            return Err(LogError::Batch(BatchError::Corrupt(why)));
+        }
+        Ok(buf)
+    }
+
     pub(super) fn on_read(
         &mut self,
         req: ReadReq,
         result: Result<DiskReply, DiskError>,
         io: &mut DiskIo,
     ) {
-        let buf = match result {
-            Ok(DiskReply::Data(buf)) => buf,
-            Ok(other) => {
-                self.fail(format!("unexpected reply to a read: {other:?}"));
-                return;
-            }
-            Err(e) => {
-                let err = self.read_error(e, req.fetch_offset);
+        let buf = match self.read_reply(
+            result,
+            req.asked,
+            req.seg_base,
+            req.pos,
+            req.fetch_offset,
+            io,
+        ) {
+            Ok(buf) => buf,
+            Err(err) => {
                 self.events.push_back(LogEvent::ReadDone {
                     token: req.token,
                     result: Err(err),
@@ -182,15 +213,6 @@ impl PartitionLog {
                 return;
             }
         };
-        if (buf.len() as u64) < req.asked {
-            let why = format!("short read of segment {} at {}", req.seg_base, req.pos);
-            self.events.push_back(LogEvent::ReadDone {
-                token: req.token,
-                result: Err(LogError::Batch(BatchError::Corrupt(why))),
-            });
-            self.fail_on_corruption(io);
-            return;
-        }
         let end = self
             .segment_index(req.seg_base)
             .map_or(0, |i| self.committed_end(&self.segments[i]));
@@ -302,30 +324,17 @@ impl PartitionLog {
         result: Result<DiskReply, DiskError>,
         io: &mut DiskIo,
     ) {
-        let buf = match result {
-            Ok(DiskReply::Data(buf)) => buf,
-            Ok(other) => {
-                self.fail(format!("unexpected reply to a read: {other:?}"));
-                return;
-            }
-            Err(e) => {
-                let err = self.read_error(e, self.log_start);
-                self.events.push_back(LogEvent::TimestampFound {
-                    token: req.token,
-                    result: Err(err),
-                });
-                return;
-            }
-        };
-        if (buf.len() as u64) < req.asked {
-            let why = format!("short read of segment {} at {}", req.seg_base, req.pos);
-            self.events.push_back(LogEvent::TimestampFound {
-                token: req.token,
-                result: Err(LogError::Batch(BatchError::Corrupt(why))),
-            });
-            self.fail_on_corruption(io);
-            return;
-        }
+        let buf =
+            match self.read_reply(result, req.asked, req.seg_base, req.pos, self.log_start, io) {
+                Ok(buf) => buf,
+                Err(err) => {
+                    self.events.push_back(LogEvent::TimestampFound {
+                        token: req.token,
+                        result: Err(err),
+                    });
+                    return;
+                }
+            };
         let end = self
             .segment_index(req.seg_base)
             .map_or(0, |i| self.committed_end(&self.segments[i]));
