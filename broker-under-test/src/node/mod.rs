@@ -11,6 +11,7 @@ mod fetch;
 mod offsets;
 mod produce;
 mod versions;
+pub mod view;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -198,6 +199,17 @@ impl Node {
                 ))
             })
         })
+    }
+
+    /// The node's metadata quorum state; `None` for a node not (yet) in a quorum.
+    pub fn quorum_view(&self) -> Option<view::QuorumView> {
+        None
+    }
+
+    /// The metadata log entry at `offset`, if this node holds it.
+    pub fn quorum_entry(&self, offset: i64) -> Option<view::EntryDigest> {
+        let _ = offset;
+        None
     }
 
     /// Partitions whose log has failed (KAFKA_STORAGE_ERROR) and stays
