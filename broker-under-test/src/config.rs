@@ -54,6 +54,191 @@ pub struct BrokerConfig {
     pub fetch_max_wait_cap_ms: u64,
     /// `stormlog.durability`: `sync` (default) or `page-cache`.
     pub durability: Durability,
+    /// `process.roles`. Empty: the legacy single-node broker with no
+    /// metadata quorum (topics are whatever is on its disk).
+    pub process_roles: Vec<ProcessRole>,
+    /// `controller.quorum.voters`: (node id, `host:port`), sorted by id.
+    pub controller_quorum_voters: Vec<(NodeId, String)>,
+    /// `listeners`: where the real shell binds, by listener name.
+    pub listeners: Vec<Listener>,
+    /// `advertised.listeners`: what other nodes and clients are told.
+    pub advertised_listeners: Vec<Listener>,
+    /// `controller.listener.names`.
+    pub controller_listener_names: Vec<String>,
+    /// `inter.broker.listener.name` (default PLAINTEXT).
+    pub inter_broker_listener_name: String,
+    /// `min.insync.replicas` (broker default; topics may override).
+    pub min_insync_replicas: i16,
+    /// `controller.quorum.election.timeout.ms`.
+    pub quorum_election_timeout_ms: u64,
+    /// `controller.quorum.fetch.timeout.ms`.
+    pub quorum_fetch_timeout_ms: u64,
+    /// `controller.quorum.election.backoff.max.ms`.
+    pub quorum_election_backoff_max_ms: u64,
+    /// `controller.quorum.request.timeout.ms`.
+    pub quorum_request_timeout_ms: u64,
+    /// `broker.session.timeout.ms`: a broker silent this long is fenced.
+    pub broker_session_timeout_ms: u64,
+    /// `broker.heartbeat.interval.ms`.
+    pub broker_heartbeat_interval_ms: u64,
+    /// `metadata.log.max.record.bytes.between.snapshots`.
+    pub metadata_snapshot_bytes: u64,
+}
+
+/// One of `process.roles`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ProcessRole {
+    Broker,
+    Controller,
+}
+
+/// A named listener, `NAME://host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub name: String,
+    /// Empty for "all interfaces" (`PLAINTEXT://:9092`).
+    pub host: String,
+    pub port: u16,
+}
+
+impl Listener {
+    /// `host:port`, with an empty host shown as given.
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+impl BrokerConfig {
+    /// A member of a KRaft cluster (any `process.roles`), as opposed to the
+    /// legacy single-node broker.
+    pub fn is_cluster(&self) -> bool {
+        !self.process_roles.is_empty()
+    }
+
+    pub fn is_controller(&self) -> bool {
+        self.process_roles.contains(&ProcessRole::Controller)
+    }
+
+    pub fn is_broker(&self) -> bool {
+        self.process_roles.is_empty() || self.process_roles.contains(&ProcessRole::Broker)
+    }
+
+    /// The ids of the quorum's voters, sorted.
+    pub fn voter_ids(&self) -> Vec<NodeId> {
+        self.controller_quorum_voters
+            .iter()
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Where to reach voter `id`'s controller listener.
+    pub fn voter_address(&self, id: NodeId) -> Option<&str> {
+        self.controller_quorum_voters
+            .iter()
+            .find(|(v, _)| *v == id)
+            .map(|(_, a)| a.as_str())
+    }
+
+    /// The listeners this node advertises to clients and brokers (not the
+    /// controller listeners).
+    pub fn client_listeners(&self) -> Vec<&Listener> {
+        self.advertised_listeners
+            .iter()
+            .filter(|l| !self.controller_listener_names.contains(&l.name))
+            .collect()
+    }
+
+    /// Check the cluster settings hang together; called once all keys are applied.
+    pub fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let fail = |message: String| Err(ConfigError { line: 0, message });
+        if !self.is_cluster() {
+            return Ok(());
+        }
+        if self.controller_quorum_voters.is_empty() {
+            return fail(
+                "`process.roles` is set but `controller.quorum.voters` is not: name the voters as \
+                 `id@host:port,...` (a dynamic quorum through `controller.quorum.bootstrap.servers` \
+                 alone, KIP-853, is not supported)"
+                    .into(),
+            );
+        }
+        let is_voter = self.voter_ids().contains(&self.node_id);
+        if self.is_controller() && !is_voter {
+            return fail(format!(
+                "node {} has the controller role but is not in `controller.quorum.voters`",
+                self.node_id
+            ));
+        }
+        if !self.is_controller() && is_voter {
+            return fail(format!(
+                "node {} is in `controller.quorum.voters` but `process.roles` lacks `controller`",
+                self.node_id
+            ));
+        }
+        if self.is_controller()
+            && self.controller_listener_names.is_empty()
+            && !self.listeners.is_empty()
+        {
+            return fail("a controller needs `controller.listener.names`".into());
+        }
+        Ok(())
+    }
+}
+
+/// Parse `NAME://host:port,NAME2://host:port`.
+fn parse_listeners(value: &str) -> Result<Vec<Listener>, String> {
+    let mut listeners = Vec::new();
+    for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (name, addr) = item
+            .split_once("://")
+            .ok_or_else(|| format!("`{item}` is not of the form NAME://host:port"))?;
+        let (host, port) = addr
+            .rsplit_once(':')
+            .ok_or_else(|| format!("`{item}` has no port"))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("`{item}`: `{port}` is not a port number"))?;
+        if name.is_empty() {
+            return Err(format!("`{item}` has no listener name"));
+        }
+        listeners.push(Listener {
+            name: name.to_string(),
+            host: host.trim_matches(['[', ']']).to_string(),
+            port,
+        });
+    }
+    Ok(listeners)
+}
+
+/// Parse `1@host:port,2@host:port` into sorted (id, address) pairs.
+fn parse_voters(value: &str) -> Result<Vec<(NodeId, String)>, String> {
+    let mut voters = Vec::new();
+    for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (id, addr) = item
+            .split_once('@')
+            .ok_or_else(|| format!("`{item}` is not of the form id@host:port"))?;
+        let id: NodeId = id
+            .parse()
+            .map_err(|_| format!("`{item}`: `{id}` is not a node id"))?;
+        if id < 0 {
+            return Err(format!("`{item}`: node ids are not negative"));
+        }
+        let (host, port) = addr
+            .rsplit_once(':')
+            .ok_or_else(|| format!("`{item}` has no port"))?;
+        if host.is_empty() || port.parse::<u16>().is_err() {
+            return Err(format!("`{item}`: expected id@host:port"));
+        }
+        if voters.iter().any(|(v, _)| *v == id) {
+            return Err(format!("voter {id} is named twice"));
+        }
+        voters.push((id, addr.to_string()));
+    }
+    if voters.is_empty() {
+        return Err("no voters named".into());
+    }
+    voters.sort();
+    Ok(voters)
 }
 
 impl Default for BrokerConfig {
@@ -76,6 +261,20 @@ impl Default for BrokerConfig {
             socket_request_max_bytes: 100 * 1024 * 1024,
             fetch_max_wait_cap_ms: 30_000,
             durability: Durability::Sync,
+            process_roles: Vec::new(),
+            controller_quorum_voters: Vec::new(),
+            listeners: Vec::new(),
+            advertised_listeners: Vec::new(),
+            controller_listener_names: Vec::new(),
+            inter_broker_listener_name: "PLAINTEXT".to_string(),
+            min_insync_replicas: 1,
+            quorum_election_timeout_ms: 1000,
+            quorum_fetch_timeout_ms: 2000,
+            quorum_election_backoff_max_ms: 1000,
+            quorum_request_timeout_ms: 2000,
+            broker_session_timeout_ms: 9000,
+            broker_heartbeat_interval_ms: 2000,
+            metadata_snapshot_bytes: 20 * 1024 * 1024,
         }
     }
 }
@@ -142,12 +341,11 @@ impl Properties {
 /// Keys that are Kafka's but have no effect here; accepted so that an existing
 /// `server.properties` loads, and logged by the shell.
 pub const IGNORED_KAFKA_KEYS: &[&str] = &[
-    "process.roles",
-    "controller.quorum.voters",
-    "controller.listener.names",
-    "listeners",
     "listener.security.protocol.map",
-    "inter.broker.listener.name",
+    "share.coordinator.state.topic.replication.factor",
+    "share.coordinator.state.topic.min.isr",
+    "log.cleaner.enable",
+    "metadata.log.dir",
     "num.network.threads",
     "num.io.threads",
     "socket.send.buffer.bytes",
@@ -183,13 +381,71 @@ impl BrokerConfig {
                     self.node_id = i32::try_from(int()?).map_err(|_| bad("out of range"))?
                 }
                 "advertised.listeners" => {
-                    // Kafka form `PLAINTEXT://host:port`; take the first listener.
-                    let first = value.split(',').next().unwrap_or("");
-                    let addr = first.rsplit("://").next().unwrap_or(first);
-                    if !addr.contains(':') {
-                        return Err(bad("expected `host:port` or `PLAINTEXT://host:port`"));
+                    // Kafka form `PLAINTEXT://host:port,...`; a bare `host:port`
+                    // is taken as PLAINTEXT. Clients are given the first
+                    // listener that is not a controller listener (resolved after
+                    // every key is read, since the names may come later).
+                    let listeners = if value.contains("://") {
+                        parse_listeners(value).map_err(|e| bad(&e))?
+                    } else {
+                        parse_listeners(&format!("PLAINTEXT://{value}")).map_err(|e| bad(&e))?
+                    };
+                    if listeners.iter().any(|l| l.host.is_empty()) {
+                        return Err(bad("an advertised listener needs a host"));
                     }
-                    self.advertised = addr.to_string();
+                    self.advertised_listeners = listeners;
+                }
+                "listeners" => {
+                    self.listeners = parse_listeners(value).map_err(|e| bad(&e))?;
+                }
+                "process.roles" => {
+                    let mut roles = Vec::new();
+                    for role in value.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+                        roles.push(match role {
+                            "broker" => ProcessRole::Broker,
+                            "controller" => ProcessRole::Controller,
+                            _ => return Err(bad("expected `broker`, `controller` or both")),
+                        });
+                    }
+                    roles.sort();
+                    roles.dedup();
+                    if roles.is_empty() {
+                        return Err(bad("expected `broker`, `controller` or both"));
+                    }
+                    self.process_roles = roles;
+                }
+                "controller.quorum.voters" => {
+                    self.controller_quorum_voters = parse_voters(value).map_err(|e| bad(&e))?;
+                }
+                "controller.quorum.bootstrap.servers" => {
+                    // Used only with a dynamic quorum; with static voters Kafka ignores it too.
+                }
+                "controller.listener.names" => {
+                    self.controller_listener_names = value
+                        .split(',')
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty())
+                        .collect();
+                }
+                "inter.broker.listener.name" => self.inter_broker_listener_name = value.clone(),
+                "min.insync.replicas" => {
+                    self.min_insync_replicas =
+                        i16::try_from(positive()?).map_err(|_| bad("out of range"))?
+                }
+                "controller.quorum.election.timeout.ms" => {
+                    self.quorum_election_timeout_ms = positive()?
+                }
+                "controller.quorum.fetch.timeout.ms" => self.quorum_fetch_timeout_ms = positive()?,
+                "controller.quorum.election.backoff.max.ms" => {
+                    self.quorum_election_backoff_max_ms = positive()?
+                }
+                "controller.quorum.request.timeout.ms" => {
+                    self.quorum_request_timeout_ms = positive()?
+                }
+                "broker.session.timeout.ms" => self.broker_session_timeout_ms = positive()?,
+                "broker.heartbeat.interval.ms" => self.broker_heartbeat_interval_ms = positive()?,
+                "metadata.log.max.record.bytes.between.snapshots" => {
+                    self.metadata_snapshot_bytes = positive()?
                 }
                 "cluster.id" => self.cluster_id = value.clone(),
                 "log.dirs" | "log.dir" => {
@@ -245,6 +501,10 @@ impl BrokerConfig {
                 }
             }
         }
+        if let Some(first) = self.client_listeners().first() {
+            self.advertised = first.address();
+        }
+        self.validate_cluster()?;
         Ok(log_dirs)
     }
 }
