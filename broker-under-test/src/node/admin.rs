@@ -14,6 +14,8 @@ use kafka_protocol::messages::{
     BrokerId, CreateTopicsRequest, DeleteTopicsRequest, MetadataRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
+use std::collections::BTreeMap;
+
 use tracing::info;
 use uuid::Uuid;
 
@@ -42,6 +44,9 @@ impl Node {
         raw: &RawRequest,
         out: &mut Vec<Output>,
     ) -> HandlerResult {
+        if self.cluster.is_some() {
+            return self.cluster_metadata(now, reply, raw, out);
+        }
         let request: MetadataRequest = decode(raw)?;
         let version = raw.api_version;
         // v0: an empty list means all topics; v1+: null means all.
@@ -92,7 +97,7 @@ impl Node {
         Ok(())
     }
 
-    fn advertised_host_port(&self) -> (String, i32) {
+    pub(super) fn advertised_host_port(&self) -> (String, i32) {
         match self.config.advertised.rsplit_once(':') {
             Some((host, port)) => (
                 host.trim_matches(['[', ']']).to_string(),
@@ -114,10 +119,10 @@ impl Node {
         topic.topic_id = t.id;
         let me = BrokerId(self.config.node_id);
         let mut any_opening = false;
-        for (index, part) in t.partitions.iter().enumerate() {
+        for (&index, part) in &t.partitions {
             let state = self.partitions.get(part).map(|p| p.log.state().clone());
             let mut p = MetadataResponsePartition::default()
-                .with_partition_index(index as i32)
+                .with_partition_index(index)
                 .with_leader_id(me)
                 .with_leader_epoch(self.leader_epoch)
                 .with_replica_nodes(vec![me])
@@ -151,9 +156,9 @@ impl Node {
         partitions: i32,
         now: Now,
         out: &mut Vec<Output>,
-    ) -> Vec<PartId> {
+    ) -> BTreeMap<i32, PartId> {
         let id = self.new_topic_id();
-        let mut parts = Vec::with_capacity(partitions as usize);
+        let mut parts = BTreeMap::new();
         for index in 0..partitions {
             let dir = format!("{name}-{index}");
             let part = self.add_partition(
@@ -162,7 +167,7 @@ impl Node {
                 |config, io| PartitionLog::create(dir, *id.as_bytes(), config, now, io),
                 out,
             );
-            parts.push(part);
+            parts.insert(index, part);
         }
         self.topics.insert(
             name.to_string(),
@@ -171,7 +176,7 @@ impl Node {
                 partitions: parts.clone(),
             },
         );
-        for part in &parts {
+        for part in parts.values() {
             // Creation may finish at once on some disks; take its events.
             while let Some(event) = self
                 .partitions
@@ -276,8 +281,8 @@ impl Node {
                     let parts = self.create_topic(&name, num_partitions, now, out);
                     info!(topic = %name, partitions = num_partitions, "created topic");
                     result.topic_id = self.topics.get(&name).map(|t| t.id).unwrap_or(Uuid::nil());
-                    waiting.extend(parts.iter().copied());
-                    results.push((result, parts));
+                    waiting.extend(parts.values().copied());
+                    results.push((result, parts.into_values().collect()));
                 }
             }
         }
@@ -373,18 +378,9 @@ impl Node {
             };
             result.topic_id = topic.id;
             info!(topic = %name, "deleting topic");
-            for part in &topic.partitions {
-                self.with_log(*part, out, |log, io| log.delete(io));
-                while let Some(event) = self
-                    .partitions
-                    .get_mut(part)
-                    .and_then(|p| p.log.poll_event())
-                {
-                    self.dispatch_log_event(*part, event, now, out);
-                }
-            }
-            waiting.extend(topic.partitions.iter().copied());
-            results.push((result, topic.partitions));
+            self.delete_logs(now, &topic, out);
+            waiting.extend(topic.partitions.values().copied());
+            results.push((result, topic.partitions.into_values().collect()));
         }
         let deadline = now.after_millis(request.timeout_ms.max(0) as u64);
         let id = self.park(
@@ -432,6 +428,29 @@ impl Node {
             &DeleteTopicsResponse::default().with_responses(responses),
             out,
         );
+    }
+
+    /// Start deleting a topic's local logs (their directories go when done).
+    fn delete_logs(&mut self, now: Now, topic: &Topic, out: &mut Vec<Output>) {
+        for part in topic.partitions.values() {
+            self.with_log(*part, out, |log, io| log.delete(io));
+            while let Some(event) = self
+                .partitions
+                .get_mut(part)
+                .and_then(|p| p.log.poll_event())
+            {
+                self.dispatch_log_event(*part, event, now, out);
+            }
+        }
+    }
+
+    /// Forget a local topic and delete its logs (the image removed it, or a
+    /// new topic of the same name replaces it).
+    pub(super) fn delete_local_topic(&mut self, now: Now, name: &str, out: &mut Vec<Output>) {
+        if let Some(topic) = self.topics.remove(name) {
+            info!(topic = %name, "deleting the local replicas of a removed topic");
+            self.delete_logs(now, &topic, out);
+        }
     }
 
     /// Whether any of these partitions' logs is still in a `busy` state.

@@ -49,6 +49,17 @@ impl Node {
         out: &mut Vec<Output>,
     ) -> HandlerResult {
         let request: FetchRequest = decode(raw)?;
+        if super::quorum_wire::is_quorum_fetch(&request) {
+            let parsed = super::quorum_wire::fetch_from_wire(&request, &self.config.cluster_id);
+            self.quorum_request(
+                now,
+                reply,
+                kafka_protocol::messages::ApiKey::Fetch,
+                parsed,
+                out,
+            );
+            return Ok(());
+        }
         let mut topics = Vec::new();
         let mut partitions = Vec::new();
         let mut error_code = 0;
@@ -63,12 +74,17 @@ impl Node {
             topics.push(topic.topic.clone());
             let name = topic.topic.0.as_str();
             for p in &topic.partitions {
-                let part = self.lookup(name, p.partition);
+                let (part, not_served) = match self.leader_lookup(name, p.partition) {
+                    Ok(part) => (Some(part), None),
+                    Err(error) => (None, Some(error)),
+                };
                 let error = match part
                     .and_then(|id| self.partitions.get(&id))
                     .map(|x| x.log.state())
                 {
-                    None => ResponseError::UnknownTopicOrPartition.code(),
+                    None => not_served
+                        .unwrap_or(ResponseError::UnknownTopicOrPartition)
+                        .code(),
                     Some(LogState::Online) => 0,
                     Some(LogState::Failed(_)) => ResponseError::KafkaStorageError.code(),
                     Some(_) => ResponseError::NotLeaderOrFollower.code(),

@@ -7,9 +7,16 @@
 //! deadline.
 
 mod admin;
+mod cluster;
+mod cluster_admin;
+mod controller_glue;
 mod fetch;
+mod lifecycle;
 mod offsets;
+pub mod peers;
 mod produce;
+pub mod quorum_store;
+pub mod quorum_wire;
 mod versions;
 pub mod view;
 
@@ -36,6 +43,17 @@ type OpId = u64;
 
 const TIMER_DEADLINES: TimerId = 1;
 const TIMER_MAINTENANCE: TimerId = 2;
+/// The metadata quorum's next deadline.
+const TIMER_RAFT: TimerId = 3;
+/// The broker's next registration or heartbeat.
+const TIMER_LIFECYCLE: TimerId = 4;
+/// The active controller's next session expiry check.
+const TIMER_CONTROLLER: TimerId = 5;
+/// A controlled shutdown gives up waiting for the controller.
+const TIMER_SHUTDOWN: TimerId = 6;
+
+/// How long an orderly stop waits for the controller to move leaderships away.
+const CONTROLLED_SHUTDOWN_MS: u64 = 5_000;
 
 /// The node's lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +72,9 @@ pub enum Phase {
 #[derive(Debug)]
 struct Topic {
     id: Uuid,
-    partitions: Vec<PartId>,
+    /// Partition index -> handle. A cluster node hosts only the partitions
+    /// whose replicas include it, so this may have gaps.
+    partitions: BTreeMap<i32, PartId>,
 }
 
 /// One partition this node hosts.
@@ -70,6 +90,8 @@ enum DiskOwner {
     Log(PartId),
     /// The listing of the data directory at start.
     Startup,
+    /// The metadata quorum's files.
+    Quorum,
 }
 
 /// One client connection: its frame decoder and its answers, which are sent
@@ -106,6 +128,8 @@ enum OpKind {
     ListOffsets(offsets::PendingListOffsets),
     CreateTopics(admin::PendingCreate),
     DeleteTopics(admin::PendingDelete),
+    /// An admin request forwarded to the active controller.
+    Forward(lifecycle::PendingForward),
 }
 
 /// One broker process.
@@ -129,15 +153,32 @@ pub struct Node {
     deadlines: BTreeSet<(u64, OpId)>,
     armed_deadline: Option<u64>,
     leader_epoch: i32,
+    /// Cluster membership (metadata quorum, image, controller); `None` for
+    /// the legacy single-node broker (no `process.roles`).
+    cluster: Option<Box<cluster::Cluster>>,
+    /// An orderly stop no longer waits for the controller.
+    shutdown_gave_up: bool,
 }
 
 impl Node {
     /// A new node. `seed` feeds every random choice the node makes (topic ids).
     pub fn new(config: BrokerConfig, seed: u64) -> Node {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let cluster = config.is_cluster().then(|| {
+            let mut id = [0u8; 16];
+            rng.fill_bytes(&mut id);
+            Box::new(cluster::Cluster::new(
+                &config,
+                rng.next_u64(),
+                Uuid::from_bytes(id),
+            ))
+        });
         Node {
+            cluster,
+            shutdown_gave_up: false,
             log_config: LogConfig::from_broker(&config),
             config,
-            rng: ChaCha8Rng::seed_from_u64(seed),
+            rng,
             phase: Phase::Idle,
             conns: BTreeMap::new(),
             topics: BTreeMap::new(),
@@ -170,7 +211,7 @@ impl Node {
 
     /// (log start offset, high watermark, log end offset) of a partition.
     pub fn partition_offsets(&self, topic: &str, partition: i32) -> Option<(i64, i64, i64)> {
-        let part = self.topics.get(topic)?.partitions.get(partition as usize)?;
+        let part = self.topics.get(topic)?.partitions.get(&partition)?;
         let log = &self.partitions.get(part)?.log;
         Some((
             log.log_start_offset(),
@@ -184,7 +225,7 @@ impl Node {
     /// still recovering or failed has no offsets to show.
     pub fn partition_summary(&self) -> impl Iterator<Item = (&str, i32, i64, i64, i64)> + '_ {
         self.topics.iter().flat_map(move |(name, topic)| {
-            topic.partitions.iter().filter_map(move |part| {
+            topic.partitions.values().filter_map(move |part| {
                 let p = self.partitions.get(part)?;
                 if !matches!(p.log.state(), LogState::Online) {
                     return None;
@@ -203,13 +244,65 @@ impl Node {
 
     /// The node's metadata quorum state; `None` for a node not (yet) in a quorum.
     pub fn quorum_view(&self) -> Option<view::QuorumView> {
-        None
+        use crate::raft::Role;
+        let raft = self.cluster.as_ref()?.raft.as_ref()?;
+        Some(view::QuorumView {
+            node_id: self.config.node_id,
+            is_voter: raft.is_voter(),
+            role: match raft.role() {
+                Role::Unattached => view::QuorumRole::Unattached,
+                Role::Prospective => view::QuorumRole::Prospective,
+                Role::Candidate => view::QuorumRole::Candidate,
+                Role::Leader => view::QuorumRole::Leader,
+                Role::Follower => view::QuorumRole::Follower,
+                Role::Resigned => view::QuorumRole::Resigned,
+                Role::Observer => view::QuorumRole::Observer,
+            },
+            epoch: raft.epoch(),
+            leader: raft.leader(),
+            voted_for: raft.voted_for(),
+            high_watermark: raft.high_watermark(),
+            log_start: raft.log_start(),
+            log_end: raft.log_end(),
+            durable_end: raft.durable_end(),
+            snapshot: raft.snapshot_id(),
+        })
     }
 
     /// The metadata log entry at `offset`, if this node holds it.
     pub fn quorum_entry(&self, offset: i64) -> Option<view::EntryDigest> {
-        let _ = offset;
-        None
+        let raft = self.cluster.as_ref()?.raft.as_ref()?;
+        let entry = raft.entry(offset)?;
+        let mut crc = crc32c::crc32c(&[entry.kind as u8]);
+        crc = crc32c::crc32c_append(crc, &entry.data);
+        Some(view::EntryDigest {
+            epoch: entry.epoch,
+            crc,
+        })
+    }
+
+    /// Every partition in this node's committed metadata image:
+    /// (topic, partition, leader node id or -1, leader epoch). Empty for
+    /// the legacy single-node broker.
+    pub fn partition_leaders(&self) -> Vec<(String, i32, i32, i32)> {
+        let Some(cluster) = self.cluster.as_ref() else {
+            return Vec::new();
+        };
+        cluster
+            .image
+            .topics
+            .values()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(move |(i, p)| (t.name.clone(), *i, p.leader, p.leader_epoch))
+            })
+            .collect()
+    }
+
+    /// The committed metadata image, for tests and tools (cluster mode only).
+    pub fn metadata_image(&self) -> Option<&crate::metadata::image::MetadataImage> {
+        self.cluster.as_ref().map(|c| &c.image)
     }
 
     /// Partitions whose log has failed (KAFKA_STORAGE_ERROR) and stays
@@ -240,12 +333,29 @@ impl Node {
                     },
                 );
             }
+            Input::Received { conn, bytes } if self.is_peer_conn(conn) => {
+                if let Some(c) = self.cluster.as_mut() {
+                    c.peers.on_received(now.mono_nanos, conn, &bytes, out);
+                }
+                self.drain_peer_events(now, out);
+            }
             Input::Received { conn, bytes } => self.on_received(now, conn, &bytes, out),
+            Input::Closed { conn } | Input::ConnectFailed { conn } if self.is_peer_conn(conn) => {
+                if let Some(c) = self.cluster.as_mut() {
+                    c.peers.on_lost(now.mono_nanos, conn);
+                }
+                self.drain_peer_events(now, out);
+            }
             Input::Closed { conn } => {
                 debug!(conn, "connection closed");
                 self.conns.remove(&conn);
             }
-            // Outbound connections are for replication, which comes later.
+            Input::Connected { conn } if self.is_peer_conn(conn) => {
+                if let Some(c) = self.cluster.as_mut() {
+                    c.peers.on_connected(conn, out);
+                }
+            }
+            // An outbound connection nobody asked for (a previous life's).
             Input::Connected { conn } | Input::ConnectFailed { conn } => {
                 out.push(Output::Close { conn });
             }
@@ -255,6 +365,10 @@ impl Node {
                     self.expire_deadlines(now, out);
                 }
                 TIMER_MAINTENANCE => self.maintain(now, out),
+                TIMER_RAFT => self.on_raft_timer(now, out),
+                TIMER_LIFECYCLE => self.on_lifecycle_timer(now, out),
+                TIMER_CONTROLLER => self.on_controller_timer(now, out),
+                TIMER_SHUTDOWN => self.shutdown_gave_up = true,
                 _ => {}
             },
             Input::DiskDone { req, result } => match self.disk_owner.remove(&req) {
@@ -263,6 +377,7 @@ impl Node {
                     self.after_log_activity(part, now, out);
                 }
                 Some(DiskOwner::Startup) => self.on_data_dir_listed(now, result, out),
+                Some(DiskOwner::Quorum) => self.quorum_disk_done(now, req, result, out),
                 None => warn!(req, "completion of an unknown disk request"),
             },
             Input::Shutdown => self.begin_shutdown(now, out),
@@ -289,6 +404,11 @@ impl Node {
             path: String::new(),
         });
         self.disk_owner.insert(req, DiskOwner::Startup);
+        self.cluster_start(out);
+    }
+
+    fn is_peer_conn(&self, conn: ConnId) -> bool {
+        self.cluster.as_ref().is_some_and(|c| c.peers.owns(conn))
     }
 
     fn on_data_dir_listed(
@@ -314,7 +434,10 @@ impl Node {
         };
         // Partition directories are named `<topic>-<partition>`.
         let mut found: BTreeMap<String, BTreeMap<i32, String>> = BTreeMap::new();
-        for entry in entries.into_iter().filter(|e| e.is_dir) {
+        for entry in entries
+            .into_iter()
+            .filter(|e| e.is_dir && e.name != quorum_store::DIR)
+        {
             let parsed = entry.name.rsplit_once('-').and_then(|(topic, index)| {
                 let index: i32 = index.parse().ok()?;
                 (protocol::validate_topic_name(topic).is_ok() && index >= 0)
@@ -328,9 +451,10 @@ impl Node {
             }
         }
         for (topic, dirs) in found {
-            let mut parts = Vec::new();
+            let mut parts = BTreeMap::new();
             for (expected, (index, dir)) in dirs.into_iter().enumerate() {
-                if index as usize != expected {
+                // A cluster node hosts only some partitions of a topic.
+                if index as usize != expected && !self.config.is_cluster() {
                     warn!(%topic, index, "partition directories are not contiguous; ignoring the rest");
                     break;
                 }
@@ -340,7 +464,7 @@ impl Node {
                     |log_config, io| PartitionLog::open(dir, log_config, now, io),
                     out,
                 );
-                parts.push(part);
+                parts.insert(index, part);
             }
             info!(%topic, partitions = parts.len(), "recovering topic");
             self.topics.insert(
@@ -362,6 +486,7 @@ impl Node {
             .partitions
             .values()
             .any(|p| matches!(p.log.state(), LogState::Opening))
+            || !self.quorum_ready()
         {
             return;
         }
@@ -370,7 +495,8 @@ impl Node {
             if topic.id.is_nil() {
                 if let Some(p) = topic
                     .partitions
-                    .first()
+                    .values()
+                    .next()
                     .and_then(|p| self.partitions.get(p))
                 {
                     topic.id = Uuid::from_bytes(p.log.topic_id());
@@ -394,6 +520,8 @@ impl Node {
                 self.handle_frame(now, conn, frame, out);
             }
         }
+        self.lifecycle_kick(now, out);
+        self.pump_raft(now, out);
     }
 
     fn maintenance_interval_ms(&self) -> u64 {
@@ -443,11 +571,50 @@ impl Node {
             self.with_log(part, out, |log, io| log.flush(io));
             self.after_log_activity(part, now, out);
         }
+        // In a cluster: ask the controller to move our leaderships away
+        // (controlled shutdown) and hand quorum leadership over.
+        let registered = self.cluster.as_ref().is_some_and(|c| {
+            matches!(
+                c.lifecycle.registration,
+                lifecycle::Registration::Registered { .. }
+            )
+        });
+        if let Some(c) = self.cluster.as_mut() {
+            if registered && self.config.is_broker() {
+                c.lifecycle.want_shutdown = true;
+            }
+            if let Some(raft) = c.raft.as_mut() {
+                raft.resign(now.mono_millis());
+            }
+            c.controller = None;
+        }
+        if registered {
+            self.lifecycle_kick(now, out);
+            out.push(Output::SetTimer {
+                id: TIMER_SHUTDOWN,
+                at_nanos: now.after_millis(CONTROLLED_SHUTDOWN_MS),
+            });
+        } else {
+            self.shutdown_gave_up = true;
+        }
+        self.pump_raft(now, out);
     }
 
     fn maybe_finish_shutdown(&mut self, out: &mut Vec<Output>) {
         if !self.ops.is_empty() || self.partitions.values().any(|p| !p.log.is_idle()) {
             return;
+        }
+        if let Some(c) = self.cluster.as_mut() {
+            let granted = c.lifecycle.shutdown_granted || !c.lifecycle.want_shutdown;
+            if !(granted || self.shutdown_gave_up) || !c.store.is_idle() {
+                return;
+            }
+            c.peers.close_all(out);
+            out.push(Output::CancelTimer { id: TIMER_RAFT });
+            out.push(Output::CancelTimer {
+                id: TIMER_LIFECYCLE,
+            });
+            out.push(Output::CancelTimer { id: TIMER_SHUTDOWN });
         }
         for (conn, _) in std::mem::take(&mut self.conns) {
             out.push(Output::Close { conn });
@@ -518,8 +685,30 @@ impl Node {
         let result = match raw.api_key {
             ApiKey::ApiVersions => self.handle_api_versions(reply, &raw, out),
             ApiKey::Metadata => self.handle_metadata(now, reply, &raw, out),
+            ApiKey::CreateTopics | ApiKey::DeleteTopics | ApiKey::CreatePartitions
+                if self.cluster.is_some() =>
+            {
+                self.route_admin(now, reply, &raw, out)
+            }
             ApiKey::CreateTopics => self.handle_create_topics(now, reply, &raw, out),
             ApiKey::DeleteTopics => self.handle_delete_topics(now, reply, &raw, out),
+            ApiKey::CreatePartitions => {
+                self.admin_error_answer(
+                    reply,
+                    &raw,
+                    kafka_protocol::error::ResponseError::InvalidRequest.code(),
+                    out,
+                );
+                Ok(())
+            }
+            ApiKey::DescribeCluster => self.handle_describe_cluster(reply, &raw, out),
+            ApiKey::DescribeQuorum => self.handle_describe_quorum(now, reply, &raw, out),
+            ApiKey::BrokerRegistration => self.handle_broker_registration(now, reply, &raw, out),
+            ApiKey::BrokerHeartbeat => self.handle_broker_heartbeat(now, reply, &raw, out),
+            ApiKey::Vote
+            | ApiKey::BeginQuorumEpoch
+            | ApiKey::EndQuorumEpoch
+            | ApiKey::FetchSnapshot => self.handle_quorum_api(now, reply, &raw, out),
             ApiKey::Produce => self.handle_produce(now, reply, &raw, out),
             ApiKey::Fetch => self.handle_fetch(now, reply, &raw, out),
             ApiKey::ListOffsets => self.handle_list_offsets(now, reply, &raw, out),
@@ -528,6 +717,38 @@ impl Node {
         if let Err(e) = result {
             self.close_for(conn, &e, out);
         }
+    }
+
+    /// Vote, BeginQuorumEpoch, EndQuorumEpoch and FetchSnapshot go to the
+    /// metadata quorum (quorum Fetch is told apart inside `handle_fetch`).
+    fn handle_quorum_api(
+        &mut self,
+        now: Now,
+        reply: ReplyTo,
+        raw: &RawRequest,
+        out: &mut Vec<Output>,
+    ) -> HandlerResult {
+        use kafka_protocol::messages as m;
+        let cluster_id = self.config.cluster_id.clone();
+        let parsed = match raw.api_key {
+            ApiKey::Vote => {
+                quorum_wire::vote_from_wire(&decode::<m::VoteRequest>(raw)?, &cluster_id)
+            }
+            ApiKey::BeginQuorumEpoch => quorum_wire::begin_epoch_from_wire(
+                &decode::<m::BeginQuorumEpochRequest>(raw)?,
+                &cluster_id,
+            ),
+            ApiKey::EndQuorumEpoch => quorum_wire::end_epoch_from_wire(
+                &decode::<m::EndQuorumEpochRequest>(raw)?,
+                &cluster_id,
+            ),
+            _ => quorum_wire::fetch_snapshot_from_wire(
+                &decode::<m::FetchSnapshotRequest>(raw)?,
+                &cluster_id,
+            ),
+        };
+        self.quorum_request(now, reply, raw.api_key, parsed, out);
+        Ok(())
     }
 
     /// Encode and queue an answer; sends every answer that is now at the head.
@@ -677,7 +898,7 @@ impl Node {
             OpKind::Fetch(_) => self.fetch_poll(id, now, out),
             OpKind::CreateTopics(_) => self.create_poll(id, out),
             OpKind::DeleteTopics(_) => self.delete_poll(id, out),
-            OpKind::ListOffsets(_) => {}
+            OpKind::ListOffsets(_) | OpKind::Forward(_) => {}
         }
     }
 
@@ -735,6 +956,7 @@ impl Node {
                 Some(OpKind::Fetch(_)) => self.fetch_force(id, now, out),
                 Some(OpKind::CreateTopics(_)) => self.create_expire(id, out),
                 Some(OpKind::DeleteTopics(_)) => self.delete_expire(id, out),
+                Some(OpKind::Forward(_)) => self.forward_expire(id, out),
                 Some(OpKind::ListOffsets(_)) | None => {}
             }
         }
@@ -758,11 +980,7 @@ impl Node {
 
     /// The partition of `topic` numbered `index`, if hosted here.
     fn lookup(&self, topic: &str, index: i32) -> Option<PartId> {
-        let topic = self.topics.get(topic)?;
-        usize::try_from(index)
-            .ok()
-            .and_then(|i| topic.partitions.get(i))
-            .copied()
+        self.topics.get(topic)?.partitions.get(&index).copied()
     }
 
     fn new_topic_id(&mut self) -> Uuid {
@@ -782,5 +1000,7 @@ fn decode<T: kafka_protocol::protocol::Decodable>(raw: &RawRequest) -> Result<T,
     protocol::decode_body(raw)
 }
 
+#[cfg(test)]
+mod cluster_tests;
 #[cfg(test)]
 mod tests;

@@ -48,14 +48,21 @@ impl Node {
                     .with_offset(-1)
                     // leader_epoch exists from v4; earlier versions refuse a non-default value.
                     .with_leader_epoch(if raw.api_version >= 4 {
-                        self.leader_epoch
+                        self.partition_leader_epoch(&name, p.partition_index)
                     } else {
                         -1
                     });
-                let part = self.lookup(&name, p.partition_index);
+                let (part, not_served) = match self.leader_lookup(&name, p.partition_index) {
+                    Ok(part) => (Some(part), None),
+                    Err(error) => (None, Some(error)),
+                };
                 let log = part.and_then(|id| self.partitions.get(&id)).map(|x| &x.log);
                 match log {
-                    None => answer.error_code = ResponseError::UnknownTopicOrPartition.code(),
+                    None => {
+                        answer.error_code = not_served
+                            .unwrap_or(ResponseError::UnknownTopicOrPartition)
+                            .code()
+                    }
                     Some(log) => match log.state() {
                         LogState::Online => match p.timestamp {
                             EARLIEST => answer.offset = log.log_start_offset(),

@@ -60,11 +60,14 @@ impl Node {
                     Err((ResponseError::InvalidRequiredAcks, None))
                 } else if let Err(why) = protocol::validate_topic_name(&name) {
                     Err((ResponseError::InvalidTopicException, Some(why)))
-                } else if let Some(part) = self.lookup(&name, data.index) {
-                    result.part = Some(part);
-                    self.append_one(part, data.records, now, out)
                 } else {
-                    Err((ResponseError::UnknownTopicOrPartition, None))
+                    match self.leader_lookup(&name, data.index) {
+                        Ok(part) => {
+                            result.part = Some(part);
+                            self.append_one(part, data.records, now, out)
+                        }
+                        Err(error) => Err((error, None)),
+                    }
                 };
                 match outcome {
                     Ok(info) => {
@@ -132,7 +135,9 @@ impl Node {
         let Some(records) = records else {
             return Err((ResponseError::CorruptMessage, Some("no records".into())));
         };
-        let epoch = self.leader_epoch;
+        let epoch = self.partitions.get(&part).map_or(self.leader_epoch, |p| {
+            self.partition_leader_epoch(&p.topic, p.index)
+        });
         let result = self
             .with_log(part, out, |log, io| match log.state() {
                 LogState::Online => log.append(records, epoch, now, io),

@@ -26,6 +26,8 @@ pub(crate) struct Harness {
     pub timers: std::collections::BTreeMap<u64, u64>,
     pub stopped: bool,
     next_correlation: i32,
+    /// Loopback connections the node opened to itself: each end -> the other.
+    loopback: std::collections::BTreeMap<ConnId, ConnId>,
 }
 
 impl Harness {
@@ -43,6 +45,7 @@ impl Harness {
             timers: Default::default(),
             stopped: false,
             next_correlation: 1,
+            loopback: Default::default(),
         };
         h.step(Input::Start);
         assert_eq!(h.node.phase(), Phase::Running);
@@ -57,10 +60,17 @@ impl Harness {
             self.node.step(self.now, input, &mut out);
             for output in out {
                 match output {
-                    Output::Send { conn, bytes } => {
-                        self.sent.entry(conn).or_default().extend_from_slice(&bytes)
+                    Output::Send { conn, bytes } => match self.loopback.get(&conn) {
+                        Some(&peer) => queue.push_back(Input::Received { conn: peer, bytes }),
+                        None => self.sent.entry(conn).or_default().extend_from_slice(&bytes),
+                    },
+                    Output::Close { conn } => {
+                        if let Some(peer) = self.loopback.remove(&conn) {
+                            self.loopback.remove(&peer);
+                            queue.push_back(Input::Closed { conn: peer });
+                        }
+                        self.closed.push(conn)
                     }
-                    Output::Close { conn } => self.closed.push(conn),
                     Output::Disk { req, op } => {
                         let result = self.disk.execute(&op);
                         queue.push_back(Input::DiskDone { req, result });
@@ -72,7 +82,18 @@ impl Harness {
                         self.timers.remove(&id);
                     }
                     Output::Stopped => self.stopped = true,
-                    Output::Connect { .. } => {}
+                    // Every address is this node (a one-node cluster
+                    // talks to its own controller over the network).
+                    Output::Connect { conn, .. } => {
+                        let inbound = 1_000_000 + (conn & 0xffff);
+                        self.loopback.insert(conn, inbound);
+                        self.loopback.insert(inbound, conn);
+                        queue.push_back(Input::Accepted {
+                            conn: inbound,
+                            peer: "self".into(),
+                        });
+                        queue.push_back(Input::Connected { conn });
+                    }
                 }
             }
         }
@@ -244,7 +265,7 @@ pub(crate) fn values(mut records: Bytes) -> Vec<(i64, String)> {
     found
 }
 
-fn topic_name(name: &str) -> TopicName {
+pub(crate) fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))
 }
 

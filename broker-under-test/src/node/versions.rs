@@ -99,7 +99,7 @@ impl Node {
     }
 
     /// An answer to `raw` in which every part carries `code`.
-    fn unsupported_answer(
+    pub(super) fn unsupported_answer(
         &mut self,
         reply: ReplyTo,
         raw: &RawRequest,
