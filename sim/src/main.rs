@@ -19,7 +19,7 @@ use sim::sweep::{parse_shard, shard, sweep};
                   and seed always give the same run and the same trace hash.\n\n\
                   With no command, runs the default scenario suite and writes its results.\n\n\
                   SCENARIO is a path to a TOML file or the name of a catalogue scenario \
-                  (see `sim/scenarios/`: steady, crash-restart, power-loss, slow-disk, latent-read-errors, silent-corruption, full-disk, client-partitions, clock-skew, pause, retries, kitchen-sink, page-cache-power-loss). Seeds are accepted in \
+                  (see `sim/scenarios/`: steady, crash-restart, power-loss, slow-disk, latent-read-errors, silent-corruption, full-disk, client-partitions, clock-skew, pause, retries, kitchen-sink, page-cache-power-loss, and the cluster-* scenarios: cluster-steady, cluster-controller-kill, cluster-split, cluster-bridge, cluster-isolate-controller, cluster-one-way-leader, cluster-power-loss, cluster-pause, cluster-5-separate, cluster-kitchen-sink, cluster-page-cache-power-loss). Seeds are accepted in \
                   decimal or hex (0x...) and printed in hex."
 )]
 struct Cli {

@@ -167,9 +167,9 @@ impl Monitor {
         self.quorum.nodes.iter().map(|(n, w)| (*n, &w.view))
     }
 
-    /// The active controller as the views tell it: the node claiming
-    /// leadership in the highest epoch; failing that, the leader the
-    /// highest-epoch views name. `(node, epoch)`.
+    /// The active controller as the views tell it: the up node claiming
+    /// leadership in the highest epoch; failing that, the up node the
+    /// highest-epoch views name as leader. `(node, epoch)`.
     pub fn quorum_leader(&self) -> Option<(u32, i32)> {
         let claimed = self
             .quorum
@@ -184,6 +184,7 @@ impl Monitor {
                 .nodes
                 .values()
                 .filter_map(|w| w.view.leader.map(|l| (w.view.epoch, std::cmp::Reverse(l))))
+                .filter(|(_, std::cmp::Reverse(l))| self.quorum.nodes.contains_key(&(*l as u32)))
                 .max()
                 .map(|(e, std::cmp::Reverse(l))| (l as u32, e))
         })
