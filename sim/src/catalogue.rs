@@ -36,6 +36,50 @@ pub const CATALOGUE: &[(&str, &str)] = &[
         "page-cache-power-loss",
         include_str!("../scenarios/page-cache-power-loss.toml"),
     ),
+    (
+        "cluster-steady",
+        include_str!("../scenarios/cluster-steady.toml"),
+    ),
+    (
+        "cluster-controller-kill",
+        include_str!("../scenarios/cluster-controller-kill.toml"),
+    ),
+    (
+        "cluster-split",
+        include_str!("../scenarios/cluster-split.toml"),
+    ),
+    (
+        "cluster-bridge",
+        include_str!("../scenarios/cluster-bridge.toml"),
+    ),
+    (
+        "cluster-isolate-controller",
+        include_str!("../scenarios/cluster-isolate-controller.toml"),
+    ),
+    (
+        "cluster-one-way-leader",
+        include_str!("../scenarios/cluster-one-way-leader.toml"),
+    ),
+    (
+        "cluster-power-loss",
+        include_str!("../scenarios/cluster-power-loss.toml"),
+    ),
+    (
+        "cluster-pause",
+        include_str!("../scenarios/cluster-pause.toml"),
+    ),
+    (
+        "cluster-5-separate",
+        include_str!("../scenarios/cluster-5-separate.toml"),
+    ),
+    (
+        "cluster-kitchen-sink",
+        include_str!("../scenarios/cluster-kitchen-sink.toml"),
+    ),
+    (
+        "cluster-page-cache-power-loss",
+        include_str!("../scenarios/cluster-page-cache-power-loss.toml"),
+    ),
 ];
 
 /// Load a scenario from a file path, or from the catalogue by name.

@@ -47,6 +47,23 @@ pub enum FaultKind {
     /// The machine is replaced: crash, and its disk comes back empty at heal.
     /// Loses everything on a single node; a scenario using it expects that.
     Wipe,
+    /// Each struck node is cut from every other process, nodes and clients,
+    /// both ways.
+    Isolate,
+    /// The struck nodes and the other cluster nodes cannot reach each other
+    /// (a majority/minority split when the target is `minority`/`majority`);
+    /// clients still reach every node.
+    Split,
+    /// The cluster's other nodes are split into two halves that cannot reach
+    /// each other; the (first) struck node reaches both and bridges them.
+    Bridge,
+    /// What the struck nodes send to the quorum leader (resolved at strike
+    /// time) is lost; what the leader sends them still arrives. Struck as
+    /// `controller`, every other node loses its link towards the leader.
+    OneWayToLeader,
+    /// Every link of the struck nodes (to nodes and clients) is clogged:
+    /// bytes are held, then delivered at heal.
+    ClogNode,
 }
 
 impl FaultKind {
@@ -68,6 +85,11 @@ impl FaultKind {
         FaultKind::FullDisk,
         FaultKind::ClockJump,
         FaultKind::Wipe,
+        FaultKind::Isolate,
+        FaultKind::Split,
+        FaultKind::Bridge,
+        FaultKind::OneWayToLeader,
+        FaultKind::ClogNode,
     ];
 
     pub fn name(self) -> &'static str {
@@ -89,15 +111,110 @@ impl FaultKind {
             FaultKind::FullDisk => "full-disk",
             FaultKind::ClockJump => "clock-jump",
             FaultKind::Wipe => "wipe",
+            FaultKind::Isolate => "isolate",
+            FaultKind::Split => "split",
+            FaultKind::Bridge => "bridge",
+            FaultKind::OneWayToLeader => "one-way-to-leader",
+            FaultKind::ClogNode => "clog-node",
+        }
+    }
+
+    /// Faults of the links between cluster nodes (they may affect the quorum
+    /// whoever they strike).
+    pub fn is_inter_node(self) -> bool {
+        matches!(
+            self,
+            FaultKind::Isolate
+                | FaultKind::Split
+                | FaultKind::Bridge
+                | FaultKind::OneWayToLeader
+                | FaultKind::ClogNode
+        )
+    }
+}
+
+/// Whom a fault strikes, resolved at strike time from the world's state.
+///
+/// Written as a string: `node:N` (node id N), `controller` (the active quorum
+/// leader), `leader:P` (the leader of partition P of the scenario's topic),
+/// `minority` / `majority` (a random minority / majority of the quorum's
+/// voters), `voters` (every voter), `all` (every node), `any` (one random node).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Target {
+    Node(u32),
+    Controller,
+    Leader(u32),
+    Minority,
+    Majority,
+    Voters,
+    All,
+    Any,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Node(n) => write!(f, "node:{n}"),
+            Target::Controller => f.write_str("controller"),
+            Target::Leader(p) => write!(f, "leader:{p}"),
+            Target::Minority => f.write_str("minority"),
+            Target::Majority => f.write_str("majority"),
+            Target::Voters => f.write_str("voters"),
+            Target::All => f.write_str("all"),
+            Target::Any => f.write_str("any"),
         }
     }
 }
 
-/// One fault in a schedule: strikes `node` at `start_ms`, heals at `end_ms`.
+impl std::str::FromStr for Target {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Target, String> {
+        let number = |n: &str| {
+            n.parse::<u32>()
+                .map_err(|_| format!("target `{s}`: `{n}` is not a number"))
+        };
+        Ok(match s {
+            "controller" => Target::Controller,
+            "minority" => Target::Minority,
+            "majority" => Target::Majority,
+            "voters" => Target::Voters,
+            "all" => Target::All,
+            "any" => Target::Any,
+            _ => {
+                if let Some(n) = s.strip_prefix("node:") {
+                    Target::Node(number(n)?)
+                } else if let Some(p) = s.strip_prefix("leader:") {
+                    Target::Leader(number(p)?)
+                } else {
+                    return Err(format!(
+                        "target `{s}`: expected node:N, controller, leader:P, minority, majority, voters, all or any"
+                    ));
+                }
+            }
+        })
+    }
+}
+
+impl Serialize for Target {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Target {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Target, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// One fault in a schedule: strikes `target` (resolved to nodes at
+/// `start_ms`) and heals the same nodes at `end_ms`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlannedFault {
     pub kind: FaultKind,
-    pub node: u32,
+    pub target: Target,
     pub start_ms: u64,
     pub end_ms: u64,
 }
@@ -114,7 +231,7 @@ pub fn plan(scenario: &Scenario, rng: &mut ChaCha8Rng) -> Vec<PlannedFault> {
             let duration = f.duration_ms.unwrap_or((dmin + dmax) / 2);
             PlannedFault {
                 kind: f.fault,
-                node: f.node,
+                target: f.target.unwrap_or(Target::Node(f.node)),
                 start_ms: f.at_ms.min(end),
                 end_ms: (f.at_ms + duration).min(end),
             }
@@ -127,12 +244,17 @@ pub fn plan(scenario: &Scenario, rng: &mut ChaCha8Rng) -> Vec<PlannedFault> {
         // crash never lands on a node that is already down.
         while t < end {
             let kind = scenario.nemesis.kinds[rng.gen_range(0..scenario.nemesis.kinds.len())];
-            let node = rng.gen_range(0..scenario.brokers);
+            let targets = &scenario.nemesis.targets;
+            let target = if targets.is_empty() {
+                Target::Node(rng.gen_range(0..scenario.node_count()))
+            } else {
+                targets[rng.gen_range(0..targets.len())]
+            };
             let duration = rng.gen_range(dmin..=dmax);
             let stop = (t + duration).min(end);
             faults.push(PlannedFault {
                 kind,
-                node,
+                target,
                 start_ms: t,
                 end_ms: stop,
             });
@@ -140,7 +262,7 @@ pub fn plan(scenario: &Scenario, rng: &mut ChaCha8Rng) -> Vec<PlannedFault> {
             t = stop + rng.gen_range(imin..=imax).max(1);
         }
     }
-    faults.sort_by_key(|f| (f.start_ms, f.end_ms, f.kind, f.node));
+    faults.sort_by_key(|f| (f.start_ms, f.end_ms, f.kind, f.target));
     faults
 }
 
@@ -171,6 +293,32 @@ mod tests {
         for pair in a.windows(2) {
             assert!(pair[0].end_ms <= pair[1].start_ms);
         }
+    }
+
+    #[test]
+    fn targets_parse_print_and_are_drawn_by_the_nemesis() {
+        for text in [
+            "node:3",
+            "controller",
+            "leader:2",
+            "minority",
+            "majority",
+            "voters",
+            "all",
+            "any",
+        ] {
+            let t: Target = text.parse().unwrap();
+            assert_eq!(t.to_string(), text);
+        }
+        assert!("node:x".parse::<Target>().is_err());
+        assert!("leader".parse::<Target>().is_err());
+        let mut s = scenario(vec![FaultKind::Kill]);
+        s.nemesis.targets = vec![Target::Controller, Target::Majority];
+        let a = plan(&s, &mut ChaCha8Rng::seed_from_u64(4));
+        assert!(a
+            .iter()
+            .all(|f| matches!(f.target, Target::Controller | Target::Majority)));
+        assert!(a.iter().any(|f| f.target == Target::Controller));
     }
 
     #[test]

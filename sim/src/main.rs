@@ -19,7 +19,7 @@ use sim::sweep::{parse_shard, shard, sweep};
                   and seed always give the same run and the same trace hash.\n\n\
                   With no command, runs the default scenario suite and writes its results.\n\n\
                   SCENARIO is a path to a TOML file or the name of a catalogue scenario \
-                  (see `sim/scenarios/`: steady, crash-restart, power-loss, slow-disk, latent-read-errors, silent-corruption, full-disk, client-partitions, clock-skew, pause, retries, kitchen-sink, page-cache-power-loss). Seeds are accepted in \
+                  (see `sim/scenarios/`: steady, crash-restart, power-loss, slow-disk, latent-read-errors, silent-corruption, full-disk, client-partitions, clock-skew, pause, retries, kitchen-sink, page-cache-power-loss, and the cluster-* scenarios: cluster-steady, cluster-controller-kill, cluster-split, cluster-bridge, cluster-isolate-controller, cluster-one-way-leader, cluster-power-loss, cluster-pause, cluster-5-separate, cluster-kitchen-sink, cluster-page-cache-power-loss). Seeds are accepted in \
                   decimal or hex (0x...) and printed in hex."
 )]
 struct Cli {
@@ -262,6 +262,18 @@ fn print_result(result: &RunResult, scenario_arg: &str) {
         "throughput: {:.0} acked/s; produce latency ms p50 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}; end-to-end p50 {:.2} p99 {:.2}",
         result.throughput, p.p50, p.p99, p.p999, p.max, e.p50, e.p99
     );
+    if let Some(ms) = result.election_ms {
+        println!(
+            "quorum: a leader followed by a majority {ms} ms after the last quorum fault healed"
+        );
+    }
+    let c = &result.creates;
+    if c.ok + c.fail + c.unknown + c.in_flight > 0 {
+        println!(
+            "creates: {} ok, {} failed, {} unknown, {} in flight",
+            c.ok, c.fail, c.unknown, c.in_flight
+        );
+    }
     if !result.found.is_empty() {
         println!(
             "anomalies found: {} (expected: {:?})",
@@ -312,7 +324,7 @@ fn run_one(
         let report = sim::report::run_report(
             &result,
             &history,
-            scenario.brokers,
+            &sim::report::node_names(&scenario),
             replay_command(scenario_arg, seed),
         );
         write_run_report(&dir, &report)?;
@@ -352,8 +364,12 @@ fn write_sweep_report(
         let wanted = !r.pass || first_of.insert(r.scenario.as_str());
         let page = if wanted {
             let (again, history) = Run::new(scenario, r.seed, &RunOptions::default())?.finish();
-            let report =
-                sim::report::run_report(&again, &history, scenario.brokers, replay.clone());
+            let report = sim::report::run_report(
+                &again,
+                &history,
+                &sim::report::node_names(scenario),
+                replay.clone(),
+            );
             let path = write_run_report(dir, &report)?;
             path.file_name().map(|n| n.to_string_lossy().into_owned())
         } else {
@@ -397,11 +413,11 @@ fn replay(scenario_arg: &str, seed: u64, trace: bool) -> Result<ExitCode, String
     println!("faults planned:");
     for f in &run.faults {
         println!(
-            "  {:>7} ms .. {:>7} ms  {} on node {}",
+            "  {:>7} ms .. {:>7} ms  {} on {}",
             f.start_ms,
             f.end_ms,
             f.kind.name(),
-            f.node
+            f.target
         );
     }
     let mut run = run;
@@ -410,6 +426,27 @@ fn replay(scenario_arg: &str, seed: u64, trace: bool) -> Result<ExitCode, String
     if let Some(records) = run.world.trace.records.take() {
         for r in &records {
             println!("{r}");
+        }
+    }
+    let resolved: Vec<String> = run
+        .faults
+        .iter()
+        .zip(&run.struck)
+        .filter(|(f, _)| !matches!(f.target, sim::fault::Target::Node(_)))
+        .map(|(f, nodes)| {
+            format!(
+                "  {:>7} ms  {} on {} struck nodes {:?}",
+                f.start_ms,
+                f.kind.name(),
+                f.target,
+                nodes
+            )
+        })
+        .collect();
+    if !resolved.is_empty() {
+        println!("targets resolved:");
+        for line in resolved {
+            println!("{line}");
         }
     }
     println!("final state:");

@@ -13,6 +13,7 @@ use workloads::history::{History, Op};
 use crate::catalogue::seed_hex;
 use crate::fault::{FaultKind, PlannedFault};
 use crate::run::RunResult;
+use crate::scenario::Scenario;
 
 /// Width of the over-time buckets.
 const BUCKET_MS: u64 = 1_000;
@@ -89,20 +90,46 @@ fn state_of(kind: FaultKind) -> Option<NodeState> {
         FaultKind::Partition
         | FaultKind::PartitionOneWay
         | FaultKind::Clog
-        | FaultKind::SwizzleClog => Some(NodeState::Partitioned),
+        | FaultKind::SwizzleClog
+        | FaultKind::Isolate
+        | FaultKind::Split
+        | FaultKind::Bridge
+        | FaultKind::OneWayToLeader
+        | FaultKind::ClogNode => Some(NodeState::Partitioned),
         _ => None,
     }
 }
 
-/// Up / down / paused / partitioned intervals of each broker.
-fn node_timelines(brokers: u32, faults: &[PlannedFault], simulated_ms: u64) -> Vec<NodeTimeline> {
-    (0..brokers)
+/// The timeline label of every node, by id: `broker-0` for the legacy
+/// broker, `node-N (roles)` in a cluster.
+pub fn node_names(scenario: &Scenario) -> Vec<String> {
+    scenario
+        .nodes()
+        .iter()
+        .map(|n| match n.roles {
+            None => format!("broker-{}", n.id),
+            Some(r) => format!("node-{} ({})", n.id, r.property()),
+        })
+        .collect()
+}
+
+/// Up / down / paused / partitioned intervals of each node; `struck[i]`
+/// are the nodes fault `i` struck.
+fn node_timelines(
+    names: &[String],
+    faults: &[PlannedFault],
+    struck: &[Vec<u32>],
+    simulated_ms: u64,
+) -> Vec<NodeTimeline> {
+    (0..names.len() as u32)
         .map(|node| {
             let mut intervals = Vec::new();
             let mut at = 0;
             let mut mine: Vec<&PlannedFault> = faults
                 .iter()
-                .filter(|f| f.node == node && state_of(f.kind).is_some())
+                .zip(struck)
+                .filter(|(f, s)| s.contains(&node) && state_of(f.kind).is_some())
+                .map(|(f, _)| f)
                 .collect();
             mine.sort_by_key(|f| f.start_ms);
             for f in mine {
@@ -120,7 +147,7 @@ fn node_timelines(brokers: u32, faults: &[PlannedFault], simulated_ms: u64) -> V
                 intervals.push((at, simulated_ms, NodeState::Up));
             }
             NodeTimeline {
-                name: format!("broker-{node}"),
+                name: names[node as usize].clone(),
                 intervals,
             }
         })
@@ -131,7 +158,7 @@ fn node_timelines(brokers: u32, faults: &[PlannedFault], simulated_ms: u64) -> V
 pub fn run_report(
     result: &RunResult,
     history: &History,
-    brokers: u32,
+    node_names: &[String],
     replay_command: String,
 ) -> RunReport {
     RunReport {
@@ -156,14 +183,22 @@ pub fn run_report(
         faults: result
             .faults
             .iter()
-            .map(|f| FaultWindow {
-                start_ms: f.start_ms,
-                end_ms: f.end_ms,
-                label: f.kind.name().into(),
-                node: f.node,
+            .zip(&result.struck)
+            .flat_map(|(f, nodes)| {
+                nodes.iter().map(|&node| FaultWindow {
+                    start_ms: f.start_ms,
+                    end_ms: f.end_ms,
+                    label: f.kind.name().into(),
+                    node,
+                })
             })
             .collect(),
-        nodes: node_timelines(brokers, &result.faults, result.simulated_ms),
+        nodes: node_timelines(
+            node_names,
+            &result.faults,
+            &result.struck,
+            result.simulated_ms,
+        ),
     }
 }
 
@@ -193,24 +228,25 @@ mod tests {
         let faults = vec![
             PlannedFault {
                 kind: FaultKind::Crash,
-                node: 0,
+                target: crate::fault::Target::Node(0),
                 start_ms: 1_000,
                 end_ms: 2_000,
             },
             PlannedFault {
                 kind: FaultKind::SlowDisk,
-                node: 0,
+                target: crate::fault::Target::Node(0),
                 start_ms: 3_000,
                 end_ms: 4_000,
             },
             PlannedFault {
                 kind: FaultKind::Pause,
-                node: 0,
+                target: crate::fault::Target::Node(0),
                 start_ms: 5_000,
                 end_ms: 6_000,
             },
         ];
-        let t = node_timelines(1, &faults, 10_000);
+        let struck = vec![vec![0]; faults.len()];
+        let t = node_timelines(&["broker-0".to_string()], &faults, &struck, 10_000);
         assert_eq!(
             t[0].intervals,
             vec![

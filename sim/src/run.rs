@@ -1,7 +1,7 @@
 //! One run of a scenario with a seed: build the world, strike and heal the
 //! planned faults, let the workload run, then judge the histories.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use broker::config::{BrokerConfig, Properties};
 use rand::Rng;
@@ -13,22 +13,29 @@ use workloads::history::{History, Op};
 use workloads::producer::{Producer, ProducerConfig};
 
 use crate::disk::SimDisk;
-use crate::fault::{plan, FaultKind, PlannedFault};
+use crate::fault::{plan, FaultKind, PlannedFault, Target};
 use crate::net::ProcId;
 use crate::scenario::Scenario;
-use crate::world::{derive_rng, Actor, World};
+use crate::world::{derive_rng, Actor, ProcState, World};
 
 /// Something the run does to the world at a planned time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WorldAction {
-    Strike(PlannedFault),
-    Heal(PlannedFault),
+    /// Strike `faults[i]` (its target is resolved now).
+    Strike(usize),
+    /// Heal `faults[i]`: undo it on the nodes it struck.
+    Heal(usize),
     /// The operator's periodic look at the brokers (see [`Run::operate`]).
     OperatorCheck,
 }
 
 /// How often the simulated operator looks for offline partitions.
 const OPERATOR_INTERVAL_MS: u64 = 1_000;
+
+/// Liveness of a cluster: after the last fault that could affect the
+/// metadata quorum heals, a leader followed by a majority of voters must
+/// exist within this much simulated time.
+pub const ELECTION_BOUND_MS: u64 = 10_000;
 
 /// What a run found.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -56,6 +63,21 @@ pub struct RunResult {
     pub produce_latency_ms: reports::Percentiles,
     /// End to end, send invoked to first read, of values read (simulated ms).
     pub end_to_end_latency_ms: reports::Percentiles,
+    /// The nodes each fault struck (its target resolved at strike time), by
+    /// fault index; empty for a fault that never struck.
+    #[serde(default)]
+    pub struck: Vec<Vec<u32>>,
+    /// Some node showed a metadata quorum view during the run.
+    #[serde(default)]
+    pub quorum_observed: bool,
+    /// Clusters: simulated ms from the heal of the last fault that could
+    /// affect the quorum until a leader was followed by a majority of voters
+    /// (`None`: never, or not a cluster).
+    #[serde(default)]
+    pub election_ms: Option<u64>,
+    /// The admin workload's CreateTopics by outcome.
+    #[serde(default)]
+    pub creates: SendCounts,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -77,14 +99,47 @@ pub struct RunOptions {
 pub struct Run {
     pub world: World,
     pub scenario: Scenario,
+    /// Every node's process, indexed by node id (broker and controller
+    /// nodes alike; see `scenario::ClusterSpec` for the numbering).
     pub brokers: Vec<ProcId>,
     pub producers: Vec<ProcId>,
     pub consumers: Vec<ProcId>,
+    pub admin: ProcId,
     pub faults: Vec<PlannedFault>,
+    /// The nodes each fault struck, by fault index (resolved at strike time).
+    pub struck: Vec<Vec<u32>>,
     /// Clock jumps in force: (broker, jump in ms), undone at heal.
     clock_jumps: Vec<(ProcId, i64)>,
-    /// Faults struck and not yet healed.
-    active: Vec<PlannedFault>,
+    /// Faults struck and not yet healed, by index.
+    active: Vec<usize>,
+    /// Links cut or clogged by the cluster network faults: the pairs each
+    /// fault holds, and how many faults hold each pair.
+    fault_links: BTreeMap<usize, Vec<Link>>,
+    link_holds: BTreeMap<Link, u32>,
+    /// Draws for resolving role targets (which minority, which fallback).
+    target_rng: rand_chacha::ChaCha8Rng,
+    /// When the last fault that could affect the quorum healed (ns).
+    quorum_heal_nanos: u64,
+}
+
+/// A directed link held by a fault: (from, to, clogged rather than blocked).
+type Link = (ProcId, ProcId, bool);
+
+/// Faults of the links between clients and a broker (they leave the quorum alone).
+fn is_client_link_fault(kind: FaultKind) -> bool {
+    matches!(
+        kind,
+        FaultKind::Partition
+            | FaultKind::PartitionOneWay
+            | FaultKind::Clog
+            | FaultKind::SwizzleClog
+            | FaultKind::Reset
+    )
+}
+
+fn list(nodes: &[u32]) -> String {
+    let names: Vec<String> = nodes.iter().map(|n| n.to_string()).collect();
+    format!("{{{}}}", names.join(","))
 }
 
 /// Faults of the disk itself (as opposed to the process or the network).
@@ -100,7 +155,15 @@ fn is_disk_fault(kind: FaultKind) -> bool {
     )
 }
 
-/// The broker config a scenario asks for.
+/// Whether this build's broker accepts property `key` (with value 1).
+fn broker_knows(key: &str) -> bool {
+    Properties::parse(&format!("{key}=1"))
+        .is_ok_and(|p| BrokerConfig::default().apply_properties(&p).is_ok())
+}
+
+/// The config of node `node_index` a scenario asks for: the cluster's
+/// generated properties (roles, voters, listeners, replication) under the
+/// scenario's `[broker]` table; the legacy single broker gets the table alone.
 pub fn broker_config(scenario: &Scenario, node_index: u32) -> Result<BrokerConfig, String> {
     let mut config = BrokerConfig {
         node_id: node_index as i32,
@@ -108,8 +171,8 @@ pub fn broker_config(scenario: &Scenario, node_index: u32) -> Result<BrokerConfi
         num_partitions: scenario.topic.partitions as i32,
         ..BrokerConfig::default()
     };
-    let props =
-        Properties::parse(&scenario.broker_properties()).map_err(|e| format!("[broker] {e}"))?;
+    let text = scenario.node_properties(node_index, broker_knows);
+    let props = Properties::parse(&text).map_err(|e| format!("[broker] {e}"))?;
     config
         .apply_properties(&props)
         .map_err(|e| format!("[broker] {e}"))?;
@@ -119,30 +182,40 @@ pub fn broker_config(scenario: &Scenario, node_index: u32) -> Result<BrokerConfi
 impl Run {
     pub fn new(scenario: &Scenario, seed: u64, options: &RunOptions) -> Result<Run, String> {
         let mut world = World::new(seed, scenario, options.keep_trace);
+        world.monitor.set_voters(scenario.voters());
         let mut brokers = Vec::new();
         let mut clock_rng = derive_rng(seed, 7);
-        for index in 0..scenario.brokers {
-            let config = broker_config(scenario, index)?;
-            let proc = world.add_broker(index, config, SimDisk::new(scenario.disk.clone()));
+        for node in scenario.nodes() {
+            let config = broker_config(scenario, node.id)?;
+            let name = match node.roles {
+                None => format!("broker-{}", node.id),
+                Some(_) => format!("node-{}", node.id),
+            };
+            let disk = SimDisk::new(scenario.disk.clone());
+            let proc = world.add_node(node.id, name, config, disk);
             let max = scenario.clock.max_skew_ms as i64;
             world.procs[proc as usize].skew_millis = clock_rng.gen_range(-max..=max);
             brokers.push(proc);
         }
-        let bootstrap = "node-0:9092".to_string();
+        let bootstrap = scenario.bootstrap();
         let duration = scenario.duration_ms * 1_000_000;
         let quiet = scenario.quiet_ms * 1_000_000;
-        // The admin creates the topic before anyone uses it.
+        // The admin creates the topic before anyone uses it (and, with an
+        // admin workload, keeps creating topics to the end).
         let admin = Admin::new(
             AdminConfig {
                 bootstrap: bootstrap.clone(),
                 topic: scenario.topic.name.clone(),
                 partitions: scenario.topic.partitions as i32,
-                replication_factor: 1,
+                replication_factor: scenario.replication_factor() as i16,
                 request_timeout_ms: scenario.workload.request_timeout_ms,
+                create_every_ms: scenario.workload.admin_create_every_ms,
+                stop_at_nanos: duration + quiet,
+                process: scenario.workload.producers + scenario.workload.consumers,
             },
             1 << 40,
         );
-        world.add_client("admin".into(), Actor::Admin(Box::new(admin)));
+        let admin = world.add_client("admin".into(), Actor::Admin(Box::new(admin)));
         let mut producers = Vec::new();
         for i in 0..scenario.workload.producers {
             let config = ProducerConfig {
@@ -183,12 +256,9 @@ impl Run {
             );
         }
         let faults = plan(scenario, &mut derive_rng(seed, 3));
-        for fault in &faults {
-            world.schedule_action(
-                fault.start_ms * 1_000_000,
-                WorldAction::Strike(fault.clone()),
-            );
-            world.schedule_action(fault.end_ms * 1_000_000, WorldAction::Heal(fault.clone()));
+        for (i, fault) in faults.iter().enumerate() {
+            world.schedule_action(fault.start_ms * 1_000_000, WorldAction::Strike(i));
+            world.schedule_action(fault.end_ms * 1_000_000, WorldAction::Heal(i));
         }
         world.schedule_action(OPERATOR_INTERVAL_MS * 1_000_000, WorldAction::OperatorCheck);
         Ok(Run {
@@ -197,9 +267,15 @@ impl Run {
             brokers,
             producers,
             consumers,
+            admin,
+            struck: vec![Vec::new(); faults.len()],
             faults,
             clock_jumps: Vec::new(),
             active: Vec::new(),
+            fault_links: BTreeMap::new(),
+            link_holds: BTreeMap::new(),
+            target_rng: derive_rng(seed, 9),
+            quorum_heal_nanos: 0,
         })
     }
 
@@ -243,10 +319,9 @@ impl Run {
     /// the operator restarts it (recovery repairs what it can).
     fn operate(&mut self) {
         for (index, &broker) in self.brokers.iter().enumerate() {
-            let disk_faulty = self
-                .active
-                .iter()
-                .any(|f| f.node as usize == index && is_disk_fault(f.kind));
+            let disk_faulty = self.active.iter().any(|&f| {
+                is_disk_fault(self.faults[f].kind) && self.struck[f].contains(&(index as u32))
+            });
             let offline = self
                 .world
                 .broker(broker)
@@ -268,17 +343,309 @@ impl Run {
     }
 
     fn apply(&mut self, action: WorldAction) {
-        let (fault, strike) = match action {
-            WorldAction::Strike(f) => (f, true),
-            WorldAction::Heal(f) => (f, false),
+        let (index, strike) = match action {
+            WorldAction::Strike(i) => (i, true),
+            WorldAction::Heal(i) => (i, false),
             WorldAction::OperatorCheck => return self.operate(),
         };
+        let fault = self.faults[index].clone();
         if strike {
-            self.active.push(fault.clone());
-        } else if let Some(i) = self.active.iter().position(|f| *f == fault) {
-            self.active.remove(i);
+            let nodes = self.resolve(fault.target);
+            self.struck[index] = nodes;
+            self.active.push(index);
+        } else {
+            self.active.retain(|&i| i != index);
+            if self.affects_quorum(index) {
+                self.quorum_heal_nanos = self.quorum_heal_nanos.max(self.world.now);
+            }
         }
-        let Some(&broker) = self.brokers.get(fault.node as usize) else {
+        let nodes = self.struck[index].clone();
+        if fault.kind.is_inter_node() {
+            return self.cluster_link_fault(index, strike);
+        }
+        for node in nodes {
+            self.apply_to_node(&fault, strike, node);
+        }
+    }
+
+    /// Whether fault `index` could have affected the metadata quorum: a
+    /// fault between nodes, or any fault but a client-link one on a voter.
+    fn affects_quorum(&self, index: usize) -> bool {
+        let kind = self.faults[index].kind;
+        let voters = self.scenario.voters();
+        kind.is_inter_node()
+            || (!is_client_link_fault(kind)
+                && self.struck[index].iter().any(|n| voters.contains(n)))
+    }
+
+    /// The process of node `node`.
+    pub fn node_proc(&self, node: u32) -> ProcId {
+        self.brokers[node as usize]
+    }
+
+    /// Nodes whose process is not down.
+    fn up_nodes(&self, among: &[u32]) -> Vec<u32> {
+        among
+            .iter()
+            .copied()
+            .filter(|n| self.world.procs[self.node_proc(*n) as usize].state != ProcState::Down)
+            .collect()
+    }
+
+    /// A deterministic shuffle with the targeting generator.
+    fn shuffled(&mut self, mut nodes: Vec<u32>) -> Vec<u32> {
+        for i in (1..nodes.len()).rev() {
+            nodes.swap(i, self.target_rng.gen_range(0..=i));
+        }
+        nodes
+    }
+
+    fn note(&mut self, node: u32, text: String) {
+        let now = self.world.now;
+        let proc = self.brokers.get(node as usize).copied().unwrap_or(0);
+        self.world.trace.world(now, proc, text);
+    }
+
+    /// The leader of partition `partition` of the scenario's topic, as the
+    /// nodes tell it. The legacy single broker leads everything. For
+    /// clusters this is where `Node::partition_leaders` gets wired once the
+    /// node has it: ask every up broker node, keep the leader with the
+    /// highest leader epoch.
+    pub fn partition_leader(&self, partition: u32) -> Option<u32> {
+        if self.scenario.cluster_spec().is_none() {
+            return Some(0);
+        }
+        let _ = partition;
+        None
+    }
+
+    /// Resolve a target to node ids, from the world's state now; every
+    /// choice comes from the run's targeting generator and is traced.
+    pub fn resolve(&mut self, target: Target) -> Vec<u32> {
+        let all: Vec<u32> = (0..self.brokers.len() as u32).collect();
+        let voters = self.scenario.voters();
+        // The legacy broker is its own (only) voter.
+        let pool = if voters.is_empty() {
+            all.clone()
+        } else {
+            voters.clone()
+        };
+        let mut nodes = match target {
+            Target::Node(n) => return vec![n],
+            Target::Controller => {
+                match self.world.monitor.quorum_leader() {
+                    Some((leader, epoch)) => {
+                        self.note(
+                            leader,
+                            format!(
+                                "target controller: node {leader} (quorum leader of epoch {epoch})"
+                            ),
+                        );
+                        vec![leader]
+                    }
+                    None => {
+                        let up = self.up_nodes(&pool);
+                        let from = if up.is_empty() { pool.clone() } else { up };
+                        let pick = from[self.target_rng.gen_range(0..from.len())];
+                        self.note(
+                        pick,
+                        format!("target controller: no quorum leader known; falls back to voter {pick}"),
+                    );
+                        vec![pick]
+                    }
+                }
+            }
+            Target::Leader(p) => match self.partition_leader(p) {
+                Some(leader) => {
+                    if self.scenario.cluster_spec().is_some() {
+                        self.note(
+                            leader,
+                            format!(
+                                "target leader:{p}: node {leader} leads {}-{p}",
+                                self.scenario.topic.name
+                            ),
+                        );
+                    }
+                    vec![leader]
+                }
+                None => {
+                    let brokers: Vec<u32> = self
+                        .scenario
+                        .nodes()
+                        .iter()
+                        .filter(|n| n.is_broker())
+                        .map(|n| n.id)
+                        .collect();
+                    let up = self.up_nodes(&brokers);
+                    let from = if up.is_empty() { brokers } else { up };
+                    let pick = from[self.target_rng.gen_range(0..from.len())];
+                    self.note(
+                        pick,
+                        format!(
+                            "target leader:{p}: leader of {}-{p} unknown; falls back to broker {pick}",
+                            self.scenario.topic.name
+                        ),
+                    );
+                    vec![pick]
+                }
+            },
+            Target::Minority | Target::Majority => {
+                let size = if target == Target::Minority {
+                    ((pool.len() - 1) / 2).max(1)
+                } else {
+                    pool.len() / 2 + 1
+                };
+                let mut picked = self.shuffled(pool);
+                picked.truncate(size);
+                picked
+            }
+            Target::Voters => pool,
+            Target::All => all,
+            Target::Any => vec![all[self.target_rng.gen_range(0..all.len())]],
+        };
+        nodes.sort_unstable();
+        if matches!(
+            target,
+            Target::Minority | Target::Majority | Target::Voters | Target::All | Target::Any
+        ) {
+            self.note(nodes[0], format!("target {target}: nodes {}", list(&nodes)));
+        }
+        nodes
+    }
+
+    /// The faults between cluster nodes: cut or clog exactly the links they
+    /// name, and give them back at heal (a link held by several faults is
+    /// released by the last heal).
+    fn cluster_link_fault(&mut self, index: usize, strike: bool) {
+        let fault = self.faults[index].clone();
+        let verb = if strike { "strike" } else { "heal" };
+        let nodes = self.struck[index].clone();
+        let Some(&first) = nodes.first() else {
+            return;
+        };
+        if !strike {
+            self.note(first, format!("heal {}", fault.kind.name()));
+            for link in self.fault_links.remove(&index).unwrap_or_default() {
+                let holds = self.link_holds.entry(link).or_default();
+                *holds = holds.saturating_sub(1);
+                if *holds == 0 {
+                    self.link_holds.remove(&link);
+                    let (from, to, clog) = link;
+                    let set = if clog {
+                        &mut self.world.net.links.clogged
+                    } else {
+                        &mut self.world.net.links.blocked
+                    };
+                    set.remove(&(from, to));
+                }
+            }
+            self.world.release_links();
+            return;
+        }
+        let all_nodes: Vec<u32> = (0..self.brokers.len() as u32).collect();
+        let everyone: Vec<ProcId> = (0..self.world.procs.len() as ProcId).collect();
+        let mut links: Vec<Link> = Vec::new();
+        let both = |links: &mut Vec<Link>, a: ProcId, b: ProcId, clog: bool| {
+            if a != b {
+                links.push((a, b, clog));
+                links.push((b, a, clog));
+            }
+        };
+        let note = match fault.kind {
+            FaultKind::Isolate | FaultKind::ClogNode => {
+                let clog = fault.kind == FaultKind::ClogNode;
+                for &n in &nodes {
+                    for &q in &everyone {
+                        both(&mut links, self.node_proc(n), q, clog);
+                    }
+                }
+                format!("{verb} {}: nodes {}", fault.kind.name(), list(&nodes))
+            }
+            FaultKind::Split => {
+                let other: Vec<u32> = all_nodes
+                    .iter()
+                    .copied()
+                    .filter(|n| !nodes.contains(n))
+                    .collect();
+                for &a in &nodes {
+                    for &b in &other {
+                        both(&mut links, self.node_proc(a), self.node_proc(b), false);
+                    }
+                }
+                format!("{verb} split: nodes {} | {}", list(&nodes), list(&other))
+            }
+            FaultKind::Bridge => {
+                let others: Vec<u32> = all_nodes.iter().copied().filter(|n| *n != first).collect();
+                let mut others = self.shuffled(others);
+                let mut b = others.split_off(others.len() / 2);
+                let mut a = others;
+                a.sort_unstable();
+                b.sort_unstable();
+                for &x in &a {
+                    for &y in &b {
+                        both(&mut links, self.node_proc(x), self.node_proc(y), false);
+                    }
+                }
+                self.struck[index] = vec![first];
+                format!(
+                    "{verb} bridge: nodes {} | node {first} | nodes {}",
+                    list(&a),
+                    list(&b)
+                )
+            }
+            FaultKind::OneWayToLeader => {
+                let leader = match self.world.monitor.quorum_leader() {
+                    Some((l, _)) => l,
+                    None => {
+                        let pool = self.scenario.voters();
+                        let pool = if pool.is_empty() {
+                            all_nodes.clone()
+                        } else {
+                            pool
+                        };
+                        let pick = pool[self.target_rng.gen_range(0..pool.len())];
+                        self.note(
+                            pick,
+                            format!("one-way-to-leader: no quorum leader known; falls back to voter {pick}"),
+                        );
+                        pick
+                    }
+                };
+                let mut senders: Vec<u32> =
+                    nodes.iter().copied().filter(|n| *n != leader).collect();
+                if senders.is_empty() {
+                    senders = all_nodes.iter().copied().filter(|n| *n != leader).collect();
+                }
+                for &s in &senders {
+                    links.push((self.node_proc(s), self.node_proc(leader), false));
+                }
+                self.struck[index] = senders.clone();
+                format!(
+                    "{verb} one-way-to-leader: nodes {} lose what they send to leader {leader}",
+                    list(&senders)
+                )
+            }
+            _ => unreachable!("not a cluster link fault"),
+        };
+        self.note(first, note);
+        links.sort_unstable();
+        links.dedup();
+        for &link in &links {
+            *self.link_holds.entry(link).or_default() += 1;
+            let (from, to, clog) = link;
+            if clog {
+                self.world.net.links.clogged.insert((from, to));
+            } else {
+                self.world.net.links.blocked.insert((from, to));
+            }
+        }
+        self.fault_links.insert(index, links);
+    }
+
+    /// A fault that strikes one node at a time (process, disk, clock and
+    /// client-link faults), carried out on `node`.
+    fn apply_to_node(&mut self, fault: &PlannedFault, strike: bool, node: u32) {
+        let Some(&broker) = self.brokers.get(node as usize) else {
             return;
         };
         let verb = if strike { "strike" } else { "heal" };
@@ -296,7 +663,7 @@ impl Run {
                 if let Some(h) = w.broker_mut(broker) {
                     h.disk.wipe();
                 }
-                w.monitor.forget_node(fault.node);
+                w.monitor.forget_node(node);
             }
             (FaultKind::Crash | FaultKind::Kill | FaultKind::Wipe, false) => w.restart(broker),
             (FaultKind::Pause, true) => w.pause(broker),
@@ -408,6 +775,14 @@ impl Run {
                     w.procs[broker as usize].skew_millis -= jump;
                 }
             }
+            (
+                FaultKind::Isolate
+                | FaultKind::Split
+                | FaultKind::Bridge
+                | FaultKind::OneWayToLeader
+                | FaultKind::ClogNode,
+                _,
+            ) => unreachable!("cluster link faults are carried out by cluster_link_fault"),
         }
     }
 
@@ -420,10 +795,33 @@ impl Run {
     /// Readable lines describing where every process stands (for replay).
     pub fn describe_state(&self) -> Vec<String> {
         let mut lines = Vec::new();
+        let specs = self.scenario.nodes();
         for (i, p) in self.world.procs.iter().enumerate() {
             match &p.actor {
                 Actor::Broker(host) => {
                     let mut line = format!("p{i} {} {:?}", p.name, p.state);
+                    let roles = specs
+                        .iter()
+                        .find(|n| n.id == host.node_index)
+                        .and_then(|n| n.roles);
+                    if let Some(roles) = roles {
+                        line.push_str(&format!(" roles={}", roles.property()));
+                    }
+                    if let Some(view) = host.node.as_ref().and_then(|n| n.quorum_view()) {
+                        line.push_str(&format!(
+                            " quorum:{:?} epoch={} leader={} hw={} log=[{},{}) durable={} snapshot={}",
+                            view.role,
+                            view.epoch,
+                            view.leader.map_or("-".to_string(), |l| l.to_string()),
+                            view.high_watermark
+                                .map_or("-".to_string(), |h| h.to_string()),
+                            view.log_start,
+                            view.log_end,
+                            view.durable_end,
+                            view.snapshot
+                                .map_or("-".to_string(), |(end, epoch)| format!("{end}@{epoch}")),
+                        ));
+                    }
                     if let Some(node) = &host.node {
                         line.push_str(&format!(
                             " phase={:?} offline={}",
@@ -459,14 +857,38 @@ impl Run {
                     ));
                 }
                 Actor::Producer(_) => lines.push(format!("p{i} {} {:?}", p.name, p.state)),
-                Actor::Admin(a) => lines.push(format!(
-                    "p{i} {} {:?} topic created: {} (last error {:?})",
-                    p.name,
-                    p.state,
-                    a.done(),
-                    a.last_error()
-                )),
+                Actor::Admin(a) => {
+                    let mut line = format!(
+                        "p{i} {} {:?} topic created: {} (last error {:?})",
+                        p.name,
+                        p.state,
+                        a.done(),
+                        a.last_error()
+                    );
+                    let creates = a.history().events.len();
+                    if creates > 0 {
+                        let ok = a.history().events.iter().filter(|e| e.is_ok()).count();
+                        line.push_str(&format!(
+                            " creates: {ok} ok of {creates}; talks to {}",
+                            a.current_address()
+                        ));
+                    }
+                    lines.push(line);
+                }
             }
+        }
+        if self.world.monitor.quorum_observed() {
+            let changes: Vec<String> = self
+                .world
+                .monitor
+                .leadership()
+                .iter()
+                .map(|(t, l)| match l {
+                    Some((n, e)) => format!("{} ms: node {n} (epoch {e})", t / 1_000_000),
+                    None => format!("{} ms: none", t / 1_000_000),
+                })
+                .collect();
+            lines.push(format!("quorum leadership: {}", changes.join("; ")));
         }
         lines
     }
@@ -476,7 +898,8 @@ impl Run {
         History::merge(self.world.procs.iter().filter_map(|p| match &p.actor {
             Actor::Producer(x) => Some(x.history().clone()),
             Actor::Consumer(x) => Some(x.history().clone()),
-            Actor::Broker(_) | Actor::Admin(_) => None,
+            Actor::Admin(x) => Some(x.history().clone()),
+            Actor::Broker(_) => None,
         }))
     }
 
@@ -530,6 +953,43 @@ impl Run {
             .any(|e| e.is_ok() && e.invoke_nanos >= heal_nanos && matches!(e.op, Op::Send { .. }));
         if !acked_after_heal && !self.producers.is_empty() && self.scenario.acks() != 0 {
             reasons.push("liveness: no write was acknowledged after the faults healed".into());
+        }
+        let election_ms = self.election_ms();
+        if self.scenario.cluster_spec().is_some() {
+            let healed = self.quorum_heal_nanos / 1_000_000;
+            match election_ms {
+                Some(ms) if ms <= ELECTION_BOUND_MS => {}
+                Some(ms) => reasons.push(format!(
+                    "liveness: a quorum leader took {ms} ms after the last quorum fault healed at {healed} ms (bound {ELECTION_BOUND_MS} ms)"
+                )),
+                None => reasons.push(format!(
+                    "liveness: no quorum leader followed by a majority of voters after the last quorum fault healed at {healed} ms{}",
+                    if self.world.monitor.quorum_observed() {
+                        ""
+                    } else {
+                        " (no node ever showed a quorum view)"
+                    }
+                )),
+            }
+        }
+        let mut creates = SendCounts::default();
+        for (e, _) in history.create_topics() {
+            match e.outcome {
+                Some(workloads::history::Outcome::Ok) => creates.ok += 1,
+                Some(workloads::history::Outcome::Fail { .. }) => creates.fail += 1,
+                Some(workloads::history::Outcome::Unknown { .. }) => creates.unknown += 1,
+                None => creates.in_flight += 1,
+            }
+        }
+        if self.scenario.workload.admin_create_every_ms.is_some() {
+            let created_after_heal = history
+                .create_topics()
+                .any(|(e, _)| e.is_ok() && e.invoke_nanos >= heal_nanos);
+            if !created_after_heal {
+                reasons.push(
+                    "liveness: no CreateTopics issued after the faults healed succeeded".into(),
+                );
+            }
         }
         let found: BTreeSet<String> = anomalies.iter().map(|a| a.kind.clone()).collect();
         let expected: BTreeSet<String> = self.scenario.expect.iter().cloned().collect();
@@ -592,7 +1052,23 @@ impl Run {
             throughput: ok as f64 / ((self.world.now as f64 / 1e9).max(1e-9)),
             produce_latency_ms: percentiles(reports::OpKind::ProduceAck),
             end_to_end_latency_ms: percentiles(reports::OpKind::EndToEnd),
+            struck: self.struck.clone(),
+            quorum_observed: self.world.monitor.quorum_observed(),
+            election_ms,
+            creates,
         }
+    }
+
+    /// Clusters: simulated ms from the heal of the last fault that could
+    /// affect the quorum (or the start) until a leader is followed by a
+    /// majority of voters.
+    pub fn election_ms(&self) -> Option<u64> {
+        self.scenario.cluster_spec()?;
+        let since = self.quorum_heal_nanos;
+        self.world
+            .monitor
+            .leader_since(since)
+            .map(|t| (t - since) / 1_000_000)
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::fault::FaultKind;
+use crate::fault::{FaultKind, Target};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -21,8 +21,13 @@ pub struct Scenario {
     /// and liveness is judged at its end.
     #[serde(default = "defaults::quiet_ms")]
     pub quiet_ms: u64,
+    /// Nodes that serve clients (`broker` role). With 1 and no `[cluster]`,
+    /// the legacy single-node broker (no quorum, no `process.roles`).
     #[serde(default = "defaults::brokers")]
     pub brokers: u32,
+    /// The cluster's shape (see [`ClusterSpec`]); implied by `brokers > 1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterSpec>,
     /// Broker properties, by Kafka name (`log.segment.bytes = 1048576`).
     #[serde(default)]
     pub broker: BTreeMap<String, toml::Value>,
@@ -52,6 +57,66 @@ pub struct Scenario {
     pub allow: Vec<String>,
 }
 
+/// A KRaft cluster: `controllers` voters of the metadata quorum.
+///
+/// Node ids and addresses (`node-{id}:9092`, one address per node serving
+/// clients and the quorum alike):
+/// - `combined = true` (the default): nodes `0..brokers`; the first
+///   `controllers` run `broker,controller` (the voters), the rest `broker`.
+/// - `combined = false`: broker-only nodes `0..brokers`, then controller-only
+///   nodes `brokers..brokers+controllers` (the voters).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSpec {
+    /// Voters of the metadata quorum; default `min(3, brokers)` when combined, 3 when not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controllers: Option<u32>,
+    /// Controllers are also brokers (`process.roles = broker,controller`).
+    #[serde(default = "defaults::yes")]
+    pub combined: bool,
+}
+
+/// The roles of one node (Kafka's `process.roles`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeRoles {
+    pub broker: bool,
+    pub controller: bool,
+}
+
+impl NodeRoles {
+    /// The `process.roles` value.
+    pub fn property(self) -> &'static str {
+        match (self.broker, self.controller) {
+            (true, true) => "broker,controller",
+            (false, true) => "controller",
+            _ => "broker",
+        }
+    }
+}
+
+/// One node of a scenario's cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeSpec {
+    /// `node.id`; the node listens on `node-{id}:9092`.
+    pub id: u32,
+    /// `None`: the legacy single-node broker (no `process.roles`).
+    pub roles: Option<NodeRoles>,
+}
+
+impl NodeSpec {
+    pub fn address(&self) -> String {
+        format!("node-{}:9092", self.id)
+    }
+
+    pub fn is_broker(&self) -> bool {
+        self.roles.is_none_or(|r| r.broker)
+    }
+
+    pub fn is_voter(&self) -> bool {
+        self.roles.is_some_and(|r| r.controller)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TopicSpec {
@@ -59,6 +124,10 @@ pub struct TopicSpec {
     pub name: String,
     #[serde(default = "defaults::partitions")]
     pub partitions: u32,
+    /// Replicas per partition (also the nodes' `default.replication.factor`);
+    /// default `min(3, brokers)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication_factor: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -96,6 +165,12 @@ pub struct WorkloadSpec {
     /// Kafka's retry.backoff.ms.
     #[serde(default = "defaults::retry_backoff_ms")]
     pub retry_backoff_ms: u64,
+    /// The admin workload: create topic `{topic}-a{n}` every this many ms,
+    /// through the run and the quiet period (each create is an
+    /// `Op::CreateTopic` in the history); liveness then demands that a create
+    /// issued after the heal succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_create_every_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -142,6 +217,10 @@ pub struct NemesisSpec {
     /// Fault kinds to draw from; empty = no generated faults.
     #[serde(default)]
     pub kinds: Vec<FaultKind>,
+    /// Targets to draw from (`node:N`, `controller`, `leader:P`, `minority`,
+    /// `majority`, `voters`, `all`, `any`); empty = a random node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<Target>,
     /// Time between two faults, uniform in [min, max] milliseconds.
     #[serde(default = "defaults::fault_interval_ms")]
     pub interval_ms: [u64; 2],
@@ -155,9 +234,12 @@ pub struct NemesisSpec {
 pub struct ScheduledFault {
     pub at_ms: u64,
     pub fault: FaultKind,
-    /// The broker it strikes (default 0).
+    /// The node it strikes (default 0), unless `target` is given.
     #[serde(default)]
     pub node: u32,
+    /// Whom it strikes, resolved at strike time (see [`Target`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Target>,
     /// When it heals; default: the nemesis' duration range midpoint.
     #[serde(default)]
     pub duration_ms: Option<u64>,
@@ -167,6 +249,7 @@ impl Default for NemesisSpec {
     fn default() -> Self {
         NemesisSpec {
             kinds: Vec::new(),
+            targets: Vec::new(),
             interval_ms: defaults::fault_interval_ms(),
             duration_ms: defaults::fault_duration_ms(),
         }
@@ -178,6 +261,7 @@ impl Default for TopicSpec {
         TopicSpec {
             name: defaults::topic(),
             partitions: defaults::partitions(),
+            replication_factor: None,
         }
     }
 }
@@ -197,6 +281,7 @@ impl Default for WorkloadSpec {
             linger_ms: 0,
             retries: 0,
             retry_backoff_ms: defaults::retry_backoff_ms(),
+            admin_create_every_ms: None,
         }
     }
 }
@@ -312,11 +397,30 @@ impl Scenario {
 
     fn validate(&self) -> Result<(), ScenarioError> {
         let bad = |m: String| Err(ScenarioError(m));
-        if self.brokers != 1 {
+        if self.brokers == 0 {
+            return bad("brokers must be at least 1".into());
+        }
+        if let Some(cluster) = self.cluster_spec() {
+            let controllers = self.controller_count();
+            if controllers == 0 {
+                return bad("cluster.controllers must be at least 1".into());
+            }
+            if cluster.combined && controllers > self.brokers {
+                return bad(format!(
+                    "cluster.controllers = {controllers}: a combined cluster has only {} nodes",
+                    self.brokers
+                ));
+            }
+        }
+        let rf = self.replication_factor();
+        if rf == 0 || rf > self.brokers {
             return bad(format!(
-                "brokers = {}: only single-broker clusters exist so far",
+                "topic.replication_factor = {rf}: expected 1..={} (the brokers)",
                 self.brokers
             ));
+        }
+        if self.workload.admin_create_every_ms == Some(0) {
+            return bad("workload.admin_create_every_ms must be above 0".into());
         }
         if !matches!(self.workload.acks.as_str(), "all" | "-1" | "1" | "0") {
             return bad(format!(
@@ -347,9 +451,24 @@ impl Scenario {
         if self.workload.rate <= 0.0 {
             return bad("workload.rate must be above 0".into());
         }
-        for fault in &self.schedule {
-            if fault.node >= self.brokers {
-                return bad(format!("schedule: node {} does not exist", fault.node));
+        let nodes = self.node_count();
+        let targets = self
+            .schedule
+            .iter()
+            .map(|f| f.target.unwrap_or(Target::Node(f.node)))
+            .chain(self.nemesis.targets.iter().copied());
+        for target in targets {
+            match target {
+                Target::Node(n) if n >= nodes => {
+                    return bad(format!("target node:{n}: node {n} does not exist"))
+                }
+                Target::Leader(p) if p >= self.topic.partitions => {
+                    return bad(format!(
+                        "target leader:{p}: the topic has {} partitions",
+                        self.topic.partitions
+                    ))
+                }
+                _ => {}
             }
         }
         Ok(())
@@ -361,6 +480,137 @@ impl Scenario {
             "1" => 1,
             _ => -1,
         }
+    }
+
+    /// The cluster's shape: `Some` for a KRaft cluster (a `[cluster]` table, or
+    /// more than one broker), `None` for the legacy single-node broker.
+    pub fn cluster_spec(&self) -> Option<ClusterSpec> {
+        match &self.cluster {
+            Some(c) => Some(c.clone()),
+            None if self.brokers > 1 => Some(ClusterSpec {
+                controllers: None,
+                combined: true,
+            }),
+            None => None,
+        }
+    }
+
+    /// Voters of the metadata quorum (0 for the legacy broker).
+    pub fn controller_count(&self) -> u32 {
+        match self.cluster_spec() {
+            None => 0,
+            Some(c) => c
+                .controllers
+                .unwrap_or(if c.combined { self.brokers.min(3) } else { 3 }),
+        }
+    }
+
+    /// Every node, by id (see [`ClusterSpec`] for the numbering).
+    pub fn nodes(&self) -> Vec<NodeSpec> {
+        let Some(cluster) = self.cluster_spec() else {
+            return (0..self.brokers)
+                .map(|id| NodeSpec { id, roles: None })
+                .collect();
+        };
+        let controllers = self.controller_count();
+        if cluster.combined {
+            (0..self.brokers)
+                .map(|id| NodeSpec {
+                    id,
+                    roles: Some(NodeRoles {
+                        broker: true,
+                        controller: id < controllers,
+                    }),
+                })
+                .collect()
+        } else {
+            (0..self.brokers + controllers)
+                .map(|id| NodeSpec {
+                    id,
+                    roles: Some(NodeRoles {
+                        broker: id < self.brokers,
+                        controller: id >= self.brokers,
+                    }),
+                })
+                .collect()
+        }
+    }
+
+    pub fn node_count(&self) -> u32 {
+        match self.cluster_spec() {
+            Some(c) if !c.combined => self.brokers + self.controller_count(),
+            _ => self.brokers,
+        }
+    }
+
+    /// Node ids of the quorum's voters.
+    pub fn voters(&self) -> Vec<u32> {
+        self.nodes()
+            .iter()
+            .filter(|n| n.is_voter())
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// What clients bootstrap from: every broker-role node, comma-separated.
+    pub fn bootstrap(&self) -> String {
+        self.nodes()
+            .iter()
+            .filter(|n| n.is_broker())
+            .map(|n| n.address())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Replicas per partition of the workload's topics.
+    pub fn replication_factor(&self) -> u32 {
+        self.topic.replication_factor.unwrap_or(self.brokers.min(3))
+    }
+
+    /// Node `id`'s properties: the cluster's generated ones (roles, id,
+    /// voters, listeners, replication), then the scenario's `[broker]` table
+    /// over them. The legacy broker gets the `[broker]` table alone.
+    /// `knows(key)` says whether the broker accepts a generated key that is
+    /// not essential (`min.insync.replicas`); unknown ones are left out.
+    pub fn node_properties(&self, id: u32, knows: impl Fn(&str) -> bool) -> String {
+        let mut props: BTreeMap<String, String> = BTreeMap::new();
+        let node = self.nodes().into_iter().find(|n| n.id == id);
+        if let Some(NodeSpec {
+            roles: Some(roles), ..
+        }) = node
+        {
+            let address = format!("node-{id}:9092");
+            let voters: Vec<String> = self
+                .voters()
+                .iter()
+                .map(|v| format!("{v}@node-{v}:9092"))
+                .collect();
+            let rf = self.replication_factor();
+            props.insert("process.roles".into(), roles.property().into());
+            props.insert("node.id".into(), id.to_string());
+            props.insert("controller.quorum.voters".into(), voters.join(","));
+            props.insert("listeners".into(), format!("PLAINTEXT://{address}"));
+            props.insert("controller.listener.names".into(), "PLAINTEXT".into());
+            if roles.broker {
+                props.insert(
+                    "advertised.listeners".into(),
+                    format!("PLAINTEXT://{address}"),
+                );
+            }
+            props.insert("default.replication.factor".into(), rf.to_string());
+            if knows("min.insync.replicas") {
+                let min_isr = if rf >= 3 { 2 } else { 1 };
+                props.insert("min.insync.replicas".into(), min_isr.to_string());
+            }
+        }
+        for (k, v) in &self.broker {
+            let value = match v {
+                toml::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            props.insert(k.clone(), value);
+        }
+        props.iter().map(|(k, v)| format!("{k}={v}\n")).collect()
     }
 
     /// The broker properties as `server.properties` text.

@@ -67,6 +67,10 @@ fn failed_to_start(scenario: &Scenario, seed: u64, error: String) -> RunResult {
         throughput: 0.0,
         produce_latency_ms: Default::default(),
         end_to_end_latency_ms: Default::default(),
+        struck: vec![],
+        quorum_observed: false,
+        election_ms: None,
+        creates: Default::default(),
     }
 }
 

@@ -151,8 +151,20 @@ impl World {
         }
     }
 
-    /// Add a broker machine; it starts at once.
+    /// Add a broker machine (process `broker-{node_index}`); it starts at once.
     pub fn add_broker(&mut self, node_index: u32, config: BrokerConfig, disk: SimDisk) -> ProcId {
+        self.add_node(node_index, format!("broker-{node_index}"), config, disk)
+    }
+
+    /// Add a node machine listening on `node-{node_index}:9092` under the
+    /// process name `name`; it starts at once.
+    pub fn add_node(
+        &mut self,
+        node_index: u32,
+        name: String,
+        config: BrokerConfig,
+        disk: SimDisk,
+    ) -> ProcId {
         let address = format!("node-{node_index}:9092");
         let host = BrokerHost {
             node_index,
@@ -164,11 +176,7 @@ impl World {
             restarts: 0,
             next_accepted: FIRST_ACCEPTED_CONN,
         };
-        let proc = self.add_process(
-            format!("broker-{node_index}"),
-            Actor::Broker(Box::new(host)),
-            Some(address),
-        );
+        let proc = self.add_process(name, Actor::Broker(Box::new(host)), Some(address));
         self.boot(proc);
         proc
     }
@@ -363,7 +371,8 @@ impl World {
             Actor::Broker(host) => {
                 if let Some(node) = &mut host.node {
                     node.step(now, input, &mut out);
-                    self.monitor.observe(self.now, host.node_index, node);
+                    self.monitor
+                        .observe(self.now, host.node_index, incarnation, node);
                 }
             }
             Actor::Producer(producer) => producer.step(now, input, &mut out),
@@ -424,6 +433,8 @@ impl World {
                 p.timers.clear();
                 if let Actor::Broker(host) = &mut p.actor {
                     host.node = None;
+                    let index = host.node_index;
+                    self.monitor.node_down(self.now, index);
                 }
             }
         }
@@ -652,6 +663,7 @@ impl World {
             if power_loss {
                 host.disk.crash(&mut self.disk_rng);
             }
+            self.monitor.node_down(self.now, host.node_index);
         }
         // The peers see their connections reset.
         for id in self.net.of_proc(proc) {

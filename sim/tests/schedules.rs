@@ -47,6 +47,7 @@ fn fault() -> impl Strategy<Value = ScheduledFault> {
             at_ms,
             fault,
             node: 0,
+            target: None,
             duration_ms: Some(duration),
         },
     )

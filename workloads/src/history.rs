@@ -53,6 +53,16 @@ pub enum Op {
     /// The consumer (re)positioned: partition -> next offset it will read.
     /// Breaks the monotonicity expected between the polls around it.
     Seek { positions: BTreeMap<i32, i64> },
+    /// An admin's CreateTopics of one topic `name` (the admin workload). The
+    /// data checkers ignore it; the run's liveness judgement reads it.
+    CreateTopic { name: String },
+}
+
+impl Op {
+    /// An admin operation (not a data operation the checkers judge).
+    pub fn is_admin(&self) -> bool {
+        matches!(self, Op::CreateTopic { .. })
+    }
 }
 
 /// One operation with its timing and outcome.
@@ -133,7 +143,99 @@ impl History {
         counts
     }
 
+    /// Every CreateTopics the admin workload issued: (invoke time, name, outcome).
+    pub fn create_topics(&self) -> impl Iterator<Item = (&Event, &str)> {
+        self.events.iter().filter_map(|e| match &e.op {
+            Op::CreateTopic { name } => Some((e, name.as_str())),
+            _ => None,
+        })
+    }
+
+    /// The same history without admin operations (what the data checkers judge).
+    pub fn without_admin(&self) -> History {
+        History {
+            events: self
+                .events
+                .iter()
+                .filter(|e| !e.op.is_admin())
+                .cloned()
+                .collect(),
+        }
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create(process: u32, at: u64, name: &str, outcome: Option<Outcome>) -> Event {
+        Event {
+            process,
+            invoke_nanos: at,
+            complete_nanos: outcome.as_ref().map(|_| at + 1),
+            outcome,
+            op: Op::CreateTopic { name: name.into() },
+        }
+    }
+
+    #[test]
+    fn admin_operations_are_kept_apart_and_the_checkers_ignore_them() {
+        let send = Event {
+            process: 0,
+            invoke_nanos: 5,
+            complete_nanos: Some(6),
+            outcome: Some(Outcome::Ok),
+            op: Op::Send {
+                writes: vec![Write {
+                    partition: 0,
+                    value: "v0".into(),
+                    offset: Some(0),
+                }],
+            },
+        };
+        let poll = Event {
+            process: 1,
+            invoke_nanos: 7,
+            complete_nanos: Some(8),
+            outcome: Some(Outcome::Ok),
+            op: Op::Poll {
+                reads: BTreeMap::from([(
+                    0,
+                    vec![Read {
+                        offset: 0,
+                        value: "v0".into(),
+                    }],
+                )]),
+            },
+        };
+        let admin = History {
+            events: vec![
+                create(2, 1, "t-a0", Some(Outcome::Ok)),
+                create(
+                    2,
+                    9,
+                    "t-a1",
+                    Some(Outcome::Unknown {
+                        reason: "timeout".into(),
+                    }),
+                ),
+                create(2, 10, "t-a2", None),
+            ],
+        };
+        let data = History {
+            events: vec![send, poll],
+        };
+        let merged = History::merge([data.clone(), admin]);
+        assert_eq!(merged.events.len(), 5);
+        assert_eq!(merged.create_topics().count(), 3);
+        assert_eq!(merged.without_admin(), data);
+        assert_eq!(merged.send_counts(), (1, 0, 0, 0));
+        assert!(crate::checkers::check(&merged).is_empty());
+        // The op is written as `"f": "create-topic"`.
+        assert!(merged.to_json().contains("\"f\":\"create-topic\""));
     }
 }

@@ -180,7 +180,7 @@ impl<'a> VersionOrder<'a> {
                         }
                     }
                 }
-                Op::Seek { .. } => {}
+                Op::Seek { .. } | Op::CreateTopic { .. } => {}
             }
         }
         seen.sort_unstable();
