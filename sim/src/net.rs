@@ -46,8 +46,10 @@ pub struct Connection {
 
 impl Connection {
     /// (direction index, destination end) for bytes sent by `proc`.
-    pub fn route(&self, proc: ProcId) -> (usize, End) {
-        if proc == self.client.proc {
+    /// The direction and destination of bytes sent from the end (`proc`,
+    /// `conn`). Both are needed: a node may connect to itself.
+    pub fn route(&self, proc: ProcId, conn: ConnId) -> (usize, End) {
+        if proc == self.client.proc && conn == self.client.conn {
             (0, self.server)
         } else {
             (1, self.client)

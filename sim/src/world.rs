@@ -536,7 +536,7 @@ impl World {
         let reset_after = self.net.spec.reset_after_ms * 1_000_000;
         let now = self.now;
         let c = self.net.conns.get_mut(&id).expect("found");
-        let (dir, to) = c.route(proc);
+        let (dir, to) = c.route(proc, conn);
         let blocked = self.net.links.is_blocked(proc, to.proc);
         // Bytes queue behind a fault, and behind bytes already held.
         let held = self.net.links.is_held(proc, to.proc) || !c.dirs[dir].held.is_empty();
@@ -574,7 +574,7 @@ impl World {
         };
         let latency = self.net.latency(&mut self.net_rng);
         let c = &self.net.conns[&id];
-        let (dir, to) = c.route(proc);
+        let (dir, to) = c.route(proc, conn);
         let at = if self.net.links.is_held(proc, to.proc) {
             // The FIN waits behind the fault too; the peer's TCP gives up first.
             self.now + self.net.spec.reset_after_ms * 1_000_000
