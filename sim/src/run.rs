@@ -336,6 +336,26 @@ impl Run {
                 );
                 self.world.crash(broker, false);
                 self.world.restart(broker);
+                continue;
+            }
+            // A node that stopped itself (Kafka exits on a metadata log
+            // failure) is restarted by its supervisor, as systemd would,
+            // once no fault keeps it down.
+            let held_down = self.active.iter().any(|&f| {
+                matches!(
+                    self.faults[f].kind,
+                    FaultKind::Crash | FaultKind::Kill | FaultKind::Wipe
+                ) && self.struck[f].contains(&(index as u32))
+            });
+            let down = self.world.procs[broker as usize].state == crate::world::ProcState::Down;
+            if down && !held_down && !disk_faulty {
+                let now = self.world.now;
+                self.world.trace.world(
+                    now,
+                    broker,
+                    "supervisor restarts the node (it stopped itself)".into(),
+                );
+                self.world.restart(broker);
             }
         }
         let next = self.world.now + OPERATOR_INTERVAL_MS * 1_000_000;

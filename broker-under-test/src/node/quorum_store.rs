@@ -166,6 +166,20 @@ impl QuorumStore {
         data: Bytes,
         done: Purpose,
     ) {
+        let sync = self.sync;
+        self.replace_with(io, tmp, path, data, done, sync);
+    }
+
+    /// As [`Self::replace_atomically`], syncing or not whatever the mode.
+    fn replace_with(
+        &mut self,
+        io: &mut DiskIo,
+        tmp: &str,
+        path: &str,
+        data: Bytes,
+        done: Purpose,
+        sync: bool,
+    ) {
         self.submit(io, DiskOp::Create { path: tmp.into() }, Purpose::Step);
         let write = DiskOp::Write {
             path: tmp.into(),
@@ -173,14 +187,14 @@ impl QuorumStore {
             data,
         };
         self.submit(io, write, Purpose::Step);
-        if self.sync {
+        if sync {
             self.submit(io, DiskOp::SyncFile { path: tmp.into() }, Purpose::Step);
         }
         let rename = DiskOp::Rename {
             from: tmp.into(),
             to: path.into(),
         };
-        if !self.sync {
+        if !sync {
             self.submit(io, rename, done);
             return;
         }
@@ -219,7 +233,9 @@ impl QuorumStore {
                     self.step = Step::WriteMeta;
                     let text = Bytes::from(self.meta_text());
                     self.submit(io, DiskOp::CreateDir { path: DIR.into() }, Purpose::Step);
-                    self.replace_atomically(io, META_TMP, META, text, Purpose::Listing);
+                    // Kafka's format step: durable in every mode (a torn
+                    // meta.properties would keep the node from starting).
+                    self.replace_with(io, META_TMP, META, text, Purpose::Listing, true);
                 }
                 other => self.fail(events, format!("reading {META}: {other:?}")),
             },
