@@ -7,3 +7,5 @@ pub mod consumer;
 pub mod history;
 pub mod producer;
 pub mod session;
+#[cfg(test)]
+mod testwire;
