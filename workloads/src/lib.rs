@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod checkers;
+pub mod cluster;
 pub mod consumer;
 pub mod history;
 pub mod producer;
