@@ -170,13 +170,6 @@ impl Session {
         self.in_flight.len()
     }
 
-    /// The address the session is (or was last) connected or connecting to.
-    pub fn addr(&self) -> &str {
-        let n = self.addrs.len().max(1);
-        let i = (self.next_addr + n - 1) % n;
-        self.addrs.get(i).map(String::as_str).unwrap_or("")
-    }
-
     /// The connection id in use (meaningful once `connect` was called).
     pub fn conn(&self) -> ConnId {
         self.conn
