@@ -2,35 +2,55 @@
 //! long-polls every partition from offset 0 and records each record it reads.
 //! It keeps reading for the whole run, so at the end it has seen everything
 //! the broker exposes (the final read of a lost-write check).
+//!
+//! Each partition is read from its leader: one Fetch per broker for the
+//! partitions it leads, carrying the leader epochs the consumer knows
+//! (KIP-320). An answer that the leader moved or the epoch is stale, or a
+//! lost connection, makes it refresh metadata and go on from the same
+//! position at the new leader.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use broker::seam::{ConnId, Input, Now, Output, TimerId};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::{
     ApiKey, BrokerId, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
-    MetadataRequest, MetadataResponse, TopicName,
+    TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::RecordBatchDecoder;
 
+use crate::cluster::{Cluster, ClusterEvent, SessionId};
 use crate::history::{Event, History, Op, Outcome, Read};
 use crate::producer::decode_value;
-use crate::session::{decode_body, Session, SessionEvent, SESSION_TIMER_LIMIT};
+use crate::session::{decode_body, SESSION_TIMER_LIMIT};
 
+// SESSION_TIMER_LIMIT itself is the cluster's metadata timer.
 const RETRY_TIMER: TimerId = SESSION_TIMER_LIMIT + 1;
 const START_TIMER: TimerId = SESSION_TIMER_LIMIT + 2;
-const METADATA_TAG: u64 = 1;
-const FETCH_TAG: u64 = 2;
-const LIST_OFFSETS_TAG: u64 = 3;
+/// Backoff after a failed request to a broker, and between metadata
+/// refreshes that left a partition without a leader.
+const BACKOFF_MS: u64 = 100;
 
 /// Kafka's OFFSET_OUT_OF_RANGE.
 const OFFSET_OUT_OF_RANGE: i16 = 1;
+/// Errors that say this broker does not (or cannot) lead the partition now,
+/// or that our leader epoch is not its: forget the leader and refresh
+/// metadata, then go on from the same position.
+const LEADER_GONE: &[i16] = &[
+    3,  // UNKNOWN_TOPIC_OR_PARTITION
+    5,  // LEADER_NOT_AVAILABLE
+    6,  // NOT_LEADER_OR_FOLLOWER
+    56, // KAFKA_STORAGE_ERROR
+    74, // FENCED_LEADER_EPOCH
+    75, // UNKNOWN_LEADER_EPOCH
+];
 
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
     pub process: u32,
+    /// One `host:port`, or a comma-separated list of them.
     pub bootstrap: String,
     pub topic: String,
     pub max_wait_ms: i32,
@@ -39,9 +59,26 @@ pub struct ConsumerConfig {
     pub start_at_nanos: u64,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A fetch, sent at `invoked`.
+    Fetch {
+        invoked: u64,
+    },
+    ListOffsets,
+}
+
+/// A fetch or list-offsets request in flight.
+#[derive(Debug, Clone)]
+struct Request {
+    session: SessionId,
+    kind: Kind,
+    partitions: Vec<i32>,
+}
+
 pub struct Consumer {
     config: ConsumerConfig,
-    session: Session,
+    cluster: Cluster,
     /// partition -> next offset to read.
     positions: BTreeMap<i32, i64>,
     /// partition -> the high watermark last reported.
@@ -49,31 +86,46 @@ pub struct Consumer {
     history: History,
     /// Partitions whose position must be reset to the log start.
     resets: Vec<i32>,
-    /// When the fetch in flight was sent.
-    poll_invoked: u64,
+    /// Fetch and list-offsets requests in flight, by tag: at most one per
+    /// broker, and a partition in at most one.
+    requests: BTreeMap<u64, Request>,
+    /// Brokers not to ask again before this time (after a failed request).
+    backoff: BTreeMap<SessionId, u64>,
+    next_tag: u64,
 }
 
 impl Consumer {
+    /// `conn_base`: the first of the 1_000_000 connection ids this client
+    /// may use (see `cluster::CONN_SPAN`).
     pub fn new(config: ConsumerConfig, conn_base: ConnId) -> Consumer {
-        let session = Session::new(
+        let cluster = Cluster::new(
             &config.bootstrap,
             &format!("consumer-{}", config.process),
             conn_base,
             config.request_timeout_ms,
+            &config.topic,
+            BACKOFF_MS,
         );
         Consumer {
             config,
-            session,
+            cluster,
             positions: BTreeMap::new(),
             high_watermarks: BTreeMap::new(),
             history: History::default(),
             resets: Vec::new(),
-            poll_invoked: 0,
+            requests: BTreeMap::new(),
+            backoff: BTreeMap::new(),
+            next_tag: 0,
         }
     }
 
     pub fn history(&self) -> &History {
         &self.history
+    }
+
+    /// What the consumer knows of the cluster.
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
     }
 
     /// partition -> (position, last known high watermark).
@@ -99,7 +151,7 @@ impl Consumer {
                 return;
             }
             Input::Start | Input::TimerFired { id: START_TIMER } => {
-                self.session.connect(out);
+                self.cluster.start(now, out);
                 return;
             }
             Input::TimerFired { id: RETRY_TIMER } => {
@@ -108,125 +160,212 @@ impl Consumer {
             }
             _ => {}
         }
-        for event in self.session.handle(now, &input, out) {
+        for event in self.cluster.handle(now, &input, out) {
             match event {
-                SessionEvent::Connected => self.next_request(now, out),
-                SessionEvent::Response {
-                    tag, version, body, ..
-                } => {
-                    let ok = match tag {
-                        METADATA_TAG => self.on_metadata(decode_body(&body, version)),
-                        FETCH_TAG => self.on_fetch(now, decode_body(&body, version)),
-                        LIST_OFFSETS_TAG => self.on_list_offsets(now, decode_body(&body, version)),
-                        _ => false,
-                    };
-                    if ok {
-                        self.next_request(now, out);
-                    } else {
-                        self.retry_later(now, out);
+                ClusterEvent::Connected { .. } => {}
+                ClusterEvent::Metadata { .. } => {
+                    for p in 0..self.cluster.partition_count().unwrap_or(0) {
+                        self.positions.entry(p).or_insert(0);
                     }
                 }
-                SessionEvent::Lost { .. } => {}
+                ClusterEvent::Response {
+                    session,
+                    tag,
+                    version,
+                    body,
+                    ..
+                } => {
+                    let Some(request) = self.requests.remove(&tag) else {
+                        continue;
+                    };
+                    let ok = match request.kind {
+                        Kind::Fetch { invoked } => {
+                            self.on_fetch(now, invoked, decode_body(&body, version), out)
+                        }
+                        Kind::ListOffsets => {
+                            self.on_list_offsets(now, decode_body(&body, version), out)
+                        }
+                    };
+                    if !ok {
+                        self.backoff.insert(session, now.after_millis(BACKOFF_MS));
+                    }
+                }
+                ClusterEvent::Lost { in_flight, .. } => {
+                    // Nothing was read; the cluster is learning the leaders again.
+                    for tag in in_flight {
+                        self.requests.remove(&tag);
+                    }
+                }
             }
         }
+        self.next_request(now, out);
     }
 
     fn topic(&self) -> TopicName {
         TopicName(StrBytes::from_string(self.config.topic.clone()))
     }
 
-    fn retry_later(&mut self, now: Now, out: &mut Vec<Output>) {
-        out.push(Output::SetTimer {
-            id: RETRY_TIMER,
-            at_nanos: now.after_millis(100),
-        });
-    }
-
+    /// Ask every leader that is free for what we need of it: the log start
+    /// of partitions to reset, else records of the partitions it leads.
     fn next_request(&mut self, now: Now, out: &mut Vec<Output>) {
-        if !self.session.is_ready() || self.session.in_flight() > 0 {
-            return;
+        let busy_sessions: BTreeSet<SessionId> =
+            self.requests.values().map(|r| r.session).collect();
+        let busy_partitions: BTreeSet<i32> = self
+            .requests
+            .values()
+            .flat_map(|r| r.partitions.iter().copied())
+            .collect();
+        // session -> (partitions to reset, partitions to fetch)
+        let mut work: BTreeMap<SessionId, (Vec<i32>, Vec<i32>)> = BTreeMap::new();
+        let partitions: Vec<i32> = self.positions.keys().copied().collect();
+        for p in partitions {
+            if busy_partitions.contains(&p) {
+                continue;
+            }
+            // Without a known leader, the partition waits for the metadata
+            // refresh the cluster keeps making.
+            let Some(session) = self.cluster.leader_session(p, out) else {
+                continue;
+            };
+            let entry = work.entry(session).or_default();
+            if self.resets.contains(&p) {
+                entry.0.push(p);
+            } else {
+                entry.1.push(p);
+            }
         }
-        if self.positions.is_empty() {
-            let request = MetadataRequest::default()
-                .with_allow_auto_topic_creation(true)
-                .with_topics(Some(vec![
-                    kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
-                        .with_name(Some(self.topic())),
-                ]));
-            self.session
-                .send(now, ApiKey::Metadata, 9, &request, Some(METADATA_TAG), out);
-        } else if !self.resets.is_empty() {
-            let partitions = self
-                .resets
-                .iter()
-                .map(|p| {
-                    ListOffsetsPartition::default()
-                        .with_partition_index(*p)
-                        .with_timestamp(-2)
-                })
-                .collect();
-            let request = ListOffsetsRequest::default()
-                .with_replica_id(BrokerId(-1))
-                .with_topics(vec![ListOffsetsTopic::default()
-                    .with_name(self.topic())
-                    .with_partitions(partitions)]);
-            self.session.send(
-                now,
-                ApiKey::ListOffsets,
-                5,
-                &request,
-                Some(LIST_OFFSETS_TAG),
-                out,
+        let mut wake: Option<u64> = None;
+        for (session, (resets, fetches)) in work {
+            if busy_sessions.contains(&session) || !self.cluster.session(session).is_ready() {
+                continue;
+            }
+            if let Some(until) = self.backoff.get(&session).copied() {
+                if until > now.mono_nanos {
+                    wake = Some(wake.map_or(until, |w| w.min(until)));
+                    continue;
+                }
+                self.backoff.remove(&session);
+            }
+            if !resets.is_empty() {
+                self.list_offsets(now, session, resets, out);
+            } else if !fetches.is_empty() {
+                self.fetch(now, session, fetches, out);
+            }
+        }
+        if let Some(at) = wake {
+            out.push(Output::SetTimer {
+                id: RETRY_TIMER,
+                at_nanos: at,
+            });
+        }
+    }
+
+    fn list_offsets(
+        &mut self,
+        now: Now,
+        session: SessionId,
+        partitions: Vec<i32>,
+        out: &mut Vec<Output>,
+    ) {
+        let request = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![ListOffsetsTopic::default()
+                .with_name(self.topic())
+                .with_partitions(
+                    partitions
+                        .iter()
+                        .map(|p| {
+                            ListOffsetsPartition::default()
+                                .with_partition_index(*p)
+                                .with_current_leader_epoch(self.cluster.leader_epoch(*p))
+                                .with_timestamp(-2)
+                        })
+                        .collect(),
+                )]);
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        if self.cluster.send(
+            now,
+            session,
+            ApiKey::ListOffsets,
+            5,
+            &request,
+            Some(tag),
+            out,
+        ) {
+            self.requests.insert(
+                tag,
+                Request {
+                    session,
+                    kind: Kind::ListOffsets,
+                    partitions,
+                },
             );
-        } else {
-            let partitions = self
-                .positions
-                .iter()
-                .map(|(p, offset)| {
-                    FetchPartition::default()
-                        .with_partition(*p)
-                        .with_fetch_offset(*offset)
-                        .with_partition_max_bytes(1024 * 1024)
-                })
-                .collect();
-            let request = FetchRequest::default()
-                .with_replica_id(BrokerId(-1))
-                .with_max_wait_ms(self.config.max_wait_ms)
-                .with_min_bytes(1)
-                .with_max_bytes(4 * 1024 * 1024)
-                .with_session_epoch(-1)
-                .with_topics(vec![FetchTopic::default()
-                    .with_topic(self.topic())
-                    .with_partitions(partitions)]);
-            self.poll_invoked = now.mono_nanos;
-            self.session
-                .send(now, ApiKey::Fetch, 11, &request, Some(FETCH_TAG), out);
         }
     }
 
-    fn on_metadata(&mut self, response: Option<MetadataResponse>) -> bool {
-        let Some(topic) = response.and_then(|r| r.topics.into_iter().next()) else {
-            return false;
-        };
-        if topic.error_code != 0 || topic.partitions.is_empty() {
-            return false;
+    fn fetch(&mut self, now: Now, session: SessionId, partitions: Vec<i32>, out: &mut Vec<Output>) {
+        let request = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(self.config.max_wait_ms)
+            .with_min_bytes(1)
+            .with_max_bytes(4 * 1024 * 1024)
+            .with_session_epoch(-1)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(self.topic())
+                .with_partitions(
+                    partitions
+                        .iter()
+                        .map(|p| {
+                            FetchPartition::default()
+                                .with_partition(*p)
+                                .with_current_leader_epoch(self.cluster.leader_epoch(*p))
+                                .with_fetch_offset(self.positions.get(p).copied().unwrap_or(0))
+                                .with_partition_max_bytes(1024 * 1024)
+                        })
+                        .collect(),
+                )]);
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        if self
+            .cluster
+            .send(now, session, ApiKey::Fetch, 11, &request, Some(tag), out)
+        {
+            self.requests.insert(
+                tag,
+                Request {
+                    session,
+                    kind: Kind::Fetch {
+                        invoked: now.mono_nanos,
+                    },
+                    partitions,
+                },
+            );
         }
-        for p in topic.partitions {
-            self.positions.entry(p.partition_index).or_insert(0);
-        }
-        true
     }
 
-    fn on_list_offsets(&mut self, now: Now, response: Option<ListOffsetsResponse>) -> bool {
+    /// Whether every partition of the answer was reset.
+    fn on_list_offsets(
+        &mut self,
+        now: Now,
+        response: Option<ListOffsetsResponse>,
+        out: &mut Vec<Output>,
+    ) -> bool {
         let Some(topic) = response.and_then(|r| r.topics.into_iter().next()) else {
             return false;
         };
         let mut positions = BTreeMap::new();
+        let mut all_ok = true;
         for p in topic.partitions {
             if p.error_code == 0 {
                 self.positions.insert(p.partition_index, p.offset);
                 self.resets.retain(|x| *x != p.partition_index);
                 positions.insert(p.partition_index, p.offset);
+            } else {
+                all_ok = false;
+                if LEADER_GONE.contains(&p.error_code) {
+                    self.cluster.forget_leader(now, p.partition_index, out);
+                }
             }
         }
         if !positions.is_empty() {
@@ -238,10 +377,17 @@ impl Consumer {
                 op: Op::Seek { positions },
             });
         }
-        self.resets.is_empty()
+        all_ok
     }
 
-    fn on_fetch(&mut self, now: Now, response: Option<FetchResponse>) -> bool {
+    /// Whether the fetch (sent at `invoked`) was answered without errors.
+    fn on_fetch(
+        &mut self,
+        now: Now,
+        invoked: u64,
+        response: Option<FetchResponse>,
+        out: &mut Vec<Output>,
+    ) -> bool {
         let Some(response) = response else {
             return false;
         };
@@ -255,6 +401,9 @@ impl Consumer {
                 }
                 if p.error_code != 0 {
                     all_ok = false;
+                    if LEADER_GONE.contains(&p.error_code) {
+                        self.cluster.forget_leader(now, p.partition_index, out);
+                    }
                     continue;
                 }
                 self.high_watermarks
@@ -287,12 +436,216 @@ impl Consumer {
         if !polled.is_empty() {
             self.history.events.push(Event {
                 process: self.config.process,
-                invoke_nanos: self.poll_invoked,
+                invoke_nanos: invoked,
                 complete_nanos: Some(now.mono_nanos),
                 outcome: Some(Outcome::Ok),
                 op: Op::Poll { reads: polled },
             });
         }
         all_ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::CONN_SPAN;
+    use crate::testwire::{at, connects, metadata, requests_of, Sent};
+    use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+    use kafka_protocol::messages::MetadataResponse;
+
+    const BASE: ConnId = 3_000_001;
+
+    fn consumer(bootstrap: &str) -> Consumer {
+        Consumer::new(
+            ConsumerConfig {
+                process: 3,
+                bootstrap: bootstrap.to_string(),
+                topic: "events".to_string(),
+                max_wait_ms: 500,
+                request_timeout_ms: 5_000,
+                start_at_nanos: 0,
+            },
+            BASE,
+        )
+    }
+
+    fn step(c: &mut Consumer, millis: u64, input: Input) -> Vec<Output> {
+        let mut out = Vec::new();
+        c.step(at(millis), input, &mut out);
+        out
+    }
+
+    /// (partition, fetch offset, current leader epoch) of a fetch request.
+    fn fetched(sent: &Sent) -> Vec<(i32, i64, i32)> {
+        let request: FetchRequest = sent.decode();
+        request
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .map(|p| (p.partition, p.fetch_offset, p.current_leader_epoch))
+            .collect()
+    }
+
+    /// A fetch answer: per partition (index, error, values from offset `from`).
+    fn answer(sent: &Sent, parts: &[(i32, i16, i64, &[&str])]) -> Input {
+        sent.answer(&FetchResponse::default().with_responses(
+            vec![FetchableTopicResponse::default()
+                .with_topic(TopicName(StrBytes::from_static_str("events")))
+                .with_partitions(
+                    parts
+                        .iter()
+                        .map(|(p, error, from, values)| {
+                            let values: Vec<String> =
+                                values.iter().map(|v| v.to_string()).collect();
+                            let mut records = crate::producer::encode_records(&values, 10, 0);
+                            if !values.is_empty() {
+                                // Rebase the batch at `from`.
+                                let mut b = records.to_vec();
+                                b[0..8].copy_from_slice(&from.to_be_bytes());
+                                records = b.into();
+                            }
+                            PartitionData::default()
+                                .with_partition_index(*p)
+                                .with_error_code(*error)
+                                .with_high_watermark(from + values.len() as i64)
+                                .with_records(Some(if values.is_empty() {
+                                    Default::default()
+                                } else {
+                                    records
+                                }))
+                        })
+                        .collect(),
+                )],
+        ))
+    }
+
+    fn learn(c: &mut Consumer, answer: MetadataResponse) -> Vec<Output> {
+        let out = step(c, 0, Input::Start);
+        assert_eq!(connects(&out)[0].0, BASE);
+        let out = step(c, 1, Input::Connected { conn: BASE });
+        let asked = requests_of(&out, ApiKey::Metadata);
+        assert_eq!(asked.len(), 1);
+        step(c, 2, asked[0].answer(&answer))
+    }
+
+    #[test]
+    fn fetches_are_grouped_by_leader_and_carry_leader_epochs() {
+        let mut c = consumer("node-1:9092");
+        let out = learn(
+            &mut c,
+            metadata(
+                &[(1, "node-1:9092"), (2, "node-2:9092")],
+                "events",
+                &[(0, 1, 3), (1, 2, 4), (2, 1, 5)],
+            ),
+        );
+        let to_node_1 = requests_of(&out, ApiKey::Fetch);
+        assert_eq!(to_node_1.len(), 1);
+        assert_eq!(to_node_1[0].conn, BASE);
+        assert_eq!(fetched(&to_node_1[0]), [(0, 0, 3), (2, 0, 5)]);
+        assert_eq!(
+            connects(&out),
+            [(BASE + CONN_SPAN, "node-2:9092".to_string())]
+        );
+        let out = step(
+            &mut c,
+            3,
+            Input::Connected {
+                conn: BASE + CONN_SPAN,
+            },
+        );
+        let to_node_2 = requests_of(&out, ApiKey::Fetch);
+        assert_eq!(to_node_2.len(), 1);
+        assert_eq!(to_node_2[0].conn, BASE + CONN_SPAN);
+        assert_eq!(fetched(&to_node_2[0]), [(1, 0, 4)]);
+    }
+
+    #[test]
+    fn a_fenced_epoch_refreshes_metadata_and_goes_on_at_the_new_leader() {
+        let mut c = consumer("node-1:9092");
+        let out = learn(
+            &mut c,
+            metadata(
+                &[(1, "node-1:9092"), (2, "node-2:9092")],
+                "events",
+                &[(0, 1, 3), (1, 2, 4)],
+            ),
+        );
+        let to_node_1 = requests_of(&out, ApiKey::Fetch).remove(0);
+        let node_2 = BASE + CONN_SPAN;
+        let out = step(&mut c, 3, Input::Connected { conn: node_2 });
+        let to_node_2 = requests_of(&out, ApiKey::Fetch).remove(0);
+        // Node 2 serves two records of partition 1; the next fetch follows.
+        let out = step(&mut c, 4, answer(&to_node_2, &[(1, 0, 0, &["0-1", "0-3"])]));
+        let to_node_2 = requests_of(&out, ApiKey::Fetch).remove(0);
+        assert_eq!(fetched(&to_node_2), [(1, 2, 4)]);
+        // Fenced: node 2 is not partition 1's leader in epoch 4 any more.
+        let out = step(&mut c, 5, answer(&to_node_2, &[(1, 74, 2, &[])]));
+        let asked = requests_of(&out, ApiKey::Metadata);
+        assert_eq!(asked.len(), 1, "FENCED_LEADER_EPOCH refreshes metadata");
+        assert_eq!(c.cluster().partition(1).unwrap().leader, None);
+        assert_eq!(c.progress()[&1].0, 2, "the position stays");
+        let out = step(
+            &mut c,
+            6,
+            asked[0].answer(&metadata(
+                &[(1, "node-1:9092"), (2, "node-2:9092")],
+                "events",
+                &[(0, 1, 3), (1, 1, 6)],
+            )),
+        );
+        // Node 1 is busy with partition 0's fetch: partition 1 waits for it.
+        assert!(requests_of(&out, ApiKey::Fetch).is_empty());
+        let out = step(&mut c, 7, answer(&to_node_1, &[(0, 0, 0, &["0-0"])]));
+        let next = requests_of(&out, ApiKey::Fetch);
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].conn, BASE);
+        assert_eq!(fetched(&next[0]), [(0, 1, 3), (1, 2, 6)]);
+        // Every record was recorded once, by partition, as polls.
+        let reads: Vec<(i32, i64)> = c
+            .history()
+            .events
+            .iter()
+            .flat_map(|e| match &e.op {
+                Op::Poll { reads } => reads
+                    .iter()
+                    .flat_map(|(p, rs)| rs.iter().map(|r| (*p, r.offset)))
+                    .collect::<Vec<_>>(),
+                _ => Vec::new(),
+            })
+            .collect();
+        assert_eq!(reads, [(1, 0), (1, 1), (0, 0)]);
+        // Losing node 1's connection forgets its leaders and asks node 2.
+        let out = step(&mut c, 8, Input::Closed { conn: BASE });
+        let asked = requests_of(&out, ApiKey::Metadata);
+        assert_eq!(asked.len(), 1, "a lost connection refreshes metadata");
+        assert_eq!(asked[0].conn, node_2);
+        assert_eq!(c.cluster().partition(0).unwrap().leader, None);
+        assert_eq!(c.cluster().partition(1).unwrap().leader, None);
+    }
+
+    #[test]
+    fn a_single_bootstrap_address_fetches_everything_on_one_connection() {
+        let mut c = consumer("node-0:9092");
+        let out = learn(
+            &mut c,
+            metadata(&[(0, "node-0:9092")], "events", &[(0, 0, 0), (1, 0, 0)]),
+        );
+        assert!(connects(&out).is_empty());
+        let sent = requests_of(&out, ApiKey::Fetch);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].conn, BASE);
+        assert_eq!(fetched(&sent[0]), [(0, 0, 0), (1, 0, 0)]);
+        // OFFSET_OUT_OF_RANGE resets through ListOffsets, as before.
+        let out = step(
+            &mut c,
+            5,
+            answer(&sent[0], &[(0, 1, 0, &[]), (1, 0, 0, &["0-1"])]),
+        );
+        let list = requests_of(&out, ApiKey::ListOffsets);
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].conn, BASE);
+        assert!(requests_of(&out, ApiKey::Fetch).is_empty());
     }
 }

@@ -3,7 +3,10 @@
 
 pub mod admin;
 pub mod checkers;
+pub mod cluster;
 pub mod consumer;
 pub mod history;
 pub mod producer;
 pub mod session;
+#[cfg(test)]
+mod testwire;
