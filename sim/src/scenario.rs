@@ -124,8 +124,11 @@ pub struct TopicSpec {
     pub name: String,
     #[serde(default = "defaults::partitions")]
     pub partitions: u32,
-    /// Replicas per partition (also the nodes' `default.replication.factor`);
-    /// default `min(3, brokers)`.
+    /// Replicas per partition of the workload's topic; default 1. Partition
+    /// data is not replicated yet (the replication issue), so a second
+    /// replica would be an empty copy that a failover elects: data topics
+    /// stay at one replica until then. The nodes' `default.replication.factor`
+    /// (what the admin workload's topics get) is `min(3, brokers)`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication_factor: Option<u32>,
 }
@@ -564,7 +567,12 @@ impl Scenario {
 
     /// Replicas per partition of the workload's topics.
     pub fn replication_factor(&self) -> u32 {
-        self.topic.replication_factor.unwrap_or(self.brokers.min(3))
+        self.topic.replication_factor.unwrap_or(1)
+    }
+
+    /// The nodes' `default.replication.factor`.
+    pub fn default_replication_factor(&self) -> u32 {
+        self.brokers.clamp(1, 3)
     }
 
     /// Node `id`'s properties: the cluster's generated ones (roles, id,
@@ -597,7 +605,14 @@ impl Scenario {
                     format!("PLAINTEXT://{address}"),
                 );
             }
-            props.insert("default.replication.factor".into(), rf.to_string());
+            props.insert(
+                "default.replication.factor".into(),
+                self.default_replication_factor().to_string(),
+            );
+            // The admin creates the workload's topic with the scenario's
+            // replication factor; a client's Metadata must not create it
+            // first with the default one.
+            props.insert("auto.create.topics.enable".into(), "false".into());
             if knows("min.insync.replicas") {
                 let min_isr = if rf >= 3 { 2 } else { 1 };
                 props.insert("min.insync.replicas".into(), min_isr.to_string());

@@ -290,7 +290,10 @@ impl Admin {
         let n = self.next_n;
         let name = format!("{}-a{n}", self.config.topic);
         let tag = WORKLOAD_TAG_BASE + n;
-        let request = self.request(name.clone(), 1);
+        // The brokers' default.replication.factor: the admin workload
+        // exercises placement over every broker.
+        let mut request = self.request(name.clone(), 1);
+        request.topics[0].replication_factor = -1;
         if !self
             .session
             .send(now, ApiKey::CreateTopics, 5, &request, Some(tag), out)
