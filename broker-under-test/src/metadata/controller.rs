@@ -239,7 +239,10 @@ impl Controller {
             return (Vec::new(), Err(INVALID_REQUEST));
         }
         if let Some(existing) = self.working.broker(req.broker_id) {
+            // As in Kafka, only a live (unfenced) registration holds a
+            // session: a fenced one never blocks its broker's next incarnation.
             if existing.incarnation_id != req.incarnation_id
+                && !existing.fenced
                 && self.session_valid(req.broker_id, now_ms)
             {
                 return (Vec::new(), Err(DUPLICATE_BROKER_REGISTRATION));

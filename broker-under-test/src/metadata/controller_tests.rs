@@ -272,6 +272,24 @@ fn duplicate_registration_is_refused_while_the_session_lives() {
 }
 
 #[test]
+fn a_fenced_registration_does_not_block_the_next_incarnation() {
+    // Found by the simulator (cluster-controller-kill seed 0x0): each new
+    // controller gave every registered broker a fresh session, fenced ones
+    // too, so a killed broker's restarts were refused as duplicates for as
+    // long as controllers kept changing, and it stayed fenced.
+    let mut h = Harness::with_brokers(2, 1);
+    // Broker 9 registers (fenced until caught up) and is then replaced by a
+    // new incarnation at once: allowed, since a fenced registration holds
+    // no session.
+    h.register(100, 9, 1).unwrap();
+    assert!(h.c.working().broker(9).unwrap().fenced);
+    let epoch = h.register(200, 9, 2).unwrap();
+    let b = h.c.working().broker(9).unwrap();
+    assert_eq!((b.epoch, b.incarnation_id), (epoch, incarnation(9, 2)));
+    h.check_replay();
+}
+
+#[test]
 fn same_incarnation_may_re_register() {
     let mut h = Harness::with_brokers(1, 1);
     let old = h.epoch(1);
