@@ -32,6 +32,27 @@ pub enum PeerTag {
     },
 }
 
+impl PeerTag {
+    /// Quorum traffic and broker-to-controller traffic use separate
+    /// connections, as in Kafka: a peer answers one connection's requests
+    /// in order, so a long-polling quorum Fetch must not hold a heartbeat
+    /// or a forwarded request behind it.
+    fn channel(&self) -> Channel {
+        match self {
+            PeerTag::Raft { .. } => Channel::Quorum,
+            _ => Channel::Control,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Channel {
+    Quorum,
+    Control,
+}
+
+type LinkKey = (NodeId, Channel);
+
 #[derive(Debug)]
 pub enum PeerEvent {
     Response {
@@ -73,12 +94,12 @@ const MAX_RESPONSE_BYTES: usize = 100 * 1024 * 1024;
 
 pub struct Peers {
     client_id: String,
-    links: BTreeMap<NodeId, Link>,
-    by_conn: BTreeMap<ConnId, NodeId>,
+    links: BTreeMap<LinkKey, Link>,
+    by_conn: BTreeMap<ConnId, LinkKey>,
     next_conn: ConnId,
     next_correlation: i32,
     /// No reconnect to a peer before this time (mono nanos) after a failure.
-    backoff_until: BTreeMap<NodeId, u64>,
+    backoff_until: BTreeMap<LinkKey, u64>,
     events: VecDeque<PeerEvent>,
 }
 
@@ -103,18 +124,10 @@ impl Peers {
         self.by_conn.contains_key(&conn)
     }
 
-    /// Whether a request to `node` could go out now or after a connect.
-    pub fn in_backoff(&self, node: NodeId, now_nanos: u64) -> bool {
+    fn in_backoff(&self, key: LinkKey, now_nanos: u64) -> bool {
         self.backoff_until
-            .get(&node)
+            .get(&key)
             .is_some_and(|t| *t > now_nanos)
-    }
-
-    /// Requests to `node` not yet answered, with a given tag kind.
-    pub fn pending(&self, node: NodeId, pred: impl Fn(&PeerTag) -> bool) -> usize {
-        self.links
-            .get(&node)
-            .map_or(0, |l| l.in_flight.values().filter(|f| pred(&f.tag)).count())
     }
 
     /// Send `body` to `node` at `addr`. When the connection is in backoff the
@@ -131,12 +144,13 @@ impl Peers {
         tag: PeerTag,
         out: &mut Vec<Output>,
     ) {
+        let key = (node, tag.channel());
         // A peer whose address changed (re-registration) gets a new connection.
-        if self.links.get(&node).is_some_and(|l| l.addr != addr) {
-            self.drop_link(node, out);
+        if self.links.get(&key).is_some_and(|l| l.addr != addr) {
+            self.drop_key(key, out);
         }
-        if !self.links.contains_key(&node) {
-            if self.in_backoff(node, now_nanos) {
+        if !self.links.contains_key(&key) {
+            if self.in_backoff(key, now_nanos) {
                 self.events.push_back(PeerEvent::Failed { node, tag });
                 return;
             }
@@ -146,9 +160,9 @@ impl Peers {
                 conn,
                 addr: addr.to_string(),
             });
-            self.by_conn.insert(conn, node);
+            self.by_conn.insert(conn, key);
             self.links.insert(
-                node,
+                key,
                 Link {
                     conn,
                     addr: addr.to_string(),
@@ -166,7 +180,7 @@ impl Peers {
             self.events.push_back(PeerEvent::Failed { node, tag });
             return;
         };
-        let link = self.links.get_mut(&node).expect("just ensured");
+        let link = self.links.get_mut(&key).expect("just ensured");
         link.in_flight.insert(
             correlation,
             InFlight {
@@ -185,10 +199,10 @@ impl Peers {
     }
 
     pub fn on_connected(&mut self, conn: ConnId, out: &mut Vec<Output>) {
-        let Some(node) = self.by_conn.get(&conn) else {
+        let Some(key) = self.by_conn.get(&conn) else {
             return;
         };
-        let Some(link) = self.links.get_mut(node) else {
+        let Some(link) = self.links.get_mut(key) else {
             return;
         };
         link.state = LinkState::Ready;
@@ -199,29 +213,32 @@ impl Peers {
 
     /// The connection failed, was refused or closed: fail what it carried.
     pub fn on_lost(&mut self, now_nanos: u64, conn: ConnId) {
-        let Some(node) = self.by_conn.remove(&conn) else {
+        let Some(key) = self.by_conn.remove(&conn) else {
             return;
         };
-        if self.links.get(&node).is_some_and(|l| l.conn == conn) {
-            let link = self.links.remove(&node).expect("present");
+        if self.links.get(&key).is_some_and(|l| l.conn == conn) {
+            let link = self.links.remove(&key).expect("present");
             for (_, f) in link.in_flight {
-                self.events
-                    .push_back(PeerEvent::Failed { node, tag: f.tag });
+                self.events.push_back(PeerEvent::Failed {
+                    node: key.0,
+                    tag: f.tag,
+                });
             }
             self.backoff_until
-                .insert(node, now_nanos + RECONNECT_BACKOFF_NANOS);
+                .insert(key, now_nanos + RECONNECT_BACKOFF_NANOS);
         }
     }
 
-    /// Close the link to `node` (e.g. a request to it timed out) and fail
-    /// what is in flight on it.
-    pub fn drop_link(&mut self, node: NodeId, out: &mut Vec<Output>) {
-        if let Some(link) = self.links.remove(&node) {
+    /// Close a link and fail what is in flight on it.
+    fn drop_key(&mut self, key: LinkKey, out: &mut Vec<Output>) {
+        if let Some(link) = self.links.remove(&key) {
             self.by_conn.remove(&link.conn);
             out.push(Output::Close { conn: link.conn });
             for (_, f) in link.in_flight {
-                self.events
-                    .push_back(PeerEvent::Failed { node, tag: f.tag });
+                self.events.push_back(PeerEvent::Failed {
+                    node: key.0,
+                    tag: f.tag,
+                });
             }
         }
     }
@@ -233,31 +250,32 @@ impl Peers {
         bytes: &[u8],
         out: &mut Vec<Output>,
     ) {
-        let Some(&node) = self.by_conn.get(&conn) else {
+        let Some(&key) = self.by_conn.get(&conn) else {
             return;
         };
-        let Some(link) = self.links.get_mut(&node) else {
+        let node = key.0;
+        let Some(link) = self.links.get_mut(&key) else {
             return;
         };
         link.decoder.extend(bytes);
         loop {
-            let Some(link) = self.links.get_mut(&node) else {
+            let Some(link) = self.links.get_mut(&key) else {
                 return;
             };
             match link.decoder.next_frame(MAX_RESPONSE_BYTES) {
                 Ok(Some(mut frame)) => {
                     let Some(correlation) = peek_correlation(&frame) else {
-                        return self.fail_link(now_nanos, node, out);
+                        return self.fail_link(now_nanos, key, out);
                     };
                     let Some(f) = link.in_flight.remove(&correlation) else {
                         // An answer nobody asked for: the peer is confused.
-                        return self.fail_link(now_nanos, node, out);
+                        return self.fail_link(now_nanos, key, out);
                     };
                     let header_version = f.api_key.response_header_version(f.version);
                     if ResponseHeader::decode(&mut frame, header_version).is_err() {
                         self.events
                             .push_back(PeerEvent::Failed { node, tag: f.tag });
-                        return self.fail_link(now_nanos, node, out);
+                        return self.fail_link(now_nanos, key, out);
                     }
                     self.events.push_back(PeerEvent::Response {
                         node,
@@ -268,15 +286,15 @@ impl Peers {
                     });
                 }
                 Ok(None) => return,
-                Err(_) => return self.fail_link(now_nanos, node, out),
+                Err(_) => return self.fail_link(now_nanos, key, out),
             }
         }
     }
 
-    fn fail_link(&mut self, now_nanos: u64, node: NodeId, out: &mut Vec<Output>) {
-        self.drop_link(node, out);
+    fn fail_link(&mut self, now_nanos: u64, key: LinkKey, out: &mut Vec<Output>) {
+        self.drop_key(key, out);
         self.backoff_until
-            .insert(node, now_nanos + RECONNECT_BACKOFF_NANOS);
+            .insert(key, now_nanos + RECONNECT_BACKOFF_NANOS);
     }
 
     pub fn poll_event(&mut self) -> Option<PeerEvent> {
@@ -285,9 +303,9 @@ impl Peers {
 
     /// Close every link (orderly shutdown).
     pub fn close_all(&mut self, out: &mut Vec<Output>) {
-        let nodes: Vec<NodeId> = self.links.keys().copied().collect();
-        for node in nodes {
-            self.drop_link(node, out);
+        let keys: Vec<LinkKey> = self.links.keys().copied().collect();
+        for key in keys {
+            self.drop_key(key, out);
         }
         self.events.clear();
     }
