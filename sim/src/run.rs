@@ -842,6 +842,17 @@ impl Run {
                                 .map_or("-".to_string(), |(end, epoch)| format!("{end}@{epoch}")),
                         ));
                     }
+                    if let Some(image) = host.node.as_ref().and_then(|n| n.metadata_image()) {
+                        let brokers: Vec<String> = image
+                            .brokers
+                            .values()
+                            .map(|b| {
+                                let state = if b.fenced { "fenced" } else { "live" };
+                                format!("{}:{state}@{}", b.id, b.epoch)
+                            })
+                            .collect();
+                        line.push_str(&format!(" brokers=[{}]", brokers.join(" ")));
+                    }
                     if let Some(node) = &host.node {
                         line.push_str(&format!(
                             " phase={:?} offline={}",
