@@ -109,7 +109,8 @@ impl PartitionLog {
     }
 
     /// Read at `req.pos` (at least `want` bytes if there are that many
-    /// committed ones), moving on to the next segment at a segment's end.
+    /// committed ones), moving on to the next segment at a segment's end and
+    /// over empty segments.
     fn issue_read(&mut self, mut req: ReadReq, want: u64, io: &mut DiskIo) {
         loop {
             let Some(i) = self.segment_index(req.seg_base) else {
@@ -133,12 +134,16 @@ impl PartitionLog {
                 self.submit(io, op, Pending::Read(req));
                 return;
             }
+            // On to the next segment, even an empty one (data lost in a crash
+            // below the recovery point leaves a gap, see `cut_at_first_gap`):
+            // like Kafka's `Log.read`, walk on until a segment has committed
+            // data at or after the fetch offset, or the segments run out.
             match self.segments.get(i + 1) {
-                Some(next) if self.committed_end(next) > 0 => {
+                Some(next) => {
                     req.seg_base = next.base;
                     req.pos = next.position_for(req.fetch_offset);
                 }
-                _ => {
+                None => {
                     let data = self.fetch_data(Bytes::new());
                     self.events.push_back(LogEvent::ReadDone {
                         token: req.token,

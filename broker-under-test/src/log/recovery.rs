@@ -382,9 +382,10 @@ impl PartitionLog {
         let Some(mut rec) = self.recovery.take() else {
             return;
         };
+        let mut segments = std::mem::take(&mut rec.built);
+        self.cut_at_first_gap(&mut rec, &mut segments);
         rec.removals.sort();
         rec.removals.dedup();
-        let mut segments = std::mem::take(&mut rec.built);
         if segments.is_empty() {
             let seg = Segment::new(self.log_start);
             let path = self.path(&file_name(seg.base, "log"));
@@ -445,9 +446,58 @@ impl PartitionLog {
         tracing::info!(dir = %self.dir, log_start = self.log_start, log_end = leo, segments = self.segments.len(), "log recovered");
     }
 
+    /// A crash that loses unsynced data from several segments in a row
+    /// leaves their files short or empty: a segment then ends below the next
+    /// one's base, and the offsets between are gone. Such a gap is cut like a
+    /// torn tail: the segments after it are removed and the log ends where the
+    /// surviving data ends, as if the loss had happened inside one segment.
+    ///
+    /// Data above the recovery point was never synced, so (in sync mode) never
+    /// acknowledged and never served: reusing its offsets is safe. A gap whose
+    /// start is below the recovery point (or the log start) means data the log
+    /// had made durable is gone (a lying disk): it is not cut, as that would
+    /// take back offsets that were acknowledged and served and drop surviving
+    /// data after the gap. Such a gap stays; reads walk over it.
+    fn cut_at_first_gap(&mut self, rec: &mut Recovery, segments: &mut Vec<Segment>) {
+        let recovery_point = rec.checkpoint.map_or(0, |cp| cp.recovery_point);
+        let floor = recovery_point.max(self.log_start);
+        let Some(keep) = first_gap_to_cut(segments, floor) else {
+            return;
+        };
+        let dropped = segments.split_off(keep);
+        let last = segments.last().expect("a gap follows a segment");
+        tracing::warn!(
+            dir = %self.dir,
+            log_end = last.next_offset,
+            next_segment = dropped[0].base,
+            segments = dropped.len(),
+            "unsynced data of several segments lost; truncating log"
+        );
+        for seg in &dropped {
+            for ext in ["log", "index", "timeindex"] {
+                rec.removals.push(file_name(seg.base, ext));
+            }
+            if rec.truncate.is_some_and(|(base, _)| base == seg.base) {
+                rec.truncate = None;
+            }
+        }
+        // The segment before the gap is the active one now: no index files.
+        rec.removals.push(file_name(last.base, "index"));
+        rec.removals.push(file_name(last.base, "timeindex"));
+    }
+
     /// Repairs are durable: record it, then the log is open.
     pub(super) fn recovery_checkpoint(&mut self, io: &mut DiskIo) {
         let last = self.write_checkpoint(io);
         self.barrier = Some((last, Barrier::Opened));
     }
+}
+
+/// The index of the first segment to drop: the one after the first gap (a
+/// segment ending below the next one's base) that starts at or above `floor`.
+fn first_gap_to_cut(segments: &[Segment], floor: i64) -> Option<usize> {
+    segments
+        .windows(2)
+        .position(|w| w[0].next_offset < w[1].base && w[0].next_offset >= floor)
+        .map(|i| i + 1)
 }

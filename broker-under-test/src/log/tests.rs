@@ -145,6 +145,49 @@ impl Harness {
         }
     }
 
+    /// Run the queue on a disk that answers the syncs of the files `lies`
+    /// picks without making anything durable (a lying disk, or a volatile
+    /// write cache lost in the crash that follows).
+    fn run_lying(&mut self, log: &mut PartitionLog, lies: impl Fn(&str) -> bool) {
+        while let Some((req, op)) = self.queue.pop_front() {
+            let result = match &op {
+                DiskOp::SyncFile { path } if lies(path) => Ok(DiskReply::Done),
+                _ => self.disk.execute(&op),
+            };
+            self.executed.push(op);
+            self.call(|io, now| log.on_disk_done(req, result, now, io));
+            self.drain(log);
+        }
+    }
+
+    /// Fetch from `from` up to the high watermark, each fetch at the offset
+    /// after the last one returned. A fetch below the high watermark must
+    /// never come back empty (a consumer would be stuck). The offsets
+    /// returned at or after `from`, in order.
+    fn read_up_to_hw(&mut self, log: &mut PartitionLog, from: i64) -> Vec<i64> {
+        let hw = log.high_watermark();
+        let mut next = from;
+        let mut seen = Vec::new();
+        while next < hw {
+            let data = self.read(log, next, 1 << 20).unwrap();
+            assert!(
+                !data.records.is_empty(),
+                "empty fetch at {next} below the high watermark {hw}"
+            );
+            batch::validate_record_set(&data.records, 1 << 20).expect("intact batches");
+            let got = offsets(&data.records);
+            for w in got.windows(2) {
+                assert_eq!(w[1], w[0] + 1, "offsets contiguous within a fetch");
+            }
+            let last = *got.last().unwrap();
+            assert!(last >= next, "fetch at {next} ended at {last}");
+            seen.extend(got.into_iter().filter(|&o| o >= next));
+            next = last + 1;
+        }
+        assert_eq!(next, hw, "the last batch ends at the high watermark");
+        seen
+    }
+
     fn maintain(&mut self, log: &mut PartitionLog) {
         self.call(|io, now| log.maintain(now, io));
         self.run(log);
@@ -1134,4 +1177,158 @@ fn corruption_below_the_recovery_point_is_repaired_after_restart() {
     assert_eq!(log.log_end_offset(), 15);
     let data = h.read(&mut log, 10, 1 << 20).unwrap();
     assert_eq!(offsets(&data.records).first(), Some(&10));
+}
+
+/// A crash that loses the unsynced data of several segments in a row (syncs
+/// failed, the log went offline, then the power went) used to leave those
+/// segments empty and the log end at the last one's base: fetches into the gap
+/// answered nothing while the high watermark was ahead, for ever. Recovery
+/// now ends the log where the surviving data ends, like a lost tail.
+#[test]
+fn crash_losing_several_segments_keeps_every_offset_below_hw_readable() {
+    let mut h = Harness::new();
+    let b = batch(5);
+    let cfg = LogConfig {
+        segment_bytes: (b.len() * 2) as u64,
+        index_interval_bytes: 1,
+        ..config()
+    };
+    let mut log = h.create(cfg.clone());
+    for _ in 0..4 {
+        h.append(&mut log, b.clone()).unwrap();
+    }
+    h.run(&mut log);
+    h.maintain(&mut log);
+    assert_eq!(log.high_watermark(), 20);
+    // Segments 20, 30, 40 and 50 are written, but every sync fails.
+    for _ in 0..8 {
+        h.append(&mut log, b.clone()).unwrap();
+    }
+    h.disk.fail_syncs(true);
+    h.run(&mut log);
+    assert!(matches!(log.state(), LogState::Failed(_)));
+    assert_eq!(log.high_watermark(), 20, "nothing more acknowledged");
+    h.disk.crash();
+    h.disk.fail_syncs(false);
+    for base in [20, 30, 40, 50] {
+        assert_eq!(
+            h.disk.read_all(&seg_path(base, "log")).map(|d| d.len()),
+            Some(0),
+            "segment {base} exists and lost its data"
+        );
+    }
+
+    let mut log = h.open(cfg.clone());
+    assert_eq!(
+        (
+            log.log_start_offset(),
+            log.log_end_offset(),
+            log.high_watermark()
+        ),
+        (0, 20, 20)
+    );
+    let files = h.files();
+    assert!(files.contains(&seg_path(20, "log")), "the active segment");
+    for base in [30, 40, 50] {
+        for ext in ["log", "index", "timeindex"] {
+            assert!(!files.contains(&seg_path(base, ext)), "{base}.{ext}");
+        }
+    }
+    for ext in ["index", "timeindex"] {
+        assert!(!files.contains(&seg_path(20, ext)), "active 20.{ext}");
+    }
+    // Writes go on at the end of the surviving data.
+    for _ in 0..4 {
+        h.append(&mut log, b.clone()).unwrap();
+    }
+    h.run(&mut log);
+    assert_eq!(log.high_watermark(), 40);
+    // From inside the range that was lost, and from the log start.
+    assert_eq!(h.read_up_to_hw(&mut log, 33), (33..40).collect::<Vec<_>>());
+    assert_eq!(h.read_up_to_hw(&mut log, 0), (0..40).collect::<Vec<_>>());
+    // Another crash changes nothing: it was all synced.
+    h.disk.crash();
+    let mut log = h.open(cfg);
+    assert_eq!(log.log_end_offset(), 40);
+    assert_eq!(h.read_up_to_hw(&mut log, 0), (0..40).collect::<Vec<_>>());
+}
+
+/// Data the log had synced (below the recovery point) that a lying disk lost
+/// anyway is not cut: that would take back acknowledged offsets and drop the
+/// data that survived after it. The gap stays, and fetches walk over it.
+#[test]
+fn data_lost_below_the_recovery_point_leaves_a_gap_that_fetches_skip() {
+    let mut h = Harness::new();
+    let b = batch(5);
+    let cfg = LogConfig {
+        segment_bytes: (b.len() * 2) as u64,
+        index_interval_bytes: 1,
+        ..config()
+    };
+    let mut log = h.create(cfg.clone());
+    for _ in 0..4 {
+        h.append(&mut log, b.clone()).unwrap();
+    }
+    h.run(&mut log);
+    // Segments 20, 30 and 40; the disk lies about the syncs of 20 and 30.
+    for _ in 0..6 {
+        h.append(&mut log, b.clone()).unwrap();
+    }
+    let (lost20, lost30) = (seg_path(20, "log"), seg_path(30, "log"));
+    h.run_lying(&mut log, |p| p == lost20 || p == lost30);
+    assert_eq!(log.high_watermark(), 50);
+    h.maintain(&mut log); // recovery point 50
+    h.disk.crash();
+
+    let mut log = h.open(cfg.clone());
+    assert_eq!((log.log_end_offset(), log.high_watermark()), (50, 50));
+    let expected: Vec<i64> = (0..20).chain(40..50).collect();
+    assert_eq!(h.read_up_to_hw(&mut log, 0), expected);
+    assert_eq!(h.read_up_to_hw(&mut log, 20), (40..50).collect::<Vec<_>>());
+    assert_eq!(h.read_up_to_hw(&mut log, 33), (40..50).collect::<Vec<_>>());
+    assert_eq!(h.append(&mut log, batch(5)).unwrap().base_offset, 50);
+    h.run(&mut log);
+    assert_eq!(h.read_up_to_hw(&mut log, 25), (40..55).collect::<Vec<_>>());
+    // The next recovery keeps the same log.
+    h.disk.crash();
+    let mut log = h.open(cfg);
+    assert_eq!(log.log_end_offset(), 55);
+    let expected: Vec<i64> = (0..20).chain(40..55).collect();
+    assert_eq!(h.read_up_to_hw(&mut log, 0), expected);
+}
+
+/// The read loop walks over empty segments to the next one with data.
+#[test]
+fn read_walks_over_empty_segments() {
+    let mut h = Harness::new();
+    let mut log = h.create(config());
+    h.append(&mut log, batch(5)).unwrap();
+    h.append(&mut log, batch(5)).unwrap();
+    h.run(&mut log);
+    // Empty segments 10 and 15 between segment 0 and segment 20, as data
+    // lost below the recovery point leaves them.
+    for base in [10, 15, 20] {
+        log.leo = base;
+        h.call(|io, _| log.roll(io));
+        h.run(&mut log);
+    }
+    h.append(&mut log, batch(5)).unwrap();
+    h.append(&mut log, batch(5)).unwrap();
+    h.run(&mut log);
+    let bases: Vec<i64> = log.segments.iter().map(|s| s.base).collect();
+    assert_eq!(bases, vec![0, 10, 15, 20]);
+    assert_eq!(log.high_watermark(), 30);
+    let data = h.read(&mut log, 0, 1 << 20).unwrap();
+    assert_eq!(offsets(&data.records), (0..10).collect::<Vec<_>>());
+    for at in [10, 12, 15, 19, 20] {
+        let data = h.read(&mut log, at, 1 << 20).unwrap();
+        assert_eq!(
+            offsets(&data.records),
+            (20..30).collect::<Vec<_>>(),
+            "at {at}"
+        );
+        assert_eq!(data.high_watermark, 30);
+    }
+    assert!(log.bytes_available(12) > 0);
+    assert_eq!(h.read(&mut log, 30, 1 << 20).unwrap().records.len(), 0);
 }
