@@ -180,7 +180,7 @@ fn data_dir_comes_from_log_dirs_unless_the_flag_is_given() {
     std::fs::write(
         &file,
         format!(
-            "process.roles=broker\nlog.dirs={}\nnum.partitions=3\n",
+            "num.io.threads=8\nlog.dirs={}\nnum.partitions=3\n",
             from_file.display()
         ),
     )

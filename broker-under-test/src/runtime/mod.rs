@@ -23,6 +23,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
@@ -34,10 +36,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::Instant;
 
-use crate::config::BrokerConfig;
+use crate::config::{BrokerConfig, Listener, ProcessRole};
 use crate::node::Node;
 use crate::seam::{
-    ConnId, DiskExecutor, DiskOp, DiskReqId, Input, Now, Output, TimerId, OUTBOUND_CONN_BASE,
+    ConnId, DiskErrorKind, DiskExecutor, DiskOp, DiskReqId, Input, Now, Output, TimerId,
+    OUTBOUND_CONN_BASE,
 };
 
 pub use disk::RealDisk;
@@ -101,6 +104,90 @@ pub async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen on {addr}"))
 }
 
+/// A bound socket and the name of the listener it serves (`PLAINTEXT`,
+/// `CONTROLLER`, ...). The node does not care which listener a connection
+/// came in on; the name is for logs and for callers.
+#[derive(Debug)]
+pub struct NamedListener {
+    pub name: String,
+    pub listener: TcpListener,
+}
+
+impl NamedListener {
+    pub fn new(name: impl Into<String>, listener: TcpListener) -> NamedListener {
+        NamedListener {
+            name: name.into(),
+            listener,
+        }
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+impl From<TcpListener> for NamedListener {
+    /// The legacy single listener, named `PLAINTEXT`.
+    fn from(listener: TcpListener) -> NamedListener {
+        NamedListener::new("PLAINTEXT", listener)
+    }
+}
+
+/// A listener of the configuration could not be bound.
+#[derive(Debug)]
+pub struct BindError {
+    /// The listener as configured, `NAME://host:port`.
+    pub listener: String,
+    /// The socket address asked of the OS.
+    pub addr: String,
+    pub error: std::io::Error,
+}
+
+impl std::fmt::Display for BindError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cannot bind listener {} (on {}): {}",
+            self.listener, self.addr, self.error
+        )
+    }
+}
+
+impl std::error::Error for BindError {}
+
+/// The address to bind for a configured listener: an empty host means all
+/// interfaces (`0.0.0.0`), an IPv6 literal gets its brackets back.
+pub fn bind_address(listener: &Listener) -> String {
+    let host = listener.host.as_str();
+    if host.is_empty() {
+        format!("0.0.0.0:{}", listener.port)
+    } else if host.contains(':') {
+        format!("[{host}]:{}", listener.port)
+    } else {
+        format!("{host}:{}", listener.port)
+    }
+}
+
+/// Bind every listener of `listeners` (Kafka's `listeners`), in order. The
+/// first failure is returned and what was bound so far is closed.
+pub async fn bind_listeners(listeners: &[Listener]) -> Result<Vec<NamedListener>, BindError> {
+    let mut bound = Vec::with_capacity(listeners.len());
+    for l in listeners {
+        let addr = bind_address(l);
+        match TcpListener::bind(&addr).await {
+            Ok(listener) => bound.push(NamedListener::new(l.name.clone(), listener)),
+            Err(error) => {
+                return Err(BindError {
+                    listener: format!("{}://{}:{}", l.name, l.host, l.port),
+                    addr,
+                    error,
+                })
+            }
+        }
+    }
+    Ok(bound)
+}
+
 /// Run a broker node over `listener` and the files under `data_dir` until
 /// `shutdown` completes, then shut it down gracefully. The seed comes from
 /// the wall clock; see [`run_with`] for the other options.
@@ -115,9 +202,10 @@ pub async fn run(
 
 /// [`run`] with explicit [`RunOptions`].
 ///
-/// Returns `Ok` once the node emitted `Output::Stopped` (after `shutdown`
-/// completed, or on its own) and queued writes were flushed; an error if the
-/// node did not stop within `options.shutdown_timeout`.
+/// Returns `Ok` once the node emitted `Output::Stopped` after `shutdown`
+/// completed and queued writes were flushed; an error if the node did not
+/// stop within `options.shutdown_timeout`, or if it stopped by itself (a
+/// fatal condition it logged, e.g. a data dir of another cluster).
 pub async fn run_with(
     config: BrokerConfig,
     data_dir: PathBuf,
@@ -125,62 +213,158 @@ pub async fn run_with(
     options: RunOptions,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    run_listeners(config, data_dir, vec![listener.into()], options, shutdown).await
+}
+
+/// [`run_with`] over several listeners (e.g. `PLAINTEXT` and `CONTROLLER`,
+/// from [`bind_listeners`]): connections accepted on any of them go to the
+/// same node.
+pub async fn run_listeners(
+    config: BrokerConfig,
+    data_dir: PathBuf,
+    listeners: Vec<NamedListener>,
+    options: RunOptions,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    run_node(config, data_dir, listeners, options, shutdown, None).await
+}
+
+async fn run_node(
+    config: BrokerConfig,
+    data_dir: PathBuf,
+    listeners: Vec<NamedListener>,
+    options: RunOptions,
+    shutdown: impl Future<Output = ()>,
+    alive: Option<mpsc::Sender<()>>,
+) -> anyhow::Result<()> {
     let seed = options.seed.unwrap_or_else(seed_from_clock);
+    let bound: Vec<String> = listeners
+        .iter()
+        .map(|l| match l.local_addr() {
+            Ok(addr) => format!("{}={addr}", l.name),
+            Err(_) => l.name.clone(),
+        })
+        .collect();
+    let roles: Vec<&str> = config
+        .process_roles
+        .iter()
+        .map(|r| match r {
+            ProcessRole::Broker => "broker",
+            ProcessRole::Controller => "controller",
+        })
+        .collect();
     tracing::info!(
         node_id = config.node_id,
+        roles = %roles.join(","),
+        listeners = %bound.join(","),
         advertised = %config.advertised,
         data_dir = %data_dir.display(),
         seed,
         "starting node"
     );
     let node = Node::new(config, seed);
-    run_machine(node, data_dir, listener, options, shutdown).await
+    run_machine_inner(node, data_dir, listeners, options, shutdown, alive).await
 }
 
-/// Drive any [`Machine`] the way [`run_with`] drives a [`Node`] (`options.seed` is unused).
+/// Drive any [`Machine`] the way [`run_listeners`] drives a [`Node`]
+/// (`options.seed` is unused).
 pub async fn run_machine<M: Machine>(
     node: M,
     data_dir: PathBuf,
-    listener: TcpListener,
+    listeners: Vec<NamedListener>,
     options: RunOptions,
     shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    run_machine_inner(node, data_dir, listeners, options, shutdown, None).await
+}
+
+/// `alive`, when given, is held by every task and thread the run starts that
+/// owns a listening socket or touches the disk: once all its clones are
+/// dropped, the node is entirely gone (see [`BrokerHandle::kill`]).
+async fn run_machine_inner<M: Machine>(
+    node: M,
+    data_dir: PathBuf,
+    listeners: Vec<NamedListener>,
+    options: RunOptions,
+    shutdown: impl Future<Output = ()>,
+    alive: Option<mpsc::Sender<()>>,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let (events_tx, events_rx) = mpsc::channel(options.event_queue.max(1));
-    let disk = DiskThread::start(RealDisk::new(data_dir), events_tx.clone())?;
-    let accept = tokio::spawn(accept_loop(listener, events_tx.clone()));
+    let disk = DiskThread::start(RealDisk::new(data_dir), events_tx.clone(), alive.clone())?;
+    let accepts = listeners
+        .into_iter()
+        .enumerate()
+        .map(|(index, l)| {
+            tokio::spawn(accept_loop(
+                index,
+                l.name,
+                l.listener,
+                events_tx.clone(),
+                alive.clone(),
+            ))
+            .abort_handle()
+        })
+        .collect();
+    drop(alive);
     let mut shell = Shell {
         node,
         start: Instant::now(),
         events_tx,
         events_rx,
         conns: BTreeMap::new(),
+        next_conn: 1,
         connecting: BTreeSet::new(),
         timers: BTreeMap::new(),
         timer_queue: BTreeSet::new(),
         disk: Some(disk),
+        accepts,
         options,
         outputs: Vec::new(),
         stopped: false,
     };
-    let result = shell.event_loop(shutdown, accept.abort_handle()).await;
-    accept.abort();
+    let result = shell.event_loop(shutdown).await;
+    shell.stop_accepting();
     shell.finish().await;
     result
 }
 
 /// A broker running in-process on its own tokio task, for tests.
 pub struct BrokerHandle {
+    /// Every listener: (name, bound address), in configuration order.
+    listeners: Vec<(String, SocketAddr)>,
+    /// The address clients use: the first listener not named in
+    /// `controller.listener.names`.
     addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<anyhow::Result<()>>,
+    /// Closed once the listeners and the disk thread are gone.
+    gone: mpsc::Receiver<()>,
 }
 
 impl BrokerHandle {
-    /// The address the broker listens on.
+    /// The address clients connect to (the first non-controller listener).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The bound address of the listener called `name`.
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
+    }
+
+    /// Every listener: (name, bound address).
+    pub fn listeners(&self) -> &[(String, SocketAddr)] {
+        &self.listeners
+    }
+
+    /// Whether the node's task has ended (stopped by itself, or failed).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
     }
 
     /// Ask for a graceful shutdown and wait for it.
@@ -191,9 +375,27 @@ impl BrokerHandle {
         self.task.await.context("broker task panicked")?
     }
 
-    /// Stop the broker abruptly, as a crash would (no graceful shutdown).
+    /// Stop the broker abruptly, as a crash would (no graceful shutdown),
+    /// and return at once. See [`BrokerHandle::kill`] to also wait until its
+    /// ports are free and its disk thread is gone.
     pub fn abort(self) {
         self.task.abort();
+    }
+
+    /// Crash the broker: no orderly shutdown, no flush of queued writes,
+    /// queued disk operations are dropped (a disk operation already running
+    /// completes, as a write syscall would). Returns once its listening
+    /// sockets are closed and its disk thread has exited, so that a new node
+    /// can be started on the same ports and data dir; gives up after `limit`.
+    pub async fn kill(mut self, limit: Duration) -> anyhow::Result<()> {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+        tokio::time::timeout(limit, self.gone.recv())
+            .await
+            .map(|_| ())
+            .map_err(|_| {
+                anyhow::anyhow!("the killed node's listeners or disk thread outlived {limit:?}")
+            })
     }
 }
 
@@ -205,20 +407,54 @@ pub async fn start(
     listen: &str,
     options: RunOptions,
 ) -> anyhow::Result<BrokerHandle> {
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let listener = bind(listen).await?;
     let addr = listener.local_addr()?;
     config.advertised = addr.to_string();
+    start_with_listeners(config, data_dir, vec![listener.into()], options).await
+}
+
+/// Start a node in-process over listeners the caller bound (several, named,
+/// e.g. `PLAINTEXT` and `CONTROLLER` on ephemeral ports whose addresses went
+/// into the configuration's `controller.quorum.voters` and
+/// `advertised.listeners`), and return at once. The configuration is used as
+/// given.
+pub async fn start_with_listeners(
+    config: BrokerConfig,
+    data_dir: PathBuf,
+    listeners: Vec<NamedListener>,
+    options: RunOptions,
+) -> anyhow::Result<BrokerHandle> {
+    anyhow::ensure!(!listeners.is_empty(), "a node needs at least one listener");
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let mut bound = Vec::with_capacity(listeners.len());
+    for l in &listeners {
+        bound.push((l.name.clone(), l.local_addr()?));
+    }
+    let addr = bound
+        .iter()
+        .find(|(name, _)| !config.controller_listener_names.contains(name))
+        .unwrap_or(&bound[0])
+        .1;
     let (tx, rx) = oneshot::channel::<()>();
     let shutdown = async move {
         let _ = rx.await;
     };
-    let task = tokio::spawn(run_with(config, data_dir, listener, options, shutdown));
+    let (alive, gone) = mpsc::channel(1);
+    let task = tokio::spawn(run_node(
+        config,
+        data_dir,
+        listeners,
+        options,
+        shutdown,
+        Some(alive),
+    ));
     Ok(BrokerHandle {
+        listeners: bound,
         addr,
         shutdown: Some(tx),
         task,
+        gone,
     })
 }
 
@@ -226,9 +462,9 @@ pub async fn start(
 enum Event {
     /// A ready input for the node.
     Input(Input),
-    /// The accept loop took a connection.
+    /// An accept loop took a connection on listener number `listener`.
     Accepted {
-        conn: ConnId,
+        listener: usize,
         peer: SocketAddr,
         stream: TcpStream,
     },
@@ -252,6 +488,8 @@ struct Shell<M> {
     events_tx: mpsc::Sender<Event>,
     events_rx: mpsc::Receiver<Event>,
     conns: BTreeMap<ConnId, Conn>,
+    /// The id of the next accepted connection (below `OUTBOUND_CONN_BASE`).
+    next_conn: ConnId,
     /// Outbound connects in flight that the node still wants.
     connecting: BTreeSet<ConnId>,
     /// Timer id -> deadline (nanoseconds since `start`).
@@ -259,6 +497,8 @@ struct Shell<M> {
     /// (deadline, id), to find the earliest.
     timer_queue: BTreeSet<(u64, TimerId)>,
     disk: Option<DiskThread>,
+    /// The accept loops, one per listener.
+    accepts: Vec<AbortHandle>,
     options: RunOptions,
     outputs: Vec<Output>,
     stopped: bool,
@@ -286,11 +526,14 @@ impl<M: Machine> Shell<M> {
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 24 * 3600))
     }
 
-    async fn event_loop(
-        &mut self,
-        shutdown: impl Future<Output = ()>,
-        accept: AbortHandle,
-    ) -> anyhow::Result<()> {
+    /// Close every listening socket.
+    fn stop_accepting(&mut self) {
+        for accept in self.accepts.drain(..) {
+            accept.abort();
+        }
+    }
+
+    async fn event_loop(&mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         tokio::pin!(shutdown);
         let mut shutting_down = false;
         // Only read when `shutting_down`.
@@ -304,7 +547,7 @@ impl<M: Machine> Shell<M> {
                     tracing::info!("shutting down");
                     shutting_down = true;
                     give_up_at = Instant::now() + self.options.shutdown_timeout;
-                    accept.abort();
+                    self.stop_accepting();
                     self.step(Input::Shutdown);
                 }
                 _ = tokio::time::sleep_until(give_up_at), if shutting_down => {
@@ -324,6 +567,12 @@ impl<M: Machine> Shell<M> {
                     None => anyhow::bail!("event channel closed"),
                 },
             }
+        }
+        if !shutting_down {
+            // Nobody asked: the node hit something it cannot go on with and
+            // said why in its log.
+            tracing::error!("node stopped by itself");
+            anyhow::bail!("the node stopped by itself without a shutdown request (see the error logged above)");
         }
         tracing::info!("node stopped");
         Ok(())
@@ -346,8 +595,18 @@ impl<M: Machine> Shell<M> {
                 }
                 self.step(input);
             }
-            Event::Accepted { conn, peer, stream } => {
-                tracing::debug!(conn, %peer, "connection accepted");
+            Event::Accepted {
+                listener,
+                peer,
+                stream,
+            } => {
+                if self.next_conn >= OUTBOUND_CONN_BASE {
+                    tracing::error!("out of connection ids; connection refused");
+                    return;
+                }
+                let conn = self.next_conn;
+                self.next_conn += 1;
+                tracing::debug!(conn, %peer, listener, "connection accepted");
                 self.add_conn(conn, stream);
                 self.step(Input::Accepted {
                     conn,
@@ -507,25 +766,28 @@ async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
-async fn accept_loop(listener: TcpListener, events: mpsc::Sender<Event>) {
-    let mut next: ConnId = 1;
+async fn accept_loop(
+    index: usize,
+    name: String,
+    listener: TcpListener,
+    events: mpsc::Sender<Event>,
+    _alive: Option<mpsc::Sender<()>>,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                let conn = next;
-                next += 1;
-                debug_assert!(next < OUTBOUND_CONN_BASE);
-                if events
-                    .send(Event::Accepted { conn, peer, stream })
-                    .await
-                    .is_err()
-                {
+                let accepted = Event::Accepted {
+                    listener: index,
+                    peer,
+                    stream,
+                };
+                if events.send(accepted).await.is_err() {
                     return;
                 }
             }
             Err(err) => {
                 // EMFILE and friends: back off rather than spin.
-                tracing::warn!(%err, "accept failed");
+                tracing::warn!(listener = %name, %err, "accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
@@ -580,23 +842,45 @@ async fn write_loop(
 struct DiskThread {
     queue: std::sync::mpsc::Sender<(DiskReqId, DiskOp)>,
     thread: std::thread::JoinHandle<()>,
+    /// Set when the node crashes: operations still queued are dropped.
+    killed: Arc<AtomicBool>,
 }
 
 impl DiskThread {
-    fn start(mut disk: RealDisk, events: mpsc::Sender<Event>) -> anyhow::Result<DiskThread> {
+    fn start(
+        mut disk: RealDisk,
+        events: mpsc::Sender<Event>,
+        alive: Option<mpsc::Sender<()>>,
+    ) -> anyhow::Result<DiskThread> {
         let (queue, ops) = std::sync::mpsc::channel::<(DiskReqId, DiskOp)>();
+        let killed = Arc::new(AtomicBool::new(false));
+        let dead = killed.clone();
         let thread = std::thread::Builder::new()
             .name("stormlog-disk".to_string())
             .spawn(move || {
+                let _alive = alive;
                 while let Ok((req, op)) = ops.recv() {
+                    if dead.load(Ordering::Acquire) {
+                        return;
+                    }
                     let result = disk.execute(&op);
-                    if let Err(err) = &result {
-                        tracing::warn!(req, %err, "disk operation failed");
+                    match &result {
+                        // A missing file is often what the node expects
+                        // (a fresh data dir); it says so when it is not.
+                        Err(err) if err.kind == DiskErrorKind::NotFound => {
+                            tracing::debug!(req, %err, "disk operation failed")
+                        }
+                        Err(err) => tracing::warn!(req, %err, "disk operation failed"),
+                        Ok(_) => {}
                     }
                     let done = Event::Input(Input::DiskDone { req, result });
                     if events.blocking_send(done).is_err() {
-                        // The loop is gone; finish the queue without reporting.
+                        // The loop is gone; finish the queue without
+                        // reporting, unless the node crashed.
                         for (_, op) in ops.try_iter() {
+                            if dead.load(Ordering::Acquire) {
+                                return;
+                            }
                             let _ = disk.execute(&op);
                         }
                         return;
@@ -604,7 +888,11 @@ impl DiskThread {
                 }
             })
             .context("cannot start the disk thread")?;
-        Ok(DiskThread { queue, thread })
+        Ok(DiskThread {
+            queue,
+            thread,
+            killed,
+        })
     }
 
     fn submit(&self, req: DiskReqId, op: DiskOp) {
@@ -613,9 +901,35 @@ impl DiskThread {
         }
     }
 
+    /// Let the queued operations finish, then stop the thread.
     fn join(self) {
         drop(self.queue);
         let _ = self.thread.join();
+    }
+
+    /// Drop the queued operations and let the thread exit (a crash).
+    fn kill(self) {
+        self.killed.store(true, Ordering::Release);
+        drop(self.queue);
+    }
+}
+
+impl<M> Drop for Shell<M> {
+    /// Reached with work left only when the shell's task is aborted (a crash
+    /// in tests): close the listeners, cut every connection without flushing
+    /// and abandon the queued disk operations. An orderly end has already
+    /// emptied all of this.
+    fn drop(&mut self) {
+        for accept in self.accepts.drain(..) {
+            accept.abort();
+        }
+        for (_, conn) in std::mem::take(&mut self.conns) {
+            conn.reader.abort();
+            conn.writer_task.abort();
+        }
+        if let Some(disk) = self.disk.take() {
+            disk.kill();
+        }
     }
 }
 
@@ -840,7 +1154,7 @@ mod tests {
         let shell = tokio::spawn(run_machine(
             Script::default(),
             data.clone(),
-            listener,
+            vec![listener.into()],
             RunOptions::default(),
             async move {
                 let _ = stop_rx.await;
@@ -902,5 +1216,139 @@ mod tests {
             TcpStream::connect(addr).await.is_err(),
             "listener must be closed after shutdown"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_listener_feeds_the_same_machine() {
+        let dir = tempfile::tempdir().unwrap();
+        let configured = [
+            Listener {
+                name: "PLAINTEXT".into(),
+                host: "127.0.0.1".into(),
+                port: 0,
+            },
+            Listener {
+                name: "CONTROLLER".into(),
+                host: "127.0.0.1".into(),
+                port: 0,
+            },
+        ];
+        let listeners = bind_listeners(&configured).await.unwrap();
+        let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+        assert_eq!(listeners[1].name, "CONTROLLER");
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let shell = tokio::spawn(run_machine(
+            Script::default(),
+            dir.path().join("data"),
+            listeners,
+            RunOptions::default(),
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+        // Connections on both listeners get distinct ids (Script asserts it)
+        // and are served by the one machine.
+        let mut readers = Vec::new();
+        for (i, addr) in addrs.iter().enumerate() {
+            for j in 0..2 {
+                let mut r = BufReader::new(TcpStream::connect(addr).await.unwrap());
+                say(&mut r, &format!("echo {i}.{j}")).await;
+                assert_eq!(line(&mut r).await, format!("{i}.{j}"));
+                readers.push(r);
+            }
+        }
+        stop_tx.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), shell)
+            .await
+            .expect("shell did not return")
+            .unwrap()
+            .unwrap();
+        for addr in addrs {
+            assert!(TcpStream::connect(addr).await.is_err(), "{addr} still open");
+        }
+    }
+
+    #[tokio::test]
+    async fn binding_a_taken_port_names_the_listener() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let configured = [
+            Listener {
+                name: "PLAINTEXT".into(),
+                host: "127.0.0.1".into(),
+                port: 0,
+            },
+            Listener {
+                name: "CONTROLLER".into(),
+                host: "127.0.0.1".into(),
+                port,
+            },
+        ];
+        let err = bind_listeners(&configured).await.unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "cannot bind listener CONTROLLER://127.0.0.1:{port}"
+            )),
+            "{text}"
+        );
+        assert_eq!(
+            bind_address(&Listener {
+                name: "X".into(),
+                host: String::new(),
+                port: 9
+            }),
+            "0.0.0.0:9"
+        );
+        assert_eq!(
+            bind_address(&Listener {
+                name: "X".into(),
+                host: "::1".into(),
+                port: 9
+            }),
+            "[::1]:9"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_killed_node_frees_its_ports_and_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let plain = bind("127.0.0.1:0").await.unwrap();
+        let control = bind("127.0.0.1:0").await.unwrap();
+        let addrs = [plain.local_addr().unwrap(), control.local_addr().unwrap()];
+        let config = BrokerConfig {
+            controller_listener_names: vec!["CONTROLLER".into()],
+            ..BrokerConfig::default()
+        };
+        let node = start_with_listeners(
+            config.clone(),
+            data.clone(),
+            vec![
+                NamedListener::new("PLAINTEXT", plain),
+                NamedListener::new("CONTROLLER", control),
+            ],
+            RunOptions::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(node.addr(), addrs[0]);
+        assert_eq!(node.listener_addr("CONTROLLER"), Some(addrs[1]));
+        let client = TcpStream::connect(addrs[0]).await.unwrap();
+        node.kill(Duration::from_secs(10)).await.unwrap();
+        // The same ports are free again at once, and a node starts over them.
+        let again = vec![
+            NamedListener::new("PLAINTEXT", bind(&addrs[0].to_string()).await.unwrap()),
+            NamedListener::new("CONTROLLER", bind(&addrs[1].to_string()).await.unwrap()),
+        ];
+        drop(client);
+        let node = start_with_listeners(config, data, again, RunOptions::default())
+            .await
+            .unwrap();
+        TcpStream::connect(addrs[1]).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), node.shutdown())
+            .await
+            .expect("shutdown hung")
+            .unwrap();
     }
 }
