@@ -534,6 +534,47 @@ mod tests {
     }
 
     #[test]
+    fn kraft_combined_mode_properties() {
+        let props = Properties::parse(
+            "process.roles=broker,controller\nnode.id=2\n\
+             controller.quorum.voters=1@localhost:9093,2@localhost:9095,3@localhost:9097\n\
+             listeners=PLAINTEXT://:9094,CONTROLLER://:9095\n\
+             advertised.listeners=PLAINTEXT://localhost:9094,CONTROLLER://localhost:9095\n\
+             controller.listener.names=CONTROLLER\ninter.broker.listener.name=PLAINTEXT\n\
+             min.insync.replicas=2\n",
+        )
+        .unwrap();
+        let mut config = BrokerConfig::default();
+        config.apply_properties(&props).unwrap();
+        assert!(config.is_cluster() && config.is_broker() && config.is_controller());
+        assert_eq!(config.voter_ids(), vec![1, 2, 3]);
+        assert_eq!(config.voter_address(3), Some("localhost:9097"));
+        assert_eq!(config.listeners.len(), 2);
+        assert_eq!(config.listeners[0].host, "");
+        // Clients are told the first listener that is not a controller's.
+        assert_eq!(config.advertised, "localhost:9094");
+        assert_eq!(config.min_insync_replicas, 2);
+    }
+
+    #[test]
+    fn inconsistent_kraft_settings_are_refused() {
+        let refuse = |text: &str, needle: &str| {
+            let props = Properties::parse(text).unwrap();
+            let err = BrokerConfig::default().apply_properties(&props).unwrap_err();
+            assert!(err.message.contains(needle), "{text}: {}", err.message);
+        };
+        refuse("process.roles=broker\n", "controller.quorum.voters");
+        refuse(
+            "process.roles=controller\nnode.id=5\ncontroller.quorum.voters=1@h:1\n",
+            "not in `controller.quorum.voters`",
+        );
+        refuse("controller.quorum.voters=1@h:1,1@h:2\n", "named twice");
+        refuse("controller.quorum.voters=x@h:1\n", "not a node id");
+        refuse("process.roles=router\n", "expected `broker`");
+        refuse("advertised.listeners=PLAINTEXT://:9092\n", "needs a host");
+    }
+
+    #[test]
     fn rejects_unknown_and_malformed() {
         let props = Properties::parse("log.segmnt.bytes=5\n").unwrap();
         let err = BrokerConfig::default()
