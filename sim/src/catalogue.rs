@@ -77,6 +77,10 @@ pub const CATALOGUE: &[(&str, &str)] = &[
         include_str!("../scenarios/cluster-kitchen-sink.toml"),
     ),
     (
+        "cluster-snapshot-catch-up",
+        include_str!("../scenarios/cluster-snapshot-catch-up.toml"),
+    ),
+    (
         "cluster-page-cache-power-loss",
         include_str!("../scenarios/cluster-page-cache-power-loss.toml"),
     ),
