@@ -5,8 +5,7 @@
 //! A failing seed prints the command that replays it.
 
 use sim::catalogue::{self, parse_seed, seed_hex};
-use sim::run::{run, Run, RunOptions};
-use sim::scenario::Scenario;
+use sim::run::{run, RunOptions};
 
 /// Seeds per scenario when `STORMLOG_SEEDS` is not set: enough to exercise
 /// every fault kind while the whole test command stays well under 20 minutes
@@ -28,26 +27,8 @@ fn seeds() -> Vec<u64> {
     (0..count).collect()
 }
 
-/// Whether this build's broker runs the metadata quorum: some node of the
-/// scenario's cluster shows a quorum view within the first simulated second.
-fn quorum_integrated(scenario: &Scenario) -> bool {
-    let mut run = Run::new(scenario, 0, &RunOptions::default()).unwrap();
-    run.run_until(1_000_000_000);
-    run.world.monitor.quorum_observed()
-}
-
 fn check_scenario(name: &str) {
     let scenario = catalogue::load(name).unwrap();
-    // Cluster scenarios judge the metadata quorum; until the broker node
-    // reports one (`Node::quorum_view()` is `None` for every node), they
-    // cannot pass and are skipped here, loudly.
-    if scenario.cluster_spec().is_some() && !quorum_integrated(&scenario) {
-        eprintln!(
-            "SKIPPED {name}: no node of the run shows a metadata quorum view \
-             (Node::quorum_view() returns None: the quorum is not integrated in this build)"
-        );
-        return;
-    }
     let mut failures = Vec::new();
     for seed in seeds() {
         let result = run(&scenario, seed, &RunOptions::default()).unwrap();
@@ -104,6 +85,7 @@ scenario_tests! {
     cluster_pause => "cluster-pause",
     cluster_5_separate => "cluster-5-separate",
     cluster_kitchen_sink => "cluster-kitchen-sink",
+    cluster_snapshot_catch_up => "cluster-snapshot-catch-up",
     cluster_page_cache_power_loss => "cluster-page-cache-power-loss",
 }
 
@@ -134,5 +116,38 @@ mod regressions {
     #[test]
     fn silent_corruption_seed_0xc_recovery_repairs_old_segments() {
         must_pass("silent-corruption", 0xc);
+    }
+
+    /// The active controller's own broker registers over a connection to
+    /// itself; the simulated network routed by process and echoed its
+    /// requests back, so that broker never registered and no RF 3 topic
+    /// could be created.
+    #[test]
+    fn cluster_steady_seed_0x1_a_controller_reaches_its_own_broker() {
+        must_pass("cluster-steady", 0x1);
+    }
+
+    /// Every new controller renewed the sessions of fenced brokers and
+    /// refused their next incarnation as a duplicate: with controllers
+    /// killed in turn, restarted brokers stayed fenced and RF 3 creates
+    /// failed to the end.
+    #[test]
+    fn cluster_controller_kill_seed_0x0_a_killed_broker_registers_again() {
+        must_pass("cluster-controller-kill", 0x0);
+    }
+
+    /// A producer's Metadata auto-created the workload topic with the
+    /// default replication factor before the admin created it: a failover
+    /// then elected an empty replica (inconsistent-offsets).
+    #[test]
+    fn cluster_bridge_seed_0x3_the_workload_topic_has_its_replication_factor() {
+        must_pass("cluster-bridge", 0x3);
+    }
+
+    /// meta.properties written without a sync in page-cache mode came back
+    /// empty after a power loss, and every restarted node refused to start.
+    #[test]
+    fn cluster_page_cache_power_loss_seed_0x1_nodes_start_again_after_power_loss() {
+        must_pass("cluster-page-cache-power-loss", 0x1);
     }
 }
