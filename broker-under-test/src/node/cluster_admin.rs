@@ -345,12 +345,18 @@ impl Node {
             .and_then(|c| c.raft.as_ref())
             .expect("leading");
         let d = raft.describe();
+        // The core keeps monotonic times; Kafka reports wall-clock Unix ms.
+        let wall = |mono_ms: Option<u64>| {
+            mono_ms.map_or(-1, |t| {
+                now.wall_millis - (now.mono_millis().saturating_sub(t)) as i64
+            })
+        };
         let state = |r: &crate::raft::ReplicaState| {
             dq::ReplicaState::default()
                 .with_replica_id(BrokerId(r.id))
                 .with_log_end_offset(r.log_end)
-                .with_last_fetch_timestamp(r.last_fetch_ms.map_or(-1, |t| t as i64))
-                .with_last_caught_up_timestamp(r.last_caught_up_ms.map_or(-1, |t| t as i64))
+                .with_last_fetch_timestamp(wall(r.last_fetch_ms))
+                .with_last_caught_up_timestamp(wall(r.last_caught_up_ms))
         };
         let partition = dq::PartitionData::default()
             .with_leader_id(BrokerId(d.leader.unwrap_or(-1)))

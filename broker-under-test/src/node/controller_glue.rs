@@ -85,6 +85,7 @@ impl Node {
             seed,
         ));
         self.arm_controller_timer(out);
+        self.retry_forwards(now, out);
     }
 
     pub(super) fn on_quorum_leader_changed(&mut self, now: Now, out: &mut Vec<Output>) {
@@ -113,6 +114,7 @@ impl Node {
         self.maybe_activate_controller(now, out);
         // The broker talks to the new controller at once.
         self.lifecycle_kick(now, out);
+        self.retry_forwards(now, out);
     }
 
     fn arm_controller_timer(&mut self, out: &mut Vec<Output>) {

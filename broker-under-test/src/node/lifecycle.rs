@@ -13,7 +13,7 @@ use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use super::peers::{decode_response, PeerTag, RawBody};
-use super::{Node, OpId, OpKind, ReplyTo, TIMER_LIFECYCLE};
+use super::{Node, Op, OpId, OpKind, ReplyTo, TIMER_LIFECYCLE};
 use crate::metadata::records::Endpoint;
 use crate::protocol::RawRequest;
 use crate::seam::{Now, Output};
@@ -62,6 +62,8 @@ impl BrokerLifecycle {
 /// A client's admin request waiting for the controller's answer.
 pub(super) struct PendingForward {
     pub raw: RawRequest,
+    /// Sent to a controller and not yet answered.
+    pub sent: bool,
 }
 
 impl Node {
@@ -271,8 +273,9 @@ impl Node {
         }
     }
 
-    /// Send a client's admin request on to the active controller, or answer
-    /// NOT_CONTROLLER when there is none to send it to.
+    /// Send a client's admin request on to the active controller. With no
+    /// controller to send it to (an election is under way), it waits for one
+    /// until its timeout, as Kafka's forwarding does.
     pub(super) fn forward_to_controller(
         &mut self,
         now: Now,
@@ -281,34 +284,84 @@ impl Node {
         timeout_ms: u64,
         out: &mut Vec<Output>,
     ) {
-        let leader = self.cluster.as_ref().and_then(|c| c.leader());
-        let me = self.config.node_id;
-        let target = leader
-            .filter(|l| *l != me)
-            .and_then(|l| self.config.voter_address(l).map(|a| (l, a.to_string())));
-        let Some((controller, addr)) = target else {
-            return self.admin_error_answer(reply, raw, NOT_CONTROLLER, out);
-        };
         let deadline = now.after_millis(timeout_ms.max(1));
         let id = self.park(
             reply,
             Some(deadline),
-            OpKind::Forward(PendingForward { raw: raw.clone() }),
+            OpKind::Forward(PendingForward {
+                raw: raw.clone(),
+                sent: false,
+            }),
             &[],
+        );
+        self.try_forward(now, id, out);
+    }
+
+    /// Send a waiting forward if a controller is known; if this node has
+    /// become the active controller meanwhile, handle it here.
+    fn try_forward(&mut self, now: Now, id: OpId, out: &mut Vec<Output>) {
+        if self.is_active_controller() {
+            let Some(op) = self.unpark(id) else { return };
+            if let OpKind::Forward(pending) = op.kind {
+                if self.route_admin(now, op.reply, &pending.raw, out).is_err() {
+                    self.conns.remove(&op.reply.conn);
+                    out.push(Output::Close { conn: op.reply.conn });
+                }
+            }
+            return;
+        }
+        let me = self.config.node_id;
+        let target = self
+            .cluster
+            .as_ref()
+            .and_then(|c| c.leader())
+            .filter(|l| *l != me)
+            .and_then(|l| self.config.voter_address(l).map(|a| (l, a.to_string())));
+        let Some((controller, addr)) = target else {
+            return; // wait for a leader
+        };
+        let Some(Op {
+            kind: OpKind::Forward(pending),
+            ..
+        }) = self.ops.get_mut(&id)
+        else {
+            return;
+        };
+        if pending.sent {
+            return;
+        }
+        pending.sent = true;
+        let (api_key, version, body) = (
+            pending.raw.api_key,
+            pending.raw.api_version,
+            pending.raw.body.clone(),
         );
         if let Some(cluster) = self.cluster.as_mut() {
             cluster.peers.send(
                 now.mono_nanos,
                 controller,
                 &addr,
-                raw.api_key,
-                raw.api_version,
-                &RawBody(raw.body.clone()),
+                api_key,
+                version,
+                &RawBody(body),
                 PeerTag::Forward { op: id },
                 out,
             );
         }
         self.drain_peer_events(now, out);
+    }
+
+    /// Retry every forward that waits for a controller.
+    pub(super) fn retry_forwards(&mut self, now: Now, out: &mut Vec<Output>) {
+        let waiting: Vec<OpId> = self
+            .ops
+            .iter()
+            .filter(|(_, op)| matches!(&op.kind, OpKind::Forward(p) if !p.sent))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in waiting {
+            self.try_forward(now, id, out);
+        }
     }
 
     /// The controller answered a forwarded request (or the request failed).
