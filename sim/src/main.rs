@@ -133,12 +133,17 @@ enum Command {
         #[arg(long)]
         report: Option<PathBuf>,
         /// Measure the simulator: simulated events and seconds per wall second.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "failover")]
         speed: bool,
-        /// With --speed: the scenario to run.
+        /// Measure metadata-quorum failover: for every fault that takes the
+        /// active controller out, simulated ms until another node leads
+        /// (use a cluster scenario, e.g. --scenario cluster-controller-kill).
+        #[arg(long)]
+        failover: bool,
+        /// With --speed or --failover: the scenario to run.
         #[arg(long, default_value = "crash-restart")]
         scenario: String,
-        /// With --speed: how many seeds (from 0).
+        /// With --speed or --failover: how many seeds (from 0).
         #[arg(long, default_value_t = 20)]
         runs: u64,
     },
@@ -194,12 +199,15 @@ fn main() -> ExitCode {
             json,
             report,
             speed,
+            failover,
             scenario,
             runs,
             ..
         }) => {
             if speed {
                 bench_speed(&scenario, runs)
+            } else if failover {
+                bench_failover(&scenario, runs)
             } else {
                 let shape = BenchShape {
                     warmup_seconds,
@@ -626,6 +634,48 @@ fn suite() -> Result<ExitCode, String> {
         Some(out),
         Some(out_dir.join("report")),
     )
+}
+
+/// Failover of the metadata quorum: simulated ms from each fault that takes
+/// the active controller out until another node leads, over `runs` seeds.
+fn bench_failover(scenario_arg: &str, runs: u64) -> Result<ExitCode, String> {
+    let scenario = catalogue::load(scenario_arg)?;
+    if scenario.cluster_spec().is_none() {
+        return Err(format!(
+            "bench --failover: {} is not a cluster scenario (try --scenario cluster-controller-kill)",
+            scenario.name
+        ));
+    }
+    let mut histogram = reports::LatencyHistogram::new();
+    let started = std::time::Instant::now();
+    let mut events = 0u64;
+    for seed in 0..runs {
+        let result = sim::run::run(&scenario, seed, &RunOptions::default())?;
+        events += result.events;
+        for ms in &result.failover_ms {
+            histogram.record(ms * 1_000_000);
+        }
+        if (seed + 1) % 100 == 0 {
+            eprintln!("bench --failover: {}/{runs} seeds", seed + 1);
+        }
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let p = histogram.percentiles();
+    println!(
+        "bench --failover: scenario {} x {runs} seeds: {} controller failovers",
+        scenario.name,
+        histogram.len()
+    );
+    println!(
+        "  simulated ms from the strike to a new leader: p50 {:.0}  p95 {:.0}  p99 {:.0}  max {:.0}",
+        p.p50, p.p95, p.p99, p.max
+    );
+    println!(
+        "  wall: {wall:.1} s ({:.0} seeds/min, {:.0} events/s)",
+        runs as f64 * 60.0 / wall,
+        events as f64 / wall
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn bench_speed(scenario_arg: &str, runs: u64) -> Result<ExitCode, String> {

@@ -75,6 +75,11 @@ pub struct RunResult {
     /// (`None`: never, or not a cluster).
     #[serde(default)]
     pub election_ms: Option<u64>,
+    /// For every fault that took the active controller out (a kill, power
+    /// loss, pause or isolation targeted at it): simulated ms from the
+    /// strike until another node leads the quorum.
+    #[serde(default)]
+    pub failover_ms: Vec<u64>,
     /// The admin workload's CreateTopics by outcome.
     #[serde(default)]
     pub creates: SendCounts,
@@ -1086,8 +1091,45 @@ impl Run {
             struck: self.struck.clone(),
             quorum_observed: self.world.monitor.quorum_observed(),
             election_ms,
+            failover_ms: self.controller_failovers(),
             creates,
         }
+    }
+
+    /// See [`RunResult::failover_ms`].
+    pub fn controller_failovers(&self) -> Vec<u64> {
+        use crate::fault::Target;
+        let leadership = self.world.monitor.leadership();
+        let mut times = Vec::new();
+        for (fault, struck) in self.faults.iter().zip(&self.struck) {
+            let takes_leader_out = matches!(
+                fault.kind,
+                FaultKind::Kill | FaultKind::Crash | FaultKind::Pause | FaultKind::Isolate
+            );
+            let [old] = struck.as_slice() else { continue };
+            if fault.target != Target::Controller || !takes_leader_out {
+                continue;
+            }
+            let strike = fault.start_ms * 1_000_000;
+            // Only strikes that found `old` leading (not one that fell back
+            // to another node during an election).
+            // (The strike itself records "no leader" at `strike`.)
+            let leading = leadership
+                .iter()
+                .rev()
+                .find(|(at, _)| *at < strike)
+                .is_some_and(|(_, l)| l.is_some_and(|(n, _)| n == *old));
+            if !leading {
+                continue;
+            }
+            let next = leadership
+                .iter()
+                .find(|(at, leader)| *at >= strike && leader.is_some_and(|(n, _)| n != *old));
+            if let Some((at, _)) = next {
+                times.push((at - strike) / 1_000_000);
+            }
+        }
+        times
     }
 
     /// Clusters: simulated ms from the heal of the last fault that could

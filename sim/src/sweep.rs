@@ -70,6 +70,7 @@ fn failed_to_start(scenario: &Scenario, seed: u64, error: String) -> RunResult {
         struck: vec![],
         quorum_observed: false,
         election_ms: None,
+        failover_ms: Vec::new(),
         creates: Default::default(),
     }
 }

@@ -710,12 +710,17 @@ impl Node {
     }
 
     pub(super) fn on_raft_timer(&mut self, now: Now, out: &mut Vec<Output>) {
+        let quorum_ms = self.config.quorum_request_timeout_ms;
+        let control_ms = self.config.broker_session_timeout_ms;
         if let Some(cluster) = self.cluster.as_mut() {
+            cluster
+                .peers
+                .expire(now.mono_nanos, quorum_ms, control_ms, out);
             cluster.raft_timer = None;
             if let Some(raft) = cluster.raft.as_mut() {
                 raft.tick(now.mono_millis());
             }
         }
-        self.pump_raft(now, out);
+        self.drain_peer_events(now, out);
     }
 }

@@ -76,6 +76,8 @@ struct InFlight {
     tag: PeerTag,
     api_key: ApiKey,
     version: i16,
+    /// When it was sent (mono nanos), for the request timeout.
+    sent_at: u64,
 }
 
 struct Link {
@@ -187,6 +189,7 @@ impl Peers {
                 tag,
                 api_key,
                 version,
+                sent_at: now_nanos,
             },
         );
         match link.state {
@@ -299,6 +302,31 @@ impl Peers {
 
     pub fn poll_event(&mut self) -> Option<PeerEvent> {
         self.events.pop_front()
+    }
+
+    /// Give up on connections with a request older than its channel's
+    /// timeout: they are closed and what they carried fails (a response
+    /// arriving later would find nobody waiting, as with Kafka's
+    /// NetworkClient). Quorum requests time out after `quorum_ms`, others
+    /// after `control_ms`.
+    pub fn expire(&mut self, now_nanos: u64, quorum_ms: u64, control_ms: u64, out: &mut Vec<Output>) {
+        let stale: Vec<LinkKey> = self
+            .links
+            .iter()
+            .filter(|((_, channel), link)| {
+                let limit = match channel {
+                    Channel::Quorum => quorum_ms,
+                    Channel::Control => control_ms,
+                } * 1_000_000;
+                link.in_flight
+                    .values()
+                    .any(|f| now_nanos.saturating_sub(f.sent_at) > limit)
+            })
+            .map(|(key, _)| *key)
+            .collect();
+        for key in stale {
+            self.fail_link(now_nanos, key, out);
+        }
     }
 
     /// Close every link (orderly shutdown).
