@@ -710,14 +710,14 @@ impl Run {
                 }
             }
             (FaultKind::Partition | FaultKind::PartitionOneWay | FaultKind::Clog, false) => {
-                w.net
-                    .links
-                    .blocked
-                    .retain(|(a, b)| *a != broker && *b != broker);
-                w.net
-                    .links
-                    .clogged
-                    .retain(|(a, b)| *a != broker && *b != broker);
+                // Links a cluster link fault still holds stay as they are.
+                let holds = &self.link_holds;
+                w.net.links.blocked.retain(|&(a, b)| {
+                    (a != broker && b != broker) || holds.contains_key(&(a, b, false))
+                });
+                w.net.links.clogged.retain(|&(a, b)| {
+                    (a != broker && b != broker) || holds.contains_key(&(a, b, true))
+                });
                 w.release_links();
             }
             (FaultKind::Reset, true) => w.reset_all(broker),
@@ -1070,6 +1070,21 @@ impl Run {
             .leader_since(since)
             .map(|t| (t - since) / 1_000_000)
     }
+}
+
+/// Whether this build's broker runs the metadata quorum: some node of the
+/// scenario's cluster shows a quorum view within the first simulated second.
+/// (`Node::quorum_view()` is `None` until the quorum is integrated; cluster
+/// scenarios cannot pass before.) False for the legacy single broker.
+pub fn quorum_integrated(scenario: &Scenario) -> bool {
+    if scenario.cluster_spec().is_none() {
+        return false;
+    }
+    let Ok(mut run) = Run::new(scenario, 0, &RunOptions::default()) else {
+        return false;
+    };
+    run.run_until(1_000_000_000);
+    run.world.monitor.quorum_observed()
 }
 
 /// Run `scenario` with `seed` to the end.

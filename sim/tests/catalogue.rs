@@ -5,8 +5,7 @@
 //! A failing seed prints the command that replays it.
 
 use sim::catalogue::{self, parse_seed, seed_hex};
-use sim::run::{run, Run, RunOptions};
-use sim::scenario::Scenario;
+use sim::run::{quorum_integrated, run, RunOptions};
 
 /// Seeds per scenario when `STORMLOG_SEEDS` is not set: enough to exercise
 /// every fault kind while the whole test command stays well under 20 minutes
@@ -26,14 +25,6 @@ fn seeds() -> Vec<u64> {
         })
         .unwrap_or(DEFAULT_SEEDS);
     (0..count).collect()
-}
-
-/// Whether this build's broker runs the metadata quorum: some node of the
-/// scenario's cluster shows a quorum view within the first simulated second.
-fn quorum_integrated(scenario: &Scenario) -> bool {
-    let mut run = Run::new(scenario, 0, &RunOptions::default()).unwrap();
-    run.run_until(1_000_000_000);
-    run.world.monitor.quorum_observed()
 }
 
 fn check_scenario(name: &str) {
