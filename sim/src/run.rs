@@ -410,7 +410,19 @@ impl Run {
     /// nodes tell it. The legacy single broker leads everything. For
     /// clusters this is where `Node::partition_leaders` gets wired once the
     /// node has it: ask every up broker node, keep the leader with the
-    /// highest leader epoch.
+    /// highest leader epoch:
+    ///
+    /// ```ignore
+    /// self.brokers.iter()
+    ///     .filter_map(|p| self.world.broker(*p)?.node.as_ref())
+    ///     .flat_map(|n| n.partition_leaders())
+    ///     .filter(|(t, p, l, _)| *t == self.scenario.topic.name && *p == partition as i32 && *l >= 0)
+    ///     .max_by_key(|(_, _, l, epoch)| (*epoch, std::cmp::Reverse(*l)))
+    ///     .map(|(_, _, l, _)| l as u32)
+    /// ```
+    ///
+    /// Until then a cluster's partition leaders are unknown and the target
+    /// falls back to a random up broker (traced as such).
     pub fn partition_leader(&self, partition: u32) -> Option<u32> {
         if self.scenario.cluster_spec().is_none() {
             return Some(0);
