@@ -617,7 +617,7 @@ fn suite() -> Result<ExitCode, String> {
     const SEEDS: u64 = 16;
     let names: Vec<String> = catalogue::CATALOGUE
         .iter()
-        .map(|(n, _)| n.to_string())
+        .map(|(name, _)| name.to_string())
         .collect();
     let out_dir = PathBuf::from("target/stormlog");
     std::fs::create_dir_all(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;

@@ -240,17 +240,17 @@ impl Monitor {
         entry: impl Fn(i64) -> Option<EntryDigest>,
     ) {
         self.quorum.observed = true;
+        // The common case: nothing changed since this node's last step.
+        if let Some(w) = self.quorum.nodes.get(&node) {
+            if w.incarnation == incarnation && w.view == view {
+                return;
+            }
+        }
         let prev = self
             .quorum
             .nodes
             .remove(&node)
             .filter(|w| w.incarnation == incarnation);
-        if let Some(p) = &prev {
-            if p.view == view {
-                self.quorum.nodes.insert(node, prev.expect("some"));
-                return;
-            }
-        }
         let leadership_changed = prev.as_ref().is_none_or(|p| {
             (p.view.role, p.view.epoch, p.view.leader) != (view.role, view.epoch, view.leader)
         });

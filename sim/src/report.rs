@@ -258,4 +258,35 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn cluster_nodes_are_named_with_their_roles_and_multi_node_faults_show_on_each() {
+        let scenario = crate::scenario::Scenario::from_toml(
+            "name = \"t\"\nbrokers = 2\n[cluster]\ncontrollers = 1\ncombined = false\n",
+        )
+        .unwrap();
+        let names = node_names(&scenario);
+        assert_eq!(
+            names,
+            vec![
+                "node-0 (broker)".to_string(),
+                "node-1 (broker)".to_string(),
+                "node-2 (controller)".to_string()
+            ]
+        );
+        let faults = vec![PlannedFault {
+            kind: FaultKind::Crash,
+            target: crate::fault::Target::Majority,
+            start_ms: 1_000,
+            end_ms: 2_000,
+        }];
+        let t = node_timelines(&names, &faults, &[vec![0, 2]], 3_000);
+        for (node, hit) in [(0, true), (1, false), (2, true)] {
+            assert_eq!(
+                t[node].intervals.contains(&(1_000, 2_000, NodeState::Down)),
+                hit,
+                "{node}"
+            );
+        }
+    }
 }

@@ -431,17 +431,22 @@ impl Run {
         self.world.trace.world(now, proc, text);
     }
 
-    /// The leader of partition `partition` of the scenario's topic, as the
-    /// nodes tell it. The legacy single broker leads everything. For
-    /// clusters this is where `Node::partition_leaders` gets wired once the
-    /// node has it: ask every up broker node, keep the leader with the
-    /// highest leader epoch.
+    /// The leader of partition `partition` of the workload's topic: the
+    /// legacy broker leads everything; in a cluster, the leader that the up
+    /// nodes' metadata images name with the highest leader epoch.
     pub fn partition_leader(&self, partition: u32) -> Option<u32> {
         if self.scenario.cluster_spec().is_none() {
             return Some(0);
         }
-        let _ = partition;
-        None
+        self.brokers
+            .iter()
+            .filter_map(|p| self.world.broker(*p)?.node.as_ref())
+            .flat_map(|n| n.partition_leaders())
+            .filter(|(t, p, l, _)| {
+                *t == self.scenario.topic.name && *p == partition as i32 && *l >= 0
+            })
+            .max_by_key(|(_, _, l, epoch)| (*epoch, std::cmp::Reverse(*l)))
+            .map(|(_, _, l, _)| l as u32)
     }
 
     /// Resolve a target to node ids, from the world's state now; every
@@ -735,14 +740,14 @@ impl Run {
                 }
             }
             (FaultKind::Partition | FaultKind::PartitionOneWay | FaultKind::Clog, false) => {
-                w.net
-                    .links
-                    .blocked
-                    .retain(|(a, b)| *a != broker && *b != broker);
-                w.net
-                    .links
-                    .clogged
-                    .retain(|(a, b)| *a != broker && *b != broker);
+                // Links a cluster link fault still holds stay as they are.
+                let holds = &self.link_holds;
+                w.net.links.blocked.retain(|&(a, b)| {
+                    (a != broker && b != broker) || holds.contains_key(&(a, b, false))
+                });
+                w.net.links.clogged.retain(|&(a, b)| {
+                    (a != broker && b != broker) || holds.contains_key(&(a, b, true))
+                });
                 w.release_links();
             }
             (FaultKind::Reset, true) => w.reset_all(broker),

@@ -458,3 +458,24 @@ fn the_admin_moves_along_its_bootstrap_list_when_a_node_dies() {
         .create_topics()
         .any(|(e, _)| e.invoke_nanos < 1_000 * MS && e.is_ok()));
 }
+
+#[test]
+fn cluster_scenarios_round_trip_through_toml() {
+    for name in [
+        "cluster-kitchen-sink",
+        "cluster-page-cache-power-loss",
+        "cluster-5-separate",
+    ] {
+        let s = catalogue::load(name).unwrap();
+        let again = Scenario::from_toml(&s.to_toml()).unwrap();
+        assert_eq!(again.cluster, s.cluster, "{name}");
+        assert_eq!(again.nemesis.targets, s.nemesis.targets, "{name}");
+        assert_eq!(again.schedule, s.schedule, "{name}");
+        assert_eq!(again.nodes(), s.nodes(), "{name}");
+    }
+    let text = catalogue::load("steady").unwrap().to_toml();
+    assert!(
+        !text.contains("cluster") && !text.contains("target"),
+        "{text}"
+    );
+}
