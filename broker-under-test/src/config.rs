@@ -560,7 +560,9 @@ mod tests {
     fn inconsistent_kraft_settings_are_refused() {
         let refuse = |text: &str, needle: &str| {
             let props = Properties::parse(text).unwrap();
-            let err = BrokerConfig::default().apply_properties(&props).unwrap_err();
+            let err = BrokerConfig::default()
+                .apply_properties(&props)
+                .unwrap_err();
             assert!(err.message.contains(needle), "{text}: {}", err.message);
         };
         refuse("process.roles=broker\n", "controller.quorum.voters");

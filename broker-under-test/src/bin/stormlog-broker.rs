@@ -42,7 +42,13 @@ use broker::runtime::{self, NamedListener, RunOptions};
 /// cluster is refused. Ready-made files for a 3-node cluster on one machine:
 /// broker-under-test/config/kraft/node-{1,2,3}.properties (`ci/cluster start`).
 #[derive(Debug, Parser)]
-#[command(name = "stormlog-broker", version, about, long_about, verbatim_doc_comment)]
+#[command(
+    name = "stormlog-broker",
+    version,
+    about,
+    long_about,
+    verbatim_doc_comment
+)]
 struct Args {
     /// Address to listen on for Kafka clients, HOST:PORT, when the --config
     /// file names no `listeners` (default 127.0.0.1:9092). Port 0 picks a

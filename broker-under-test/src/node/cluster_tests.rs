@@ -247,7 +247,10 @@ fn describe_quorum_and_cluster_answer_from_the_leader() {
     assert_eq!(p.current_voters.len(), 1);
     // Wall-clock Unix milliseconds, as Kafka reports them.
     let fetched = p.current_voters[0].last_fetch_timestamp;
-    assert!(fetched > 1_600_000_000_000 && fetched <= h.now.wall_millis, "{fetched}");
+    assert!(
+        fetched > 1_600_000_000_000 && fetched <= h.now.wall_millis,
+        "{fetched}"
+    );
     let c: DescribeClusterResponse = h.call(
         1,
         ApiKey::DescribeCluster,

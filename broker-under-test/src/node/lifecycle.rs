@@ -305,7 +305,9 @@ impl Node {
             if let OpKind::Forward(pending) = op.kind {
                 if self.route_admin(now, op.reply, &pending.raw, out).is_err() {
                     self.conns.remove(&op.reply.conn);
-                    out.push(Output::Close { conn: op.reply.conn });
+                    out.push(Output::Close {
+                        conn: op.reply.conn,
+                    });
                 }
             }
             return;

@@ -127,9 +127,7 @@ impl Peers {
     }
 
     fn in_backoff(&self, key: LinkKey, now_nanos: u64) -> bool {
-        self.backoff_until
-            .get(&key)
-            .is_some_and(|t| *t > now_nanos)
+        self.backoff_until.get(&key).is_some_and(|t| *t > now_nanos)
     }
 
     /// Send `body` to `node` at `addr`. When the connection is in backoff the
@@ -309,7 +307,13 @@ impl Peers {
     /// arriving later would find nobody waiting, as with Kafka's
     /// NetworkClient). Quorum requests time out after `quorum_ms`, others
     /// after `control_ms`.
-    pub fn expire(&mut self, now_nanos: u64, quorum_ms: u64, control_ms: u64, out: &mut Vec<Output>) {
+    pub fn expire(
+        &mut self,
+        now_nanos: u64,
+        quorum_ms: u64,
+        control_ms: u64,
+        out: &mut Vec<Output>,
+    ) {
         let stale: Vec<LinkKey> = self
             .links
             .iter()
