@@ -9,7 +9,6 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::tests::{batch, fetch, produce, topic_name, values, Harness};
 use crate::config::{BrokerConfig, ProcessRole};
-use crate::memdisk::MemDisk;
 
 fn cluster_config(cluster_id: &str) -> BrokerConfig {
     BrokerConfig {
@@ -135,7 +134,7 @@ fn restart_recovers_the_metadata_log_and_hosted_topics() {
     create(&mut h, 1, "kept", 3, 1);
     produce(&mut h, 1, "kept", 2, batch(&["x"]));
     let epoch_before = h.node.quorum_view().unwrap().epoch;
-    let mut disk = std::mem::replace(&mut h.disk, MemDisk::new());
+    let mut disk = std::mem::take(&mut h.disk);
     disk.crash(); // only what was synced survives
 
     let mut h = Harness::on_disk(cluster_config("c1"), disk);
@@ -158,7 +157,7 @@ fn a_data_dir_of_another_cluster_is_refused() {
     let mut h = Harness::new(cluster_config("first"));
     h.connect(1);
     wait_until_serving(&mut h, 1);
-    let disk = std::mem::replace(&mut h.disk, MemDisk::new());
+    let disk = std::mem::take(&mut h.disk);
     let mut node = super::Node::new(cluster_config("second"), 9);
     let mut disk = disk;
     let mut queue = std::collections::VecDeque::from([crate::seam::Input::Start]);
