@@ -260,3 +260,47 @@ fn describe_quorum_and_cluster_answer_from_the_leader() {
     assert_eq!(c.brokers.len(), 1);
     assert!(!c.brokers[0].is_fenced);
 }
+
+mod never_panics {
+    use super::*;
+    use bytes::{BufMut, BytesMut};
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Well-framed requests to the quorum and controller APIs (and a
+        /// Fetch, which may be a quorum fetch) with random bodies: no panic,
+        /// and the one-node quorum still leads and serves afterwards.
+        #[test]
+        fn random_quorum_and_controller_bodies(
+            key in prop::sample::select(vec![1i16, 37, 52, 53, 54, 55, 59, 60, 62, 63]),
+            version in 0i16..5,
+            body in prop::collection::vec(any::<u8>(), 0..200),
+        ) {
+            let mut h = Harness::new(cluster_config("c1"));
+            h.connect(1);
+            wait_until_serving(&mut h, 1);
+            let api = ApiKey::try_from(key).unwrap();
+            let mut frame = BytesMut::new();
+            frame.put_i32(0);
+            frame.put_i16(key);
+            frame.put_i16(version);
+            frame.put_i32(7);
+            frame.put_i16(-1);
+            let valid = api.valid_versions();
+            if api.request_header_version(version.clamp(valid.min, valid.max)) >= 2 {
+                frame.put_u8(0);
+            }
+            frame.put_slice(&body);
+            let len = (frame.len() - 4) as i32;
+            frame[0..4].copy_from_slice(&len.to_be_bytes());
+            h.send_raw(1, &frame);
+            h.advance_millis(3_000);
+            let view = h.node.quorum_view().unwrap();
+            prop_assert_eq!(view.leader, Some(0), "{:?}", view);
+            h.connect(2);
+            prop_assert!(!metadata(&mut h, 2, Some(&[])).brokers.is_empty());
+        }
+    }
+}
