@@ -480,10 +480,12 @@ mod tests {
         assert!((s.achieved_rate - 500.0).abs() < 50.0, "{s:?}");
         let l = &s.latency_ms;
         assert!(l.p50 > 0.0 && l.p50 <= l.p99 && l.p99 <= l.max, "{l:?}");
-        // Batches of 16 with linger 1 ms at 2 ms ticks: a record leaves after
-        // the linger, or at the producer's next tick when max_in_flight
-        // requests were out (the producer only flushes on its timers).
-        assert!(s.send_delay_p99_ms <= 2.01, "{s:?}");
+        // A record leaves once its batch has lingered 1 ms, or, when
+        // max_in_flight (5) requests are out, at the next answer: at this
+        // load answers come about every 1.3 ms (5 in flight, ~6.5 ms each),
+        // so the p99 wait stays under 3 ms. (The producer sends on answers
+        // as Kafka's does; it used to send only on its 2 ms ticks.)
+        assert!(s.send_delay_p99_ms <= 3.0, "{s:?}");
     }
 
     #[test]
