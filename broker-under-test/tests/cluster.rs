@@ -306,8 +306,10 @@ async fn three_node_cluster_fails_over_and_rejoins() {
     // Bind first: the voters' list needs the ports.
     let mut bound = Vec::new();
     for _ in 0..3 {
-        let plain = runtime::bind("127.0.0.1:0").await.unwrap();
-        let control = runtime::bind("127.0.0.1:0").await.unwrap();
+        // A killed node restarts on these ports: keep them out of the
+        // ephemeral range other tests' connections draw from.
+        let plain = runtime::bind_rebindable_loopback().await.unwrap();
+        let control = runtime::bind_rebindable_loopback().await.unwrap();
         bound.push((plain, control));
     }
     let ports: Vec<(u16, u16)> = bound

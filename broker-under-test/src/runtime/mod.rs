@@ -188,6 +188,24 @@ pub async fn bind_listeners(listeners: &[Listener]) -> Result<Vec<NamedListener>
     Ok(bound)
 }
 
+/// For tests that free a port and bind it again (a node killed and restarted
+/// on its listeners): a loopback listener on a port below Linux's ephemeral
+/// range (32768 and up), so no outbound connection of a concurrent test can
+/// take the port in between. Ports are handed out increasing within the
+/// process, so a freed one is not handed out again.
+pub async fn bind_rebindable_loopback() -> anyhow::Result<TcpListener> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = 20_000 + (std::process::id() % 400) * 25;
+    loop {
+        let port = base + NEXT.fetch_add(1, Ordering::Relaxed);
+        anyhow::ensure!(port < 32_000, "no free loopback port below 32000");
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port as u16)).await {
+            return Ok(listener);
+        }
+    }
+}
+
 /// Run a broker node over `listener` and the files under `data_dir` until
 /// `shutdown` completes, then shut it down gracefully. The seed comes from
 /// the wall clock; see [`run_with`] for the other options.
@@ -1314,8 +1332,8 @@ mod tests {
     async fn a_killed_node_frees_its_ports_and_data_dir() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
-        let plain = bind("127.0.0.1:0").await.unwrap();
-        let control = bind("127.0.0.1:0").await.unwrap();
+        let plain = bind_rebindable_loopback().await.unwrap();
+        let control = bind_rebindable_loopback().await.unwrap();
         let addrs = [plain.local_addr().unwrap(), control.local_addr().unwrap()];
         let config = BrokerConfig {
             controller_listener_names: vec!["CONTROLLER".into()],
