@@ -98,6 +98,15 @@ enum Event {
     },
     /// A client's connection attempt reaches the broker.
     ConnectArrives { client: End, server: ProcId },
+    /// A SYN lost to a partition is sent again (TCP retransmits it after
+    /// 1 s, 2 s, 4 s, ...); the connect fails once `reset_after_ms` has
+    /// passed since `first`.
+    SynRetry {
+        client: End,
+        server: ProcId,
+        first: u64,
+        backoff: u64,
+    },
     /// Bytes arrive at one end of a connection.
     Arrive {
         conn: NetConnId,
@@ -314,6 +323,12 @@ impl World {
                 self.deliver(proc, incarnation, Input::DiskDone { req, result });
             }
             Event::ConnectArrives { client, server } => self.connect_arrives(client, server),
+            Event::SynRetry {
+                client,
+                server,
+                first,
+                backoff,
+            } => self.syn_retry(client, server, first, backoff),
             Event::Arrive { conn, to, bytes } => {
                 if self.net.conns.contains_key(&conn) {
                     self.deliver(
@@ -468,20 +483,58 @@ impl World {
                 if self.net.links.is_blocked(proc, server)
                     || self.net.links.is_blocked(server, proc)
                 {
-                    // The SYN is lost; the client gives up after the TCP timeout.
-                    let after = self.net.spec.reset_after_ms * 1_000_000;
+                    // The SYN is lost; TCP sends it again after 1 s.
                     self.schedule(
-                        self.now + after,
-                        Event::Deliver {
-                            proc,
-                            incarnation,
-                            input: Input::ConnectFailed { conn },
+                        self.now + 1_000_000_000,
+                        Event::SynRetry {
+                            client,
+                            server,
+                            first: self.now,
+                            backoff: 1_000_000_000,
                         },
                     );
                 } else {
                     self.schedule(self.now + latency, Event::ConnectArrives { client, server });
                 }
             }
+        }
+    }
+
+    /// A retransmitted SYN: it gets through if the path is open again;
+    /// otherwise TCP backs off (doubling) until `reset_after_ms` is spent,
+    /// then the connect fails.
+    fn syn_retry(&mut self, client: End, server: ProcId, first: u64, backoff: u64) {
+        if self.procs[client.proc as usize].incarnation != client.incarnation {
+            return;
+        }
+        let blocked = self.net.links.is_blocked(client.proc, server)
+            || self.net.links.is_blocked(server, client.proc);
+        if !blocked {
+            let latency = self.net.latency(&mut self.net_rng);
+            self.schedule(self.now + latency, Event::ConnectArrives { client, server });
+            return;
+        }
+        let give_up = first + self.net.spec.reset_after_ms * 1_000_000;
+        let next = self.now + backoff * 2;
+        if next < give_up {
+            self.schedule(
+                next,
+                Event::SynRetry {
+                    client,
+                    server,
+                    first,
+                    backoff: backoff * 2,
+                },
+            );
+        } else {
+            self.schedule(
+                give_up,
+                Event::Deliver {
+                    proc: client.proc,
+                    incarnation: client.incarnation,
+                    input: Input::ConnectFailed { conn: client.conn },
+                },
+            );
         }
     }
 
