@@ -18,8 +18,9 @@ use std::collections::BTreeMap;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tracing::{error, info, warn};
 
+use super::quorum_wire::{read_frame, write_frame};
 use crate::diskio::DiskIo;
-use crate::raft::{Entry, EntryKind, Recovered, Snapshot};
+use crate::raft::{Entry, Recovered, Snapshot};
 use crate::seam::{DiskError, DiskErrorKind, DiskOp, DiskReply, DiskReqId, NodeId};
 
 pub const DIR: &str = "__cluster_metadata-0";
@@ -31,8 +32,6 @@ const SNAPSHOT: &str = "__cluster_metadata-0/snapshot";
 const SNAPSHOT_TMP: &str = "__cluster_metadata-0/snapshot.tmp";
 pub const META: &str = "meta.properties";
 const META_TMP: &str = "meta.properties.tmp";
-
-const FRAME_HEADER: usize = 4 + 4 + 8 + 4 + 1;
 
 /// What the store tells the node.
 #[derive(Debug)]
@@ -446,7 +445,7 @@ impl QuorumStore {
         for entry in entries {
             self.positions
                 .insert(entry.offset, self.log_len + buf.len() as u64);
-            encode_frame(&mut buf, entry);
+            write_frame(&mut buf, entry);
             self.log_end = entry.offset + 1;
         }
         let len = buf.len() as u64;
@@ -531,7 +530,7 @@ impl QuorumStore {
         let mut positions = BTreeMap::new();
         for entry in keep.iter().filter(|e| e.offset >= before) {
             positions.insert(entry.offset, buf.len() as u64);
-            encode_frame(&mut buf, entry);
+            write_frame(&mut buf, entry);
         }
         self.positions = positions;
         self.log_len = buf.len() as u64;
@@ -590,72 +589,27 @@ fn parse_state(bytes: &[u8]) -> Result<(i32, Option<NodeId>, Option<NodeId>), St
     Ok((epoch.ok_or("no epoch")?, voted, leader))
 }
 
-fn encode_frame(buf: &mut BytesMut, entry: &Entry) {
-    let body_len = 8 + 4 + 1 + entry.data.len();
-    let mut body = BytesMut::with_capacity(body_len);
-    body.put_i64(entry.offset);
-    body.put_i32(entry.epoch);
-    body.put_u8(match entry.kind {
-        EntryKind::Data => 0,
-        EntryKind::LeaderChange => 1,
-    });
-    body.put_slice(&entry.data);
-    buf.put_u32(body_len as u32);
-    buf.put_u32(crc32c::crc32c(&body));
-    buf.put_slice(&body);
-}
-
 /// Parse frames until the first torn or invalid one (or one that does not
 /// follow its predecessor). Returns the entries, their positions and the
 /// length of the valid prefix.
 fn parse_log(bytes: &[u8], start: i64) -> (Vec<Entry>, BTreeMap<i64, u64>, u64) {
+    let whole = Bytes::copy_from_slice(bytes);
     let mut entries: Vec<Entry> = Vec::new();
     let mut positions = BTreeMap::new();
     let mut pos = 0usize;
-    let whole = Bytes::copy_from_slice(bytes);
-    while bytes.len() - pos >= FRAME_HEADER {
-        let mut head = &bytes[pos..];
-        let len = head.get_u32() as usize;
-        let crc = head.get_u32();
-        if len < FRAME_HEADER - 8 || bytes.len() - pos - 8 < len {
+    while let Ok(Some((entry, next))) = read_frame(&whole, pos) {
+        let follows = entries
+            .last()
+            .is_none_or(|prev| entry.offset == prev.offset + 1 && entry.epoch >= prev.epoch);
+        if !follows {
             break;
         }
-        let body = &bytes[pos + 8..pos + 8 + len];
-        if crc32c::crc32c(body) != crc {
-            break;
-        }
-        let mut b = body;
-        let offset = b.get_i64();
-        let epoch = b.get_i32();
-        let kind = match b.get_u8() {
-            0 => EntryKind::Data,
-            1 => EntryKind::LeaderChange,
-            _ => break,
-        };
-        let expected = entries.last().map_or(offset, |e| e.offset + 1);
-        if offset != expected {
-            break;
-        }
-        if entries.last().is_some_and(|e| e.epoch > epoch) {
-            break;
-        }
-        positions.insert(offset, pos as u64);
-        entries.push(Entry {
-            offset,
-            epoch,
-            kind,
-            data: whole.slice(pos + 8 + 13..pos + 8 + len),
-        });
-        pos += 8 + len;
+        positions.insert(entry.offset, pos as u64);
+        entries.push(entry);
+        pos = next;
     }
     // Entries below the snapshot are covered by it; keep positions exact.
-    if let Some(first_kept) = entries.iter().position(|e| e.offset >= start) {
-        if first_kept > 0 {
-            entries.drain(..first_kept);
-        }
-    } else if !entries.is_empty() {
-        entries.clear();
-    }
+    entries.retain(|e| e.offset >= start);
     positions.retain(|o, _| *o >= start);
     (entries, positions, pos as u64)
 }
@@ -695,6 +649,7 @@ fn parse_snapshot(bytes: &Bytes) -> Result<Snapshot, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::raft::EntryKind;
 
     fn entry(offset: i64, epoch: i32, data: &'static [u8]) -> Entry {
         Entry {
@@ -709,7 +664,7 @@ mod tests {
     fn log_frames_round_trip_and_a_torn_tail_is_cut() {
         let mut buf = BytesMut::new();
         for e in [entry(0, 1, b"a"), entry(1, 1, b"bb"), entry(2, 2, b"ccc")] {
-            encode_frame(&mut buf, &e);
+            write_frame(&mut buf, &e);
         }
         let full = buf.len();
         let (entries, positions, len) = parse_log(&buf, 0);

@@ -63,66 +63,89 @@ fn raft_error(code: i16) -> Result<Option<RaftError>, i16> {
     }))
 }
 
-// ----- entries in a Fetch's records -----
+// ----- entry frames: the metadata log file and Fetch records alike -----
+
+/// Bytes of a frame before the entry's data: length, CRC, offset, epoch, kind.
+const FRAME_HEADER: usize = 4 + 4 + 8 + 4 + 1;
+
+/// Append one entry as `[len u32][crc32c u32][offset i64][epoch i32][kind u8][data]`,
+/// the CRC covering everything after it.
+pub fn write_frame(buf: &mut BytesMut, entry: &Entry) {
+    let body_len = FRAME_HEADER - 8 + entry.data.len();
+    let start = buf.len();
+    buf.put_u32(body_len as u32);
+    buf.put_u32(0);
+    buf.put_i64(entry.offset);
+    buf.put_i32(entry.epoch);
+    buf.put_u8(match entry.kind {
+        EntryKind::Data => 0,
+        EntryKind::LeaderChange => 1,
+    });
+    buf.put_slice(&entry.data);
+    let crc = crc32c::crc32c(&buf[start + 8..]);
+    buf[start + 4..start + 8].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// The frame at `pos`: its entry (sharing `bytes`) and the position after
+/// it; `None` at the end of the input; `Err` for a torn or damaged frame.
+pub fn read_frame(bytes: &Bytes, pos: usize) -> Result<Option<(Entry, usize)>, String> {
+    let rest = &bytes[pos.min(bytes.len())..];
+    if rest.is_empty() {
+        return Ok(None);
+    }
+    if rest.len() < 8 {
+        return Err(format!("truncated entry header at byte {pos}"));
+    }
+    let mut head = rest;
+    let len = head.get_u32() as usize;
+    let crc = head.get_u32();
+    if len < FRAME_HEADER - 8 || rest.len() - 8 < len {
+        return Err(format!("entry at byte {pos} claims {len} bytes"));
+    }
+    let body = &rest[8..8 + len];
+    if crc32c::crc32c(body) != crc {
+        return Err(format!("entry at byte {pos} fails its checksum"));
+    }
+    let mut b = body;
+    let offset = b.get_i64();
+    let epoch = b.get_i32();
+    let kind = match b.get_u8() {
+        0 => EntryKind::Data,
+        1 => EntryKind::LeaderChange,
+        k => return Err(format!("entry at byte {pos} has unknown kind {k}")),
+    };
+    let entry = Entry {
+        offset,
+        epoch,
+        kind,
+        data: bytes.slice(pos + FRAME_HEADER..pos + 8 + len),
+    };
+    Ok(Some((entry, pos + 8 + len)))
+}
 
 pub fn encode_entries(entries: &[Entry]) -> Bytes {
     let mut buf = BytesMut::new();
     for entry in entries {
-        let body_len = 13 + entry.data.len();
-        let mut body = BytesMut::with_capacity(body_len);
-        body.put_i64(entry.offset);
-        body.put_i32(entry.epoch);
-        body.put_u8(match entry.kind {
-            EntryKind::Data => 0,
-            EntryKind::LeaderChange => 1,
-        });
-        body.put_slice(&entry.data);
-        buf.put_u32(body_len as u32);
-        buf.put_u32(crc32c::crc32c(&body));
-        buf.put_slice(&body);
+        write_frame(&mut buf, entry);
     }
     buf.freeze()
 }
 
 /// Every entry, or an error naming the first bad one; never a partial list.
 pub fn decode_entries(bytes: &Bytes) -> Result<Vec<Entry>, String> {
-    let mut entries = Vec::new();
+    let mut entries: Vec<Entry> = Vec::new();
     let mut pos = 0usize;
-    while pos < bytes.len() {
-        let rest = &bytes[pos..];
-        if rest.len() < 8 {
-            return Err(format!("truncated entry header at byte {pos}"));
-        }
-        let mut head = rest;
-        let len = head.get_u32() as usize;
-        let crc = head.get_u32();
-        if len < 13 || rest.len() - 8 < len {
-            return Err(format!("entry at byte {pos} claims {len} bytes"));
-        }
-        let body = &rest[8..8 + len];
-        if crc32c::crc32c(body) != crc {
-            return Err(format!("entry at byte {pos} fails its checksum"));
-        }
-        let mut b = body;
-        let offset = b.get_i64();
-        let epoch = b.get_i32();
-        let kind = match b.get_u8() {
-            0 => EntryKind::Data,
-            1 => EntryKind::LeaderChange,
-            k => return Err(format!("entry at byte {pos} has unknown kind {k}")),
-        };
-        if let Some(prev) = entries.last().map(|e: &Entry| e.offset) {
-            if offset != prev + 1 {
-                return Err(format!("entry offsets jump from {prev} to {offset}"));
+    while let Some((entry, next)) = read_frame(bytes, pos)? {
+        if let Some(prev) = entries.last().map(|e| e.offset) {
+            if entry.offset != prev + 1 {
+                return Err(format!(
+                    "entry offsets jump from {prev} to {}",
+                    entry.offset
+                ));
             }
         }
-        entries.push(Entry {
-            offset,
-            epoch,
-            kind,
-            data: bytes.slice(pos + 8 + 13..pos + 8 + len),
-        });
-        pos += 8 + len;
+        entries.push(entry);
+        pos = next;
     }
     Ok(entries)
 }
