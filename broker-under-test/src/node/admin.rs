@@ -48,19 +48,7 @@ impl Node {
             return self.cluster_metadata(now, reply, raw, out);
         }
         let request: MetadataRequest = decode(raw)?;
-        let version = raw.api_version;
-        // v0: an empty list means all topics; v1+: null means all.
-        let requested: Option<Vec<String>> = match request.topics {
-            None => None,
-            Some(list) if list.is_empty() && version == 0 => None,
-            Some(list) => Some(
-                list.into_iter()
-                    .filter_map(|t| t.name.map(|n| n.0.to_string()))
-                    .collect(),
-            ),
-        };
-        let allow_create = (version < 4 || request.allow_auto_topic_creation)
-            && self.config.auto_create_topics_enable;
+        let (requested, allow_create) = self.metadata_asks(request, raw.api_version);
         let names = requested.unwrap_or_else(|| self.topics.keys().cloned().collect());
         let mut topics = Vec::with_capacity(names.len());
         for name in names {
@@ -95,6 +83,28 @@ impl Node {
             .with_cluster_authorized_operations(i32::MIN);
         self.respond(reply, &response, out);
         Ok(())
+    }
+
+    /// What a Metadata request asks for: the topics it names (`None`: all
+    /// of them) and whether unknown ones may be auto-created.
+    pub(super) fn metadata_asks(
+        &self,
+        request: MetadataRequest,
+        version: i16,
+    ) -> (Option<Vec<String>>, bool) {
+        // v0: an empty list means all topics; v1+: null means all.
+        let requested = match request.topics {
+            None => None,
+            Some(list) if list.is_empty() && version == 0 => None,
+            Some(list) => Some(
+                list.into_iter()
+                    .filter_map(|t| t.name.map(|n| n.0.to_string()))
+                    .collect(),
+            ),
+        };
+        let allow_create = (version < 4 || request.allow_auto_topic_creation)
+            && self.config.auto_create_topics_enable;
+        (requested, allow_create)
     }
 
     pub(super) fn advertised_host_port(&self) -> (String, i32) {

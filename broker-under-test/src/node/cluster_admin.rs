@@ -129,17 +129,7 @@ impl Node {
             return Ok(());
         };
         let image = &cluster.image;
-        let requested: Option<Vec<String>> = match request.topics {
-            None => None,
-            Some(list) if list.is_empty() && version == 0 => None,
-            Some(list) => Some(
-                list.into_iter()
-                    .filter_map(|t| t.name.map(|n| n.0.to_string()))
-                    .collect(),
-            ),
-        };
-        let allow_create = (version < 4 || request.allow_auto_topic_creation)
-            && self.config.auto_create_topics_enable;
+        let (requested, allow_create) = self.metadata_asks(request, version);
         let names: Vec<String> =
             requested.unwrap_or_else(|| image.topics.keys().cloned().collect());
         let mut topics = Vec::with_capacity(names.len());
