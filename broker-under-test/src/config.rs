@@ -69,6 +69,18 @@ pub struct BrokerConfig {
     pub inter_broker_listener_name: String,
     /// `min.insync.replicas` (broker default; topics may override).
     pub min_insync_replicas: i16,
+    /// `replica.lag.time.max.ms`: an ISR member not caught up for this long is dropped.
+    pub replica_lag_time_max_ms: u64,
+    /// `replica.fetch.wait.max.ms`: a follower's fetch long-poll.
+    pub replica_fetch_wait_max_ms: u64,
+    /// `replica.fetch.max.bytes`: per partition of a follower's fetch.
+    pub replica_fetch_max_bytes: usize,
+    /// `replica.fetch.response.max.bytes`: a follower's whole fetch.
+    pub replica_fetch_response_max_bytes: usize,
+    /// `replica.fetch.backoff.ms`: a follower's pause after a failed fetch.
+    pub replica_fetch_backoff_ms: u64,
+    /// `replica.high.watermark.checkpoint.interval.ms`.
+    pub replica_hw_checkpoint_interval_ms: u64,
     /// `controller.quorum.election.timeout.ms`.
     pub quorum_election_timeout_ms: u64,
     /// `controller.quorum.fetch.timeout.ms`.
@@ -268,6 +280,12 @@ impl Default for BrokerConfig {
             controller_listener_names: Vec::new(),
             inter_broker_listener_name: "PLAINTEXT".to_string(),
             min_insync_replicas: 1,
+            replica_lag_time_max_ms: 30_000,
+            replica_fetch_wait_max_ms: 500,
+            replica_fetch_max_bytes: 1024 * 1024,
+            replica_fetch_response_max_bytes: 10 * 1024 * 1024,
+            replica_fetch_backoff_ms: 1000,
+            replica_hw_checkpoint_interval_ms: 5000,
             quorum_election_timeout_ms: 1000,
             quorum_fetch_timeout_ms: 2000,
             quorum_election_backoff_max_ms: 1000,
@@ -484,7 +502,20 @@ impl BrokerConfig {
                 "log.flush.interval.ms" => self.log_flush_interval_ms = positive()?,
                 "message.max.bytes" => self.message_max_bytes = positive()? as usize,
                 "socket.request.max.bytes" => self.socket_request_max_bytes = positive()? as usize,
-                "replica.fetch.wait.max.ms" => self.fetch_max_wait_cap_ms = positive()?,
+                "replica.fetch.wait.max.ms" => {
+                    // It caps clients' fetch long-polls as well.
+                    self.replica_fetch_wait_max_ms = positive()?;
+                    self.fetch_max_wait_cap_ms = self.replica_fetch_wait_max_ms;
+                }
+                "replica.lag.time.max.ms" => self.replica_lag_time_max_ms = positive()?,
+                "replica.fetch.max.bytes" => self.replica_fetch_max_bytes = positive()? as usize,
+                "replica.fetch.response.max.bytes" => {
+                    self.replica_fetch_response_max_bytes = positive()? as usize
+                }
+                "replica.fetch.backoff.ms" => self.replica_fetch_backoff_ms = positive()?,
+                "replica.high.watermark.checkpoint.interval.ms" => {
+                    self.replica_hw_checkpoint_interval_ms = positive()?
+                }
                 "stormlog.durability" => {
                     self.durability = match value.as_str() {
                         "sync" => Durability::Sync,

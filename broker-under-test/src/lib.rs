@@ -13,5 +13,6 @@ pub mod metadata;
 pub mod node;
 pub mod protocol;
 pub mod raft;
+pub mod replica;
 pub mod runtime;
 pub mod seam;

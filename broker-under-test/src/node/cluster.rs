@@ -60,6 +60,8 @@ pub(super) struct Cluster {
     pub snapshot_in_flight: bool,
     pub raft_timer: Option<u64>,
     pub seed: u64,
+    pub replication: super::replication::Replication,
+    pub hw_checkpoint: super::hw_checkpoint::HwCheckpoint,
 }
 
 impl Cluster {
@@ -83,6 +85,8 @@ impl Cluster {
             snapshot_in_flight: false,
             raft_timer: None,
             seed,
+            replication: Default::default(),
+            hw_checkpoint: Default::default(),
         }
     }
 
@@ -492,6 +496,12 @@ impl Node {
                     PeerTag::Forward { op } => {
                         self.forward_response(op, api_key, version, Some(body), out)
                     }
+                    PeerTag::ReplicaFetch => {
+                        self.replica_fetch_response(node, version, Some(body), now, out)
+                    }
+                    PeerTag::AlterPartition { id } => {
+                        self.alter_partition_response(id, version, Some(body), now, out)
+                    }
                 },
                 PeerEvent::Failed { node, tag } => match tag {
                     PeerTag::Raft { .. } => {
@@ -504,6 +514,10 @@ impl Node {
                     }
                     PeerTag::Forward { op } => {
                         self.forward_response(op, ApiKey::Metadata, 0, None, out)
+                    }
+                    PeerTag::ReplicaFetch => self.replica_fetch_response(node, 0, None, now, out),
+                    PeerTag::AlterPartition { id } => {
+                        self.alter_partition_response(id, 0, None, now, out)
                     }
                 },
             }
@@ -573,6 +587,7 @@ impl Node {
             self.delete_local_topic_by_id(now, id, out);
         }
         self.reconcile_topics(now, &touched, out);
+        self.reconcile_replicas(now, out);
         self.maybe_activate_controller(now, out);
         self.maybe_snapshot(out);
     }

@@ -28,6 +28,8 @@ pub(super) struct FetchPartition {
     data: Option<FetchData>,
     /// The read token while a read is outstanding.
     reading: Option<u64>,
+    /// A follower's log diverges here (epoch, end offset): answered with no records.
+    diverging: Option<(i32, i64)>,
 }
 
 pub(super) struct PendingFetch {
@@ -38,6 +40,8 @@ pub(super) struct PendingFetch {
     /// Reads have been issued; waiting for them.
     reading: bool,
     error_code: i16,
+    /// A follower's replica fetch (its broker id): reads go up to the log end.
+    replica: Option<i32>,
 }
 
 impl Node {
@@ -69,6 +73,7 @@ impl Node {
         if raw.api_version >= 7 && request.session_id != 0 {
             error_code = FETCH_SESSION_ID_NOT_FOUND;
         }
+        let replica = (request.replica_id.0 >= 0).then_some(request.replica_id.0);
         for topic in &request.topics {
             let topic_index = topics.len();
             topics.push(topic.topic.clone());
@@ -78,7 +83,7 @@ impl Node {
                     Ok(part) => (Some(part), None),
                     Err(error) => (None, Some(error)),
                 };
-                let error = match part
+                let mut error = match part
                     .and_then(|id| self.partitions.get(&id))
                     .map(|x| x.log.state())
                 {
@@ -89,6 +94,23 @@ impl Node {
                     Some(LogState::Failed(_)) => ResponseError::KafkaStorageError.code(),
                     Some(_) => ResponseError::NotLeaderOrFollower.code(),
                 };
+                let mut diverging = None;
+                if let (0, Some(id)) = (error, part) {
+                    error = self.check_leader_epoch(id, p.current_leader_epoch);
+                }
+                if let (0, Some(id), Some(follower)) = (error, part, replica) {
+                    match self.leader_on_replica_fetch(
+                        id,
+                        follower,
+                        p.fetch_offset,
+                        p.last_fetched_epoch,
+                        now,
+                        out,
+                    ) {
+                        Ok(d) => diverging = d,
+                        Err(code) => error = code,
+                    }
+                }
                 partitions.push(FetchPartition {
                     topic: topic_index,
                     index: p.partition,
@@ -98,6 +120,7 @@ impl Node {
                     error,
                     data: None,
                     reading: None,
+                    diverging,
                 });
             }
         }
@@ -114,6 +137,7 @@ impl Node {
             },
             reading: false,
             error_code,
+            replica,
         };
         let id = self.park(
             reply,
@@ -132,12 +156,25 @@ impl Node {
     /// Start reading if enough data is there, or if anything is wrong (Kafka
     /// answers errors at once).
     pub(super) fn fetch_poll(&mut self, id: OpId, now: Now, out: &mut Vec<Output>) {
+        // A replica that stopped leading answers at once.
+        let demoted: Vec<usize> = match self.ops.get(&id).map(|op| &op.kind) {
+            Some(OpKind::Fetch(pending)) if !pending.reading => pending
+                .partitions
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.error == 0 && p.part.is_some_and(|part| !self.leads(part)))
+                .map(|(i, _)| i)
+                .collect(),
+            _ => return,
+        };
+        if let Some(OpKind::Fetch(pending)) = self.ops.get_mut(&id).map(|op| &mut op.kind) {
+            for i in demoted {
+                pending.partitions[i].error = ResponseError::NotLeaderOrFollower.code();
+            }
+        }
         let Some(OpKind::Fetch(pending)) = self.ops.get(&id).map(|op| &op.kind) else {
             return;
         };
-        if pending.reading {
-            return;
-        }
         let mut available = 0u64;
         let mut urgent = false;
         for p in &pending.partitions {
@@ -146,12 +183,18 @@ impl Node {
                 .and_then(|part| self.partitions.get(&part))
                 .map(|x| &x.log);
             match log {
+                Some(_) if p.diverging.is_some() => urgent = true,
                 Some(log) if matches!(log.state(), LogState::Online) && p.error == 0 => {
-                    let hw = log.high_watermark();
-                    if p.fetch_offset > hw || p.fetch_offset < log.log_start_offset() {
+                    // Followers may read everything appended; consumers up to the high watermark.
+                    let end = if pending.replica.is_some() {
+                        log.log_end_offset()
+                    } else {
+                        log.high_watermark()
+                    };
+                    if p.fetch_offset > end || p.fetch_offset < log.log_start_offset() {
                         urgent = true; // out of range: answer now
                     } else {
-                        available += log.bytes_available(p.fetch_offset);
+                        available += log.bytes_available_to(p.fetch_offset, end);
                     }
                 }
                 _ => urgent = true,
@@ -174,9 +217,10 @@ impl Node {
             return;
         }
         pending.reading = true;
+        let replica = pending.replica.is_some();
         let mut reads = Vec::new();
         for (slot, p) in pending.partitions.iter().enumerate() {
-            if p.error == 0 && pending.error_code == 0 {
+            if p.error == 0 && pending.error_code == 0 && p.diverging.is_none() {
                 if let Some(part) = p.part {
                     reads.push((slot, part, p.fetch_offset, p.max_bytes));
                 }
@@ -185,7 +229,13 @@ impl Node {
         let parts: Vec<PartId> = reads.iter().map(|r| r.1).collect();
         for (slot, part, offset, max_bytes) in reads {
             let result = self
-                .with_log(part, out, |log, io| log.read(offset, max_bytes, now, io))
+                .with_log(part, out, |log, io| {
+                    if replica {
+                        log.read_replica(offset, max_bytes, now, io)
+                    } else {
+                        log.read(offset, max_bytes, now, io)
+                    }
+                })
                 .unwrap_or(Err(LogError::NotReady));
             match result {
                 Ok(token) => {
@@ -230,6 +280,7 @@ impl Node {
             LogError::Offline(_) => ResponseError::KafkaStorageError.code(),
             LogError::NotReady => ResponseError::NotLeaderOrFollower.code(),
             LogError::Batch(_) => ResponseError::CorruptMessage.code(),
+            _ => ResponseError::UnknownServerError.code(),
         };
     }
 
@@ -298,8 +349,14 @@ impl Node {
                     records = data.records;
                 }
             }
+            let diverging = p.diverging.map_or_else(Default::default, |(epoch, end_offset)| {
+                kafka_protocol::messages::fetch_response::EpochEndOffset::default()
+                    .with_epoch(epoch)
+                    .with_end_offset(end_offset)
+            });
             by_topic[p.topic].push(
                 PartitionData::default()
+                    .with_diverging_epoch(diverging)
                     .with_partition_index(p.index)
                     .with_error_code(p.error)
                     .with_high_watermark(high_watermark)

@@ -40,6 +40,10 @@ pub(super) struct BrokerLifecycle {
     pub heartbeat_in_flight: bool,
     /// The controller's view of this broker, from the last heartbeat.
     pub fenced: bool,
+    /// Unfenced at least once in this process's life: the broker has caught
+    /// up with the metadata its registration produced, so its image no longer
+    /// names it leader of what it led before a restart.
+    pub unfenced_once: bool,
     /// Stopping: heartbeats ask for a controlled shutdown.
     pub want_shutdown: bool,
     /// The controller moved our leaderships away: we may stop.
@@ -53,6 +57,7 @@ impl BrokerLifecycle {
             registration: Registration::Unregistered,
             heartbeat_in_flight: false,
             fenced: true,
+            unfenced_once: false,
             want_shutdown: false,
             shutdown_granted: false,
         }
@@ -201,6 +206,7 @@ impl Node {
         };
         let life = &mut cluster.lifecycle;
         let mut retry_soon = false;
+        let mut became_serving = false;
         match tag {
             PeerTag::BrokerRegistration => {
                 let response =
@@ -240,6 +246,10 @@ impl Node {
                             );
                         }
                         life.fenced = r.is_fenced;
+                        if !r.is_fenced && !life.unfenced_once {
+                            life.unfenced_once = true;
+                            became_serving = true;
+                        }
                         if life.want_shutdown && r.should_shut_down {
                             life.shutdown_granted = true;
                         }
@@ -259,6 +269,9 @@ impl Node {
                 }
             }
             _ => {}
+        }
+        if became_serving {
+            self.reconcile_replicas(now, out);
         }
         if retry_soon {
             self.lifecycle_again_in(

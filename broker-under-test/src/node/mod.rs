@@ -11,10 +11,12 @@ mod cluster;
 mod cluster_admin;
 mod controller_glue;
 mod fetch;
+mod hw_checkpoint;
 mod lifecycle;
 mod offsets;
 pub mod peers;
 mod produce;
+pub mod replication;
 pub mod quorum_store;
 pub mod quorum_wire;
 mod versions;
@@ -51,6 +53,8 @@ const TIMER_LIFECYCLE: TimerId = 4;
 const TIMER_CONTROLLER: TimerId = 5;
 /// A controlled shutdown gives up waiting for the controller.
 const TIMER_SHUTDOWN: TimerId = 6;
+/// Leaders' ISR checks and followers' fetch retries.
+const TIMER_REPLICATION: TimerId = 7;
 
 /// How long an orderly stop waits for the controller to move leaderships away.
 const CONTROLLED_SHUTDOWN_MS: u64 = 5_000;
@@ -82,6 +86,7 @@ struct Partition {
     topic: String,
     index: i32,
     log: PartitionLog,
+    role: replication::ReplicaRole,
 }
 
 /// Who issued a disk request.
@@ -92,6 +97,8 @@ enum DiskOwner {
     Startup,
     /// The metadata quorum's files.
     Quorum,
+    /// `replication-offset-checkpoint`.
+    HwCheckpoint(hw_checkpoint::HwStep),
 }
 
 /// One client connection: its frame decoder and its answers, which are sent
@@ -369,6 +376,7 @@ impl Node {
                 TIMER_LIFECYCLE => self.on_lifecycle_timer(now, out),
                 TIMER_CONTROLLER => self.on_controller_timer(now, out),
                 TIMER_SHUTDOWN => self.shutdown_gave_up = true,
+                TIMER_REPLICATION => self.on_replication_timer(now, out),
                 _ => {}
             },
             Input::DiskDone { req, result } => match self.disk_owner.remove(&req) {
@@ -378,9 +386,15 @@ impl Node {
                 }
                 Some(DiskOwner::Startup) => self.on_data_dir_listed(now, result, out),
                 Some(DiskOwner::Quorum) => self.quorum_disk_done(now, req, result, out),
+                Some(DiskOwner::HwCheckpoint(step)) => {
+                    self.hw_checkpoint_disk_done(now, step, result, out)
+                }
                 None => warn!(req, "completion of an unknown disk request"),
             },
             Input::Shutdown => self.begin_shutdown(now, out),
+        }
+        if self.cluster.as_ref().is_some_and(|c| c.peers.has_events()) {
+            self.drain_peer_events(now, out);
         }
         self.arm_deadline_timer(out);
         if self.phase == Phase::ShuttingDown {
@@ -432,6 +446,9 @@ impl Node {
                 return;
             }
         };
+        if self.cluster.is_some() && entries.iter().any(|e| !e.is_dir && e.name == hw_checkpoint::FILE) {
+            self.hw_checkpoint_read(out);
+        }
         // Partition directories are named `<topic>-<partition>`.
         let mut found: BTreeMap<String, BTreeMap<i32, String>> = BTreeMap::new();
         for entry in entries
@@ -487,9 +504,11 @@ impl Node {
             .values()
             .any(|p| matches!(p.log.state(), LogState::Opening))
             || !self.quorum_ready()
+            || self.hw_checkpoint_busy()
         {
             return;
         }
+        self.hw_checkpoint_apply();
         // Recovered topics take their id from their first partition's metadata.
         for topic in self.topics.values_mut() {
             if topic.id.is_nil() {
@@ -522,6 +541,7 @@ impl Node {
         }
         self.lifecycle_kick(now, out);
         self.pump_raft(now, out);
+        self.reconcile_replicas(now, out);
     }
 
     fn maintenance_interval_ms(&self) -> u64 {
@@ -571,6 +591,7 @@ impl Node {
             self.with_log(part, out, |log, io| log.flush(io));
             self.after_log_activity(part, now, out);
         }
+        self.hw_checkpoint_maybe_write(now, true, out);
         // In a cluster: ask the controller to move our leaderships away
         // (controlled shutdown) and hand quorum leadership over.
         let registered = self.cluster.as_ref().is_some_and(|c| {
@@ -601,7 +622,10 @@ impl Node {
     }
 
     fn maybe_finish_shutdown(&mut self, out: &mut Vec<Output>) {
-        if !self.ops.is_empty() || self.partitions.values().any(|p| !p.log.is_idle()) {
+        if !self.ops.is_empty()
+            || self.partitions.values().any(|p| !p.log.is_idle())
+            || self.hw_checkpoint_busy()
+        {
             return;
         }
         if let Some(c) = self.cluster.as_mut() {
@@ -712,6 +736,7 @@ impl Node {
             ApiKey::Produce => self.handle_produce(now, reply, &raw, out),
             ApiKey::Fetch => self.handle_fetch(now, reply, &raw, out),
             ApiKey::ListOffsets => self.handle_list_offsets(now, reply, &raw, out),
+            ApiKey::OffsetForLeaderEpoch => self.handle_offset_for_leader_epoch(reply, &raw, out),
             other => Err(FrameError::UnknownApiKey(other as i16)),
         };
         if let Err(e) = result {
@@ -811,6 +836,11 @@ impl Node {
                 topic: topic.to_string(),
                 index,
                 log,
+                role: if self.cluster.is_some() {
+                    replication::ReplicaRole::Offline
+                } else {
+                    replication::ReplicaRole::Standalone
+                },
             },
         );
         part
@@ -844,6 +874,7 @@ impl Node {
         {
             self.dispatch_log_event(part, event, now, out);
         }
+        self.replica_log_activity(part, now, out);
         self.wake(part, now, out);
     }
 
@@ -855,7 +886,13 @@ impl Node {
         out: &mut Vec<Output>,
     ) {
         match event {
-            LogEvent::Opened => self.check_recovered(now, out),
+            LogEvent::Opened => {
+                self.check_recovered(now, out);
+                if self.phase == Phase::Running {
+                    self.reconcile_replicas(now, out);
+                }
+            }
+            LogEvent::Truncated { .. } => self.replica_truncated(part, now, out),
             LogEvent::Failed { reason } => {
                 if let Some(p) = self.partitions.get(&part) {
                     tracing::error!(topic = %p.topic, partition = p.index, %reason,

@@ -53,7 +53,13 @@ impl Node {
                         -1
                     });
                 let (part, not_served) = match self.leader_lookup(&name, p.partition_index) {
-                    Ok(part) => (Some(part), None),
+                    Ok(part) if !self.leads(part) => {
+                        (None, Some(ResponseError::NotLeaderOrFollower))
+                    }
+                    Ok(part) => match self.check_leader_epoch(part, p.current_leader_epoch) {
+                        0 => (Some(part), None),
+                        code => (None, Some(epoch_error(code))),
+                    },
                     Err(error) => (None, Some(error)),
                 };
                 let log = part.and_then(|id| self.partitions.get(&id)).map(|x| &x.log);
@@ -184,5 +190,84 @@ impl Node {
             &ListOffsetsResponse::default().with_topics(topics),
             out,
         );
+    }
+}
+
+fn epoch_error(code: i16) -> ResponseError {
+    if code == ResponseError::FencedLeaderEpoch.code() {
+        ResponseError::FencedLeaderEpoch
+    } else if code == ResponseError::UnknownLeaderEpoch.code() {
+        ResponseError::UnknownLeaderEpoch
+    } else {
+        ResponseError::NotLeaderOrFollower
+    }
+}
+
+impl Node {
+    /// OffsetForLeaderEpoch (KIP-101, KIP-320): the end offset of a leader
+    /// epoch in the leader's log, which a consumer or follower uses to find
+    /// where its own history diverges.
+    pub(super) fn handle_offset_for_leader_epoch(
+        &mut self,
+        reply: ReplyTo,
+        raw: &RawRequest,
+        out: &mut Vec<Output>,
+    ) -> HandlerResult {
+        use kafka_protocol::messages::offset_for_leader_epoch_response::{
+            EpochEndOffset, OffsetForLeaderEpochResponse, OffsetForLeaderTopicResult,
+        };
+        let request: kafka_protocol::messages::OffsetForLeaderEpochRequest = decode(raw)?;
+        let topics = request
+            .topics
+            .into_iter()
+            .map(|t| {
+                let name = t.topic.0.to_string();
+                let partitions = t
+                    .partitions
+                    .into_iter()
+                    .map(|p| {
+                        let answer = EpochEndOffset::default()
+                            .with_partition(p.partition)
+                            .with_leader_epoch(-1)
+                            .with_end_offset(-1);
+                        let part = match self.leader_lookup(&name, p.partition) {
+                            Ok(part) if !self.leads(part) => {
+                                Err(ResponseError::NotLeaderOrFollower.code())
+                            }
+                            Ok(part) => match self.check_leader_epoch(part, p.current_leader_epoch)
+                            {
+                                0 => Ok(part),
+                                code => Err(code),
+                            },
+                            Err(e) => Err(e.code()),
+                        };
+                        let log = part
+                            .as_ref()
+                            .ok()
+                            .and_then(|id| self.partitions.get(id))
+                            .map(|x| &x.log);
+                        match (part, log) {
+                            (Err(code), _) => answer.with_error_code(code),
+                            (Ok(_), Some(log)) if matches!(log.state(), LogState::Online) => {
+                                let (epoch, end) = log.end_offset_for_epoch(p.leader_epoch);
+                                answer.with_leader_epoch(epoch).with_end_offset(end)
+                            }
+                            (Ok(_), Some(log)) if matches!(log.state(), LogState::Failed(_)) => {
+                                answer.with_error_code(ResponseError::KafkaStorageError.code())
+                            }
+                            (Ok(_), _) => {
+                                answer.with_error_code(ResponseError::NotLeaderOrFollower.code())
+                            }
+                        }
+                    })
+                    .collect();
+                OffsetForLeaderTopicResult::default()
+                    .with_topic(t.topic)
+                    .with_partitions(partitions)
+            })
+            .collect();
+        let response = OffsetForLeaderEpochResponse::default().with_topics(topics);
+        self.respond(reply, &response, out);
+        Ok(())
     }
 }

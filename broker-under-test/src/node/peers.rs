@@ -30,6 +30,12 @@ pub enum PeerTag {
     Forward {
         op: u64,
     },
+    /// A follower's Fetch from a partition leader.
+    ReplicaFetch,
+    /// A leader's ISR change sent to the active controller.
+    AlterPartition {
+        id: u64,
+    },
 }
 
 impl PeerTag {
@@ -40,6 +46,7 @@ impl PeerTag {
     fn channel(&self) -> Channel {
         match self {
             PeerTag::Raft { .. } => Channel::Quorum,
+            PeerTag::ReplicaFetch => Channel::Replica,
             _ => Channel::Control,
         }
     }
@@ -49,6 +56,8 @@ impl PeerTag {
 enum Channel {
     Quorum,
     Control,
+    /// Replica fetches long-poll too: their own connection per leader.
+    Replica,
 }
 
 type LinkKey = (NodeId, Channel);
@@ -298,6 +307,10 @@ impl Peers {
             .insert(key, now_nanos + RECONNECT_BACKOFF_NANOS);
     }
 
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
     pub fn poll_event(&mut self) -> Option<PeerEvent> {
         self.events.pop_front()
     }
@@ -320,7 +333,7 @@ impl Peers {
             .filter(|((_, channel), link)| {
                 let limit = match channel {
                     Channel::Quorum => quorum_ms,
-                    Channel::Control => control_ms,
+                    Channel::Control | Channel::Replica => control_ms,
                 } * 1_000_000;
                 link.in_flight
                     .values()

@@ -25,10 +25,14 @@ pub(super) struct ProducePartition {
     log_start_offset: i64,
     /// Durable once the high watermark passes this offset.
     awaiting: Option<i64>,
+    /// min.insync.replicas of the partition's topic when appended.
+    min_insync: usize,
 }
 
 pub(super) struct PendingProduce {
     topics: Vec<(kafka_protocol::messages::TopicName, Vec<ProducePartition>)>,
+    /// 1: the leader's own copy counts; -1: the high watermark must pass.
+    acks: i16,
 }
 
 impl Node {
@@ -55,6 +59,7 @@ impl Node {
                     base_offset: -1,
                     log_start_offset: -1,
                     awaiting: None,
+                    min_insync: 1,
                 };
                 let outcome = if !matches!(acks, -1..=1) {
                     Err((ResponseError::InvalidRequiredAcks, None))
@@ -62,6 +67,22 @@ impl Node {
                     Err((ResponseError::InvalidTopicException, Some(why)))
                 } else {
                     match self.leader_lookup(&name, data.index) {
+                        Ok(part) if !self.leads(part) => {
+                            Err((ResponseError::NotLeaderOrFollower, None))
+                        }
+                        Ok(part)
+                            if acks == -1
+                                && self.insync_count(part) < self.min_insync_replicas(part) =>
+                        {
+                            Err((
+                                ResponseError::NotEnoughReplicas,
+                                Some(format!(
+                                    "the in-sync replicas are {} of the {} min.insync.replicas requires",
+                                    self.insync_count(part),
+                                    self.min_insync_replicas(part)
+                                )),
+                            ))
+                        }
                         Ok(part) => {
                             result.part = Some(part);
                             self.append_one(part, data.records, now, out)
@@ -75,6 +96,7 @@ impl Node {
                         result.log_start_offset = info.log_start_offset;
                         result.awaiting = Some(info.last_offset);
                         if let Some(part) = result.part {
+                            result.min_insync = self.min_insync_replicas(part);
                             waiting_on.push(part);
                         }
                     }
@@ -113,7 +135,7 @@ impl Node {
         let id = self.park(
             reply,
             Some(deadline),
-            OpKind::Produce(PendingProduce { topics }),
+            OpKind::Produce(PendingProduce { topics, acks }),
             &waiting_on,
         );
         // Appends may have settled at once, and parked fetches may now have data.
@@ -169,16 +191,41 @@ impl Node {
         let OpKind::Produce(pending) = &mut op.kind else {
             return;
         };
+        let acks = pending.acks;
         let mut open = false;
         for (_, partitions) in &mut pending.topics {
             for p in partitions.iter_mut() {
                 let Some(last) = p.awaiting else { continue };
-                let log = p
-                    .part
-                    .and_then(|part| self.partitions.get(&part))
-                    .map(|x| &x.log);
+                let partition = p.part.and_then(|part| self.partitions.get(&part));
+                let log = partition.map(|x| &x.log);
+                let leading = partition.is_some_and(|x| {
+                    matches!(
+                        x.role,
+                        super::replication::ReplicaRole::Standalone
+                            | super::replication::ReplicaRole::Leader(_)
+                    )
+                });
+                let insync = match partition.map(|x| &x.role) {
+                    Some(super::replication::ReplicaRole::Leader(l)) => l.maximal_isr().len(),
+                    _ => usize::MAX,
+                };
+                let required = p.min_insync;
                 match log {
-                    Some(log) if log.high_watermark() > last => p.awaiting = None,
+                    Some(_) if !leading => {
+                        p.awaiting = None;
+                        p.error = ResponseError::NotLeaderOrFollower.code();
+                        p.base_offset = -1;
+                    }
+                    Some(log) if acks == 1 && log.local_end_offset() > last => p.awaiting = None,
+                    Some(log) if acks != 1 && log.high_watermark() > last => {
+                        p.awaiting = None;
+                        // Kafka's check once replicated: the ISR it was replicated to
+                        // may have shrunk below min.insync.replicas meanwhile.
+                        if insync < required {
+                            p.error = ResponseError::NotEnoughReplicasAfterAppend.code();
+                            p.base_offset = -1;
+                        }
+                    }
                     Some(log) if matches!(log.state(), LogState::Failed(_)) => {
                         p.awaiting = None;
                         p.error = ResponseError::KafkaStorageError.code();

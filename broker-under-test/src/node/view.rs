@@ -54,3 +54,38 @@ pub struct EntryDigest {
     /// CRC-32C of the entry's bytes.
     pub crc: u32,
 }
+
+/// What a node's replica of a partition is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaRoleView {
+    Leader,
+    Follower,
+    /// Not acting for this partition (no leader, log not open, broker not serving yet).
+    None,
+}
+
+/// One local partition replica, for monitors and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaView {
+    pub topic: String,
+    pub partition: i32,
+    pub role: ReplicaRoleView,
+    /// The leader epoch the replica acts in (-1 when not acting).
+    pub leader_epoch: i32,
+    pub high_watermark: i64,
+    pub log_end: i64,
+    pub log_start: i64,
+    /// A leader's maximal ISR (the one its high watermark counts); empty otherwise.
+    pub isr: Vec<i32>,
+}
+
+/// A follower cut the suffix `[to, from_end)` of its log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TruncationEvent {
+    pub topic: String,
+    pub partition: i32,
+    pub from_end: i64,
+    pub to: i64,
+    /// The replica's high watermark when it truncated.
+    pub high_watermark: i64,
+}

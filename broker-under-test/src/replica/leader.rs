@@ -1,0 +1,254 @@
+//! The leader's view of a partition: each follower's fetch progress, the ISR
+//! it may count (Kafka's "maximal ISR", KIP-497), the high watermark, and the
+//! ISR changes it should ask the controller for.
+
+use std::collections::BTreeMap;
+
+/// What the leader knows of one follower.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowerProgress {
+    /// The follower's log end as its last fetch showed it; -1 until it fetches
+    /// in this leader epoch. In sync mode a follower only fetches once what it
+    /// has is durable, so this is its durable end.
+    pub log_end: i64,
+    /// When it last fetched (ms).
+    pub last_fetch_ms: u64,
+    /// The last time it was known to have everything the leader had.
+    pub last_caught_up_ms: u64,
+    /// The leader's log end when answering its previous fetch.
+    leader_end_at_last_fetch: i64,
+}
+
+/// An AlterPartition sent and not yet answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingIsr {
+    pub isr: Vec<i32>,
+    pub sent_ms: u64,
+}
+
+/// A partition this node leads, in one leader epoch.
+#[derive(Debug, Clone)]
+pub struct LeaderState {
+    me: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub replicas: Vec<i32>,
+    /// The ISR as last committed by the controller.
+    pub isr: Vec<i32>,
+    pub pending: Option<PendingIsr>,
+    /// The log end when this epoch began: a follower must reach it to join the ISR.
+    pub epoch_start_offset: i64,
+    followers: BTreeMap<i32, FollowerProgress>,
+}
+
+impl LeaderState {
+    /// Leadership taken at `log_end` (the new epoch's first offset).
+    pub fn new(
+        me: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        replicas: Vec<i32>,
+        isr: Vec<i32>,
+        log_end: i64,
+        now_ms: u64,
+    ) -> LeaderState {
+        let followers = replicas
+            .iter()
+            .filter(|&&r| r != me)
+            .map(|&r| {
+                (
+                    r,
+                    FollowerProgress {
+                        log_end: -1,
+                        last_fetch_ms: now_ms,
+                        // ISR members get a full lag window to show up.
+                        last_caught_up_ms: if isr.contains(&r) { now_ms } else { 0 },
+                        leader_end_at_last_fetch: -1,
+                    },
+                )
+            })
+            .collect();
+        LeaderState {
+            me,
+            leader_epoch,
+            partition_epoch,
+            replicas,
+            isr,
+            pending: None,
+            epoch_start_offset: log_end,
+            followers,
+        }
+    }
+
+    /// The controller committed a change that keeps this leader and epoch
+    /// (an ISR change, ours or not). Stale updates (older partition epoch) are ignored.
+    pub fn on_partition_update(
+        &mut self,
+        partition_epoch: i32,
+        replicas: Vec<i32>,
+        isr: Vec<i32>,
+        now_ms: u64,
+    ) {
+        if partition_epoch < self.partition_epoch {
+            return;
+        }
+        if partition_epoch > self.partition_epoch {
+            self.pending = None;
+        }
+        self.partition_epoch = partition_epoch;
+        for &r in &replicas {
+            if r != self.me {
+                self.followers.entry(r).or_insert(FollowerProgress {
+                    log_end: -1,
+                    last_fetch_ms: now_ms,
+                    last_caught_up_ms: 0,
+                    leader_end_at_last_fetch: -1,
+                });
+            }
+        }
+        self.followers.retain(|r, _| replicas.contains(r));
+        self.replicas = replicas;
+        self.isr = isr;
+    }
+
+    pub fn follower(&self, id: i32) -> Option<&FollowerProgress> {
+        self.followers.get(&id)
+    }
+
+    pub fn is_replica(&self, id: i32) -> bool {
+        self.followers.contains_key(&id)
+    }
+
+    /// A replica fetch from `follower` at `fetch_offset` while the leader's
+    /// log ends at `leader_end` (Kafka's caught-up rule: a follower that
+    /// reached the leader's end as of its previous fetch was caught up then).
+    pub fn on_follower_fetch(
+        &mut self,
+        follower: i32,
+        fetch_offset: i64,
+        leader_end: i64,
+        now_ms: u64,
+    ) {
+        let Some(f) = self.followers.get_mut(&follower) else {
+            return;
+        };
+        if fetch_offset >= leader_end {
+            f.last_caught_up_ms = f.last_caught_up_ms.max(now_ms);
+        } else if f.leader_end_at_last_fetch >= 0 && fetch_offset >= f.leader_end_at_last_fetch {
+            f.last_caught_up_ms = f.last_caught_up_ms.max(f.last_fetch_ms);
+        }
+        f.log_end = fetch_offset;
+        f.leader_end_at_last_fetch = leader_end;
+        f.last_fetch_ms = now_ms;
+    }
+
+    /// The ISR the high watermark and min.insync.replicas count: the committed
+    /// ISR plus members a pending expansion adds (a pending shrink does not
+    /// count until committed: until then the removed member may still hold
+    /// the only copy the controller would elect from).
+    pub fn maximal_isr(&self) -> Vec<i32> {
+        let mut isr = self.isr.clone();
+        if let Some(p) = &self.pending {
+            for r in &p.isr {
+                if !isr.contains(r) {
+                    isr.push(*r);
+                }
+            }
+        }
+        isr
+    }
+
+    /// The high watermark this state allows: the lowest log end over the
+    /// maximal ISR, the leader's own counted as `leader_end` (its durable end
+    /// in sync mode). A follower that has not fetched in this epoch holds it
+    /// where it is (`None`).
+    pub fn high_watermark(&self, leader_end: i64) -> Option<i64> {
+        let mut hw = leader_end;
+        for r in self.maximal_isr() {
+            if r == self.me {
+                continue;
+            }
+            let f = self.followers.get(&r)?;
+            if f.log_end < 0 {
+                return None;
+            }
+            hw = hw.min(f.log_end);
+        }
+        Some(hw)
+    }
+
+    /// The ISR change to ask for now, if any and none is pending: drop
+    /// members not caught up within `lag_ms`, add replicas that reached both
+    /// the high watermark and this epoch's start.
+    pub fn wanted_isr(&self, now_ms: u64, lag_ms: u64, hw: i64) -> Option<Vec<i32>> {
+        if self.pending.is_some() {
+            return None;
+        }
+        let mut isr: Vec<i32> = self
+            .isr
+            .iter()
+            .copied()
+            .filter(|&r| {
+                r == self.me
+                    || self
+                        .followers
+                        .get(&r)
+                        .is_some_and(|f| now_ms.saturating_sub(f.last_caught_up_ms) <= lag_ms)
+            })
+            .collect();
+        for (&r, f) in &self.followers {
+            if !isr.contains(&r)
+                && !self.isr.contains(&r)
+                && f.log_end >= 0
+                && f.log_end >= hw
+                && f.log_end >= self.epoch_start_offset
+            {
+                isr.push(r);
+            }
+        }
+        if !isr.contains(&self.me) {
+            isr.insert(0, self.me);
+        }
+        // Keep replica order, as Kafka lists ISRs.
+        isr.sort_by_key(|r| self.replicas.iter().position(|x| x == r).unwrap_or(usize::MAX));
+        (isr != self.isr).then_some(isr)
+    }
+
+    pub fn on_alter_sent(&mut self, isr: Vec<i32>, now_ms: u64) {
+        self.pending = Some(PendingIsr {
+            isr,
+            sent_ms: now_ms,
+        });
+    }
+
+    /// The AlterPartition failed or was refused: forget it (the next check
+    /// may ask again; metadata updates bring the committed state).
+    pub fn on_alter_failed(&mut self) {
+        self.pending = None;
+    }
+
+    /// The controller accepted: its answer is the committed state.
+    pub fn on_alter_accepted(&mut self, partition_epoch: i32, isr: Vec<i32>) {
+        if partition_epoch >= self.partition_epoch {
+            self.partition_epoch = partition_epoch;
+            self.isr = isr;
+        }
+        self.pending = None;
+    }
+}
+
+/// Kafka's check of a replica fetch's last fetched epoch (KIP-320): the
+/// follower's log diverges from the leader's when the leader's history for
+/// that epoch ends earlier, or has no such epoch. `Some((epoch, end))` is
+/// the diverging epoch to answer with.
+pub fn diverging_epoch(
+    log: &impl super::follower::EpochLookup,
+    last_fetched_epoch: i32,
+    fetch_offset: i64,
+) -> Option<(i32, i64)> {
+    if last_fetched_epoch < 0 {
+        return None;
+    }
+    let (epoch, end) = log.end_offset_for_epoch(last_fetched_epoch);
+    (epoch < last_fetched_epoch || end < fetch_offset).then_some((epoch, end))
+}
