@@ -47,6 +47,12 @@ impl Node {
             default_replication_factor: self.config.default_replication_factor,
             num_partitions: self.config.num_partitions,
             cluster_id: self.config.cluster_id.clone(),
+            unclean_leader_election_enable: self.config.unclean_leader_election_enable,
+            auto_leader_rebalance_enable: self.config.auto_leader_rebalance_enable,
+            leader_imbalance_check_interval_ms: self.config.leader_imbalance_check_interval_ms,
+            leader_imbalance_per_broker_percentage: self
+                .config
+                .leader_imbalance_per_broker_percentage,
         }
     }
 
@@ -139,7 +145,7 @@ impl Node {
         if !records.is_empty() {
             info!(
                 records = records.len(),
-                "controller: fencing brokers whose session expired"
+                "controller: fencing brokers whose session expired or electing preferred leaders"
             );
         }
         self.propose(now, records, None, out);
