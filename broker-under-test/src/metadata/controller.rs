@@ -435,11 +435,12 @@ impl Controller {
         }
     }
 
-    /// When the next preferred-leader check is due, if they are enabled.
+    /// When the next preferred-leader check is due, if they are enabled. An
+    /// interval of 0 counts as 1 ms, so the timer never spins in place.
     fn rebalance_at(&self) -> Option<u64> {
         self.config.auto_leader_rebalance_enable.then(|| {
             self.last_rebalance_ms
-                .saturating_add(self.config.leader_imbalance_check_interval_ms)
+                .saturating_add(self.config.leader_imbalance_check_interval_ms.max(1))
         })
     }
 
