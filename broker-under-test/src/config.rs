@@ -95,6 +95,14 @@ pub struct BrokerConfig {
     pub broker_heartbeat_interval_ms: u64,
     /// `metadata.log.max.record.bytes.between.snapshots`.
     pub metadata_snapshot_bytes: u64,
+    /// `unclean.leader.election.enable` (broker default; topics may override).
+    pub unclean_leader_election_enable: bool,
+    /// `auto.leader.rebalance.enable`.
+    pub auto_leader_rebalance_enable: bool,
+    /// `leader.imbalance.check.interval.seconds`, in milliseconds.
+    pub leader_imbalance_check_interval_ms: u64,
+    /// `leader.imbalance.per.broker.percentage`.
+    pub leader_imbalance_per_broker_percentage: u32,
 }
 
 /// One of `process.roles`.
@@ -293,6 +301,10 @@ impl Default for BrokerConfig {
             broker_session_timeout_ms: 9000,
             broker_heartbeat_interval_ms: 2000,
             metadata_snapshot_bytes: 20 * 1024 * 1024,
+            unclean_leader_election_enable: false,
+            auto_leader_rebalance_enable: true,
+            leader_imbalance_check_interval_ms: 300_000,
+            leader_imbalance_per_broker_percentage: 10,
         }
     }
 }
@@ -394,6 +406,11 @@ impl BrokerConfig {
                 Ok(n) if n > 0 => Ok(n),
                 _ => Err(bad("expected a positive integer")),
             };
+            let boolean = || match value.as_str() {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                _ => Err(bad("expected true or false")),
+            };
             match key.as_str() {
                 "node.id" | "broker.id" => {
                     self.node_id = i32::try_from(int()?).map_err(|_| bad("out of range"))?
@@ -466,6 +483,19 @@ impl BrokerConfig {
                     self.metadata_snapshot_bytes = positive()?
                 }
                 "cluster.id" => self.cluster_id = value.clone(),
+                "unclean.leader.election.enable" => {
+                    self.unclean_leader_election_enable = boolean()?
+                }
+                "auto.leader.rebalance.enable" => self.auto_leader_rebalance_enable = boolean()?,
+                "leader.imbalance.check.interval.seconds" => {
+                    self.leader_imbalance_check_interval_ms = positive()?.saturating_mul(1000)
+                }
+                "leader.imbalance.per.broker.percentage" => {
+                    self.leader_imbalance_per_broker_percentage = match value.parse::<u32>() {
+                        Ok(n) if n <= 100 => n,
+                        _ => return Err(bad("expected a percentage from 0 to 100")),
+                    }
+                }
                 "log.dirs" | "log.dir" => {
                     let first = value.split(',').next().unwrap_or("").trim();
                     if first.is_empty() {
@@ -562,6 +592,36 @@ mod tests {
         assert_eq!(config.message_max_bytes, 2000);
         assert_eq!(config.advertised, "localhost:9093");
         assert_eq!(config.durability, Durability::PageCache);
+    }
+
+    #[test]
+    fn parses_leader_election_properties() {
+        let mut config = BrokerConfig::default();
+        assert!(!config.unclean_leader_election_enable);
+        assert!(config.auto_leader_rebalance_enable);
+        assert_eq!(config.leader_imbalance_check_interval_ms, 300_000);
+        assert_eq!(config.leader_imbalance_per_broker_percentage, 10);
+        let props = Properties::parse(
+            "unclean.leader.election.enable=true\nauto.leader.rebalance.enable=false\n\
+             leader.imbalance.check.interval.seconds=5\nleader.imbalance.per.broker.percentage=0\n",
+        )
+        .unwrap();
+        config.apply_properties(&props).unwrap();
+        assert!(config.unclean_leader_election_enable);
+        assert!(!config.auto_leader_rebalance_enable);
+        assert_eq!(config.leader_imbalance_check_interval_ms, 5_000);
+        assert_eq!(config.leader_imbalance_per_broker_percentage, 0);
+        for bad in [
+            "unclean.leader.election.enable=yes",
+            "leader.imbalance.check.interval.seconds=0",
+            "leader.imbalance.per.broker.percentage=101",
+        ] {
+            let props = Properties::parse(bad).unwrap();
+            assert!(
+                BrokerConfig::default().apply_properties(&props).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

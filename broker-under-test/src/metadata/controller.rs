@@ -23,7 +23,7 @@ use super::errors::{
     BROKER_ID_NOT_REGISTERED, DUPLICATE_BROKER_REGISTRATION, FENCED_LEADER_EPOCH,
     INCONSISTENT_CLUSTER_ID, INELIGIBLE_REPLICA, INVALID_CONFIG, INVALID_PARTITIONS,
     INVALID_REPLICATION_FACTOR, INVALID_REPLICA_ASSIGNMENT, INVALID_REQUEST,
-    INVALID_UPDATE_VERSION, NONE, NOT_LEADER_OR_FOLLOWER, STALE_BROKER_EPOCH, TOPIC_ALREADY_EXISTS,
+    INVALID_UPDATE_VERSION, NONE, NOT_CONTROLLER, STALE_BROKER_EPOCH, TOPIC_ALREADY_EXISTS,
     UNKNOWN_TOPIC_ID, UNKNOWN_TOPIC_OR_PARTITION,
 };
 use super::image::{MetadataImage, PartitionImage};
@@ -49,6 +49,20 @@ pub struct ControllerConfig {
     pub num_partitions: i32,
     /// The cluster id brokers must register with.
     pub cluster_id: String,
+    /// `unclean.leader.election.enable` (Kafka default false): when no ISR
+    /// member can lead, elect the first active replica and make it the
+    /// whole ISR. A topic config of the same name overrides it.
+    pub unclean_leader_election_enable: bool,
+    /// `auto.leader.rebalance.enable` (Kafka default true): move leadership
+    /// back to preferred replicas (see [`Controller::tick`]).
+    pub auto_leader_rebalance_enable: bool,
+    /// `leader.imbalance.check.interval.seconds`, in milliseconds (Kafka
+    /// default 300 s): the least time between two rebalance checks.
+    pub leader_imbalance_check_interval_ms: u64,
+    /// `leader.imbalance.per.broker.percentage` (Kafka default 10): a
+    /// broker's preferred partitions are moved back to it only when more
+    /// than this percentage of them are led by someone else.
+    pub leader_imbalance_per_broker_percentage: u32,
 }
 
 impl Default for ControllerConfig {
@@ -58,9 +72,22 @@ impl Default for ControllerConfig {
             default_replication_factor: 1,
             num_partitions: 1,
             cluster_id: String::new(),
+            unclean_leader_election_enable: false,
+            auto_leader_rebalance_enable: true,
+            leader_imbalance_check_interval_ms: 300_000,
+            leader_imbalance_per_broker_percentage: 10,
         }
     }
 }
+
+/// The topic config (and broker property) enabling unclean leader election.
+pub const UNCLEAN_LEADER_ELECTION_ENABLE: &str = "unclean.leader.election.enable";
+
+/// `LeaderRecoveryState.RECOVERED`: the leader's log is complete.
+pub const LEADER_RECOVERED: i8 = 0;
+/// `LeaderRecoveryState.RECOVERING`: the leader was elected uncleanly and
+/// has not finished recovering.
+pub const LEADER_RECOVERING: i8 = 1;
 
 /// A BrokerRegistration request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,6 +177,12 @@ pub struct AlterPartitionReq {
     pub leader_epoch: i32,
     pub partition_epoch: i32,
     pub new_isr: Vec<i32>,
+    /// The broker epoch of each `new_isr` member, in the same order
+    /// (AlterPartition v3); empty when not given (v2). An epoch of -1 is
+    /// not checked.
+    pub new_isr_broker_epochs: Vec<i64>,
+    /// [`LEADER_RECOVERED`] or [`LEADER_RECOVERING`].
+    pub leader_recovery_state: i8,
 }
 
 /// The answer to an [`AlterPartitionReq`]: on success the partition state
@@ -180,6 +213,8 @@ pub struct Controller {
     rng: ChaCha8Rng,
     /// Last heartbeat (or registration, or controller start) per broker.
     last_contact_ms: BTreeMap<i32, u64>,
+    /// When the last preferred-leader check ran (or the controller started).
+    last_rebalance_ms: u64,
 }
 
 impl Controller {
@@ -192,6 +227,7 @@ impl Controller {
             config,
             rng: ChaCha8Rng::seed_from_u64(seed),
             last_contact_ms,
+            last_rebalance_ms: now_ms,
         }
     }
 
@@ -267,8 +303,9 @@ impl Controller {
     /// Handles a BrokerHeartbeat.
     ///
     /// - A fenced broker that has applied the log up to its registration
-    ///   (and does not want to be fenced) is unfenced, and elected leader of
-    ///   leaderless partitions whose ISR lists it.
+    ///   (and does not want to be fenced) is unfenced, and leaderless
+    ///   partitions that list it as a replica get a leader if one can be
+    ///   elected (see `elect_leaderless_with`; unclean election included).
     /// - `want_shutdown` on an unfenced broker begins a controlled shutdown:
     ///   its leaderships move to other active ISR members and it leaves the
     ///   ISRs (the last member stays, leaderless). A later heartbeat finding
@@ -348,7 +385,9 @@ impl Controller {
     }
 
     /// Fences every unfenced broker whose last heartbeat is more than
-    /// `session_timeout_ms` old, moving its leaderships away.
+    /// `session_timeout_ms` old, moving its leaderships away; then, at most
+    /// once per `leader_imbalance_check_interval_ms`, moves leaderships back
+    /// to preferred replicas (see [`balance_leaders`](Self::balance_leaders)).
     pub fn tick(&mut self, now_ms: u64) -> Vec<MetadataRecord> {
         let unfenced: Vec<(i32, i64)> = self
             .working
@@ -365,12 +404,19 @@ impl Controller {
                 self.fence(id, epoch, &mut out);
             }
         }
+        if self.rebalance_at().is_some_and(|at| now_ms >= at) {
+            self.last_rebalance_ms = now_ms;
+            self.balance_leaders(&mut out);
+        }
         out
     }
 
-    /// The earliest time at which [`tick`](Self::tick) has something to do.
+    /// The earliest time at which [`tick`](Self::tick) has something to do:
+    /// a session expiry, or the next preferred-leader check while some
+    /// partition could move back to its preferred replica.
     pub fn next_deadline(&self) -> Option<u64> {
-        self.working
+        let sessions = self
+            .working
             .brokers
             .values()
             .filter(|b| !b.fenced)
@@ -379,7 +425,92 @@ impl Controller {
                 t.saturating_add(self.config.session_timeout_ms)
                     .saturating_add(1)
             })
-            .min()
+            .min();
+        let rebalance = self
+            .rebalance_at()
+            .filter(|_| self.any_preferred_leader_movable());
+        match (sessions, rebalance) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// When the next preferred-leader check is due, if they are enabled. An
+    /// interval of 0 counts as 1 ms, so the timer never spins in place.
+    fn rebalance_at(&self) -> Option<u64> {
+        self.config.auto_leader_rebalance_enable.then(|| {
+            self.last_rebalance_ms
+                .saturating_add(self.config.leader_imbalance_check_interval_ms.max(1))
+        })
+    }
+
+    /// Whether `p`'s preferred replica (its first) could lead it and does not.
+    fn preferred_movable(&self, p: &PartitionImage) -> Option<i32> {
+        let preferred = *p.replicas.first()?;
+        (p.leader != preferred && p.isr.contains(&preferred) && self.working.is_active(preferred))
+            .then_some(preferred)
+    }
+
+    fn any_preferred_leader_movable(&self) -> bool {
+        self.working.topics.values().any(|t| {
+            t.partitions
+                .values()
+                .any(|p| self.preferred_movable(p).is_some())
+        })
+    }
+
+    /// Preferred leader election, as Kafka's auto leader rebalance: for each
+    /// broker, among the partitions whose preferred replica (first replica)
+    /// it is, the share led by another broker (or by none) is its imbalance.
+    /// When that exceeds `leader_imbalance_per_broker_percentage`, each of
+    /// those partitions where the broker is active and in the ISR gets it
+    /// back as leader (the ISR is unchanged).
+    fn balance_leaders(&mut self, out: &mut Vec<MetadataRecord>) {
+        // preferred broker -> (its partitions, those it does not lead,
+        // those it could lead now)
+        type Tally = (u64, u64, Vec<(Uuid, i32)>);
+        let mut per_broker: BTreeMap<i32, Tally> = BTreeMap::new();
+        for t in self.working.topics.values() {
+            for (&idx, p) in &t.partitions {
+                let Some(&preferred) = p.replicas.first() else {
+                    continue;
+                };
+                let tally = per_broker.entry(preferred).or_default();
+                tally.0 += 1;
+                if p.leader != preferred {
+                    tally.1 += 1;
+                    if self.preferred_movable(p).is_some() {
+                        tally.2.push((t.id, idx));
+                    }
+                }
+            }
+        }
+        let percentage = u64::from(self.config.leader_imbalance_per_broker_percentage);
+        let mut changes = Vec::new();
+        for (broker, (total, elsewhere, movable)) in per_broker {
+            // elsewhere / total > percentage / 100, in integers.
+            if movable.is_empty() || elsewhere * 100 <= percentage * total {
+                continue;
+            }
+            tracing::info!(
+                broker_id = broker,
+                partitions = movable.len(),
+                imbalance_percent = elsewhere * 100 / total,
+                "preferred leader election"
+            );
+            for (topic_id, partition) in movable {
+                changes.push(MetadataRecord::PartitionChange {
+                    topic_id,
+                    partition,
+                    leader: Some(broker),
+                    isr: None,
+                    replicas: None,
+                });
+            }
+        }
+        for c in changes {
+            self.propose(out, c);
+        }
     }
 
     fn fence(&mut self, id: i32, epoch: i64, out: &mut Vec<MetadataRecord>) {
@@ -410,21 +541,46 @@ impl Controller {
             .unwrap_or(NO_LEADER)
     }
 
+    /// First active replica (in replica order) other than `exclude`: the
+    /// unclean election's choice.
+    fn elect_unclean(&self, p: &PartitionImage, exclude: Option<i32>) -> Option<i32> {
+        p.replicas
+            .iter()
+            .copied()
+            .find(|&r| Some(r) != exclude && self.working.is_active(r))
+    }
+
+    /// Whether unclean leader election is enabled for `topic`: its topic
+    /// config if set to `true` or `false` (any case), else the broker default.
+    pub fn unclean_leader_election_enabled(&self, topic: &str) -> bool {
+        let value = self
+            .working
+            .configs
+            .get(&(RESOURCE_TOPIC, topic.to_owned()))
+            .and_then(|c| c.get(UNCLEAN_LEADER_ELECTION_ENABLE));
+        match value.map(|v| v.trim()) {
+            Some(v) if v.eq_ignore_ascii_case("true") => true,
+            Some(v) if v.eq_ignore_ascii_case("false") => false,
+            _ => self.config.unclean_leader_election_enable,
+        }
+    }
+
     /// Takes broker `b` out of every leadership and ISR, as Kafka does when
-    /// a broker is fenced or enters controlled shutdown. The last ISR member
-    /// stays in the ISR and the partition is left without a leader.
+    /// a broker is fenced or enters controlled shutdown. A leader it gave up
+    /// is replaced by the first active ISR member in replica order. If none
+    /// is left: with unclean leader election enabled for the topic, the
+    /// first active replica leads and is the whole ISR; otherwise the last
+    /// ISR member stays in the ISR and the partition is left without a leader.
     fn remove_from_partitions(&mut self, b: i32, out: &mut Vec<MetadataRecord>) {
         let mut changes = Vec::new();
         for t in self.working.topics.values() {
+            let unclean = self.unclean_leader_election_enabled(&t.name);
             for (&idx, p) in &t.partitions {
                 if p.leader != b && !p.isr.contains(&b) {
                     continue;
                 }
                 let mut isr: Vec<i32> = p.isr.iter().copied().filter(|&r| r != b).collect();
-                let leader = if isr.is_empty() {
-                    isr = p.isr.clone();
-                    NO_LEADER
-                } else if p.leader != b
+                let mut leader = if p.leader != b
                     && p.leader != NO_LEADER
                     && isr.contains(&p.leader)
                     && self.working.is_active(p.leader)
@@ -433,6 +589,18 @@ impl Controller {
                 } else {
                     self.elect(p, &isr, Some(b))
                 };
+                if leader == NO_LEADER {
+                    match self.elect_unclean(p, Some(b)).filter(|_| unclean) {
+                        Some(u) => {
+                            tracing::warn!(topic = %t.name, partition = idx, leader = u,
+                                "unclean leader election");
+                            leader = u;
+                            isr = vec![u];
+                        }
+                        None if isr.is_empty() => isr = p.isr.clone(),
+                        None => {}
+                    }
+                }
                 if let Some(change) = partition_change(t.id, idx, p, leader, isr) {
                     changes.push(change);
                 }
@@ -443,16 +611,29 @@ impl Controller {
         }
     }
 
-    /// Elects a leader for every leaderless partition whose ISR lists `b`.
+    /// Elects a leader for every leaderless partition that lists `b` as a
+    /// replica, `b` having just become active: the first active ISR member
+    /// in replica order, or, with unclean leader election enabled for the
+    /// topic, the first active replica, which becomes the whole ISR.
     fn elect_leaderless_with(&mut self, b: i32, out: &mut Vec<MetadataRecord>) {
         let mut changes = Vec::new();
         for t in self.working.topics.values() {
+            let unclean = self.unclean_leader_election_enabled(&t.name);
             for (&idx, p) in &t.partitions {
-                if p.leader != NO_LEADER || !p.isr.contains(&b) {
+                if p.leader != NO_LEADER || !p.replicas.contains(&b) {
                     continue;
                 }
-                let leader = self.elect(p, &p.isr, None);
-                if let Some(change) = partition_change(t.id, idx, p, leader, p.isr.clone()) {
+                let mut leader = self.elect(p, &p.isr, None);
+                let mut isr = p.isr.clone();
+                if leader == NO_LEADER && unclean {
+                    if let Some(u) = self.elect_unclean(p, None) {
+                        tracing::warn!(topic = %t.name, partition = idx, leader = u,
+                            "unclean leader election");
+                        leader = u;
+                        isr = vec![u];
+                    }
+                }
+                if let Some(change) = partition_change(t.id, idx, p, leader, isr) {
                     changes.push(change);
                 }
             }
@@ -462,9 +643,39 @@ impl Controller {
         }
     }
 
-    /// Handles an AlterPartition from a partition leader: the new ISR must
-    /// contain the leader, list only replicas, and add only active brokers.
-    /// On success the reply carries the state after the change.
+    /// The broker-level check of an AlterPartition request, answered as the
+    /// request's top-level error: `STALE_BROKER_EPOCH` when the broker is
+    /// not registered or registered with another epoch (Kafka's
+    /// `checkBrokerEpoch`), else `NONE`.
+    pub fn check_broker_epoch(&self, broker_id: i32, broker_epoch: i64) -> i16 {
+        match self.working.broker(broker_id) {
+            Some(b) if b.epoch == broker_epoch => NONE,
+            _ => STALE_BROKER_EPOCH,
+        }
+    }
+
+    /// Handles one partition of an AlterPartition from a partition leader,
+    /// with Kafka's checks in Kafka's order:
+    ///
+    /// 1. the broker epoch ([`check_broker_epoch`](Self::check_broker_epoch));
+    /// 2. unknown topic id: `UNKNOWN_TOPIC_ID`; unknown partition:
+    ///    `UNKNOWN_TOPIC_OR_PARTITION`;
+    /// 3. a leader or partition epoch *newer* than this controller's:
+    ///    `NOT_CONTROLLER` (this controller is likely stale);
+    /// 4. an older leader epoch: `FENCED_LEADER_EPOCH`;
+    /// 5. the sender is not the leader: `INVALID_REQUEST`;
+    /// 6. an older partition epoch: `INVALID_UPDATE_VERSION`;
+    /// 7. a new ISR that repeats a broker, names a non-replica, leaves out
+    ///    the leader, or gives broker epochs for a different number of
+    ///    members: `INVALID_REQUEST`; `RECOVERING` (this controller never
+    ///    records a recovering leader, so every partition is `RECOVERED`
+    ///    and may not go back): `INVALID_REQUEST`;
+    /// 8. a new ISR member not registered, fenced, in controlled shutdown,
+    ///    or whose given broker epoch (not -1) is not its registration's:
+    ///    `INELIGIBLE_REPLICA`.
+    ///
+    /// On success the reply carries the state after the change; an ISR
+    /// equal to the current one proposes nothing.
     pub fn alter_partition(
         &mut self,
         req: AlterPartitionReq,
@@ -476,12 +687,9 @@ impl Controller {
             partition_epoch: -1,
             isr: Vec::new(),
         };
-        match self.working.broker(req.broker_id) {
-            None => return (Vec::new(), refuse(BROKER_ID_NOT_REGISTERED)),
-            Some(b) if b.epoch != req.broker_epoch => {
-                return (Vec::new(), refuse(STALE_BROKER_EPOCH))
-            }
-            Some(_) => {}
+        let error = self.check_broker_epoch(req.broker_id, req.broker_epoch);
+        if error != NONE {
+            return (Vec::new(), refuse(error));
         }
         let Some(p) = self.working.partition_by_id(&req.topic_id, req.partition) else {
             let error = if self.working.topic_by_id(&req.topic_id).is_some() {
@@ -491,30 +699,9 @@ impl Controller {
             };
             return (Vec::new(), refuse(error));
         };
-        if p.leader != req.broker_id {
-            return (Vec::new(), refuse(NOT_LEADER_OR_FOLLOWER));
-        }
-        if req.leader_epoch != p.leader_epoch {
-            return (Vec::new(), refuse(FENCED_LEADER_EPOCH));
-        }
-        if req.partition_epoch != p.partition_epoch {
-            return (Vec::new(), refuse(INVALID_UPDATE_VERSION));
-        }
-        let mut seen = BTreeSet::new();
-        let valid = req.new_isr.contains(&p.leader)
-            && req
-                .new_isr
-                .iter()
-                .all(|r| seen.insert(*r) && p.replicas.contains(r));
-        if !valid {
-            return (Vec::new(), refuse(INVALID_REQUEST));
-        }
-        if req
-            .new_isr
-            .iter()
-            .any(|r| !p.isr.contains(r) && !self.working.is_active(*r))
-        {
-            return (Vec::new(), refuse(INELIGIBLE_REPLICA));
+        let error = self.validate_alter(&req, p);
+        if error != NONE {
+            return (Vec::new(), refuse(error));
         }
         let mut out = Vec::new();
         if req.new_isr != p.isr {
@@ -522,30 +709,59 @@ impl Controller {
                 topic_id: req.topic_id,
                 partition: req.partition,
                 leader: None,
-                isr: Some(req.new_isr),
+                isr: Some(req.new_isr.clone()),
                 replicas: None,
             };
             self.propose(&mut out, change);
         }
-        let p = self
-            .working
-            .partition_by_id(&req.topic_id, req.partition)
-            .cloned()
-            .unwrap_or_else(|| PartitionImage {
-                replicas: Vec::new(),
-                isr: Vec::new(),
-                leader: NO_LEADER,
-                leader_epoch: -1,
-                partition_epoch: -1,
-            });
-        let reply = AlterPartitionReply {
-            error: NONE,
-            leader: p.leader,
-            leader_epoch: p.leader_epoch,
-            partition_epoch: p.partition_epoch,
-            isr: p.isr,
+        let reply = match self.working.partition_by_id(&req.topic_id, req.partition) {
+            Some(p) => AlterPartitionReply {
+                error: NONE,
+                leader: p.leader,
+                leader_epoch: p.leader_epoch,
+                partition_epoch: p.partition_epoch,
+                isr: p.isr.clone(),
+            },
+            None => refuse(UNKNOWN_TOPIC_OR_PARTITION),
         };
         (out, reply)
+    }
+
+    /// Steps 3 to 8 of [`alter_partition`](Self::alter_partition).
+    fn validate_alter(&self, req: &AlterPartitionReq, p: &PartitionImage) -> i16 {
+        if req.leader_epoch > p.leader_epoch || req.partition_epoch > p.partition_epoch {
+            return NOT_CONTROLLER;
+        }
+        if req.leader_epoch < p.leader_epoch {
+            return FENCED_LEADER_EPOCH;
+        }
+        if req.broker_id != p.leader {
+            return INVALID_REQUEST;
+        }
+        if req.partition_epoch < p.partition_epoch {
+            return INVALID_UPDATE_VERSION;
+        }
+        let mut seen = BTreeSet::new();
+        let valid_isr = req.new_isr.contains(&p.leader)
+            && req
+                .new_isr
+                .iter()
+                .all(|r| seen.insert(*r) && p.replicas.contains(r))
+            && (req.new_isr_broker_epochs.is_empty()
+                || req.new_isr_broker_epochs.len() == req.new_isr.len());
+        if !valid_isr || req.leader_recovery_state != LEADER_RECOVERED {
+            return INVALID_REQUEST;
+        }
+        let eligible = |(i, r): (usize, &i32)| {
+            let given = req.new_isr_broker_epochs.get(i).copied().unwrap_or(-1);
+            self.working
+                .broker(*r)
+                .is_some_and(|b| b.is_active() && (given == -1 || given == b.epoch))
+        };
+        if !req.new_isr.iter().enumerate().all(eligible) {
+            return INELIGIBLE_REPLICA;
+        }
+        NONE
     }
 
     // ----------------------------------------------------------------

@@ -1,11 +1,11 @@
 //! Tests of [`super::controller::Controller`].
 
 use super::controller::{
-    AlterPartitionReq, BrokerRegistrationReq, Controller, ControllerConfig, CreatePartitionsReq,
-    CreateTopicReq, CreateTopicResult, HeartbeatReply, HeartbeatReq,
+    AlterPartitionReply, AlterPartitionReq, BrokerRegistrationReq, Controller, ControllerConfig,
+    CreatePartitionsReq, CreateTopicReq, CreateTopicResult, HeartbeatReply, HeartbeatReq,
 };
 use super::errors::*;
-use super::image::MetadataImage;
+use super::image::{MetadataImage, PartitionImage};
 use super::records::{Endpoint, MetadataRecord, NO_LEADER, RESOURCE_TOPIC};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,6 +20,7 @@ fn config() -> ControllerConfig {
         default_replication_factor: 3,
         num_partitions: 2,
         cluster_id: CLUSTER.into(),
+        ..ControllerConfig::default()
     }
 }
 
@@ -65,8 +66,17 @@ impl Harness {
     }
 
     fn from_image(committed: MetadataImage, now: u64, seed: u64) -> Self {
+        Self::from_image_with(committed, now, seed, config())
+    }
+
+    fn from_image_with(
+        committed: MetadataImage,
+        now: u64,
+        seed: u64,
+        config: ControllerConfig,
+    ) -> Self {
         Harness {
-            c: Controller::new(committed.clone(), config(), now, seed),
+            c: Controller::new(committed.clone(), config, now, seed),
             committed,
             log: Vec::new(),
         }
@@ -74,7 +84,11 @@ impl Harness {
 
     /// A cluster with brokers `1..=n` registered and unfenced at time 0.
     fn with_brokers(n: i32, seed: u64) -> Self {
-        let mut h = Self::new(seed);
+        Self::with_brokers_config(n, seed, config())
+    }
+
+    fn with_brokers_config(n: i32, seed: u64, config: ControllerConfig) -> Self {
+        let mut h = Self::from_image_with(MetadataImage::new(), 0, seed, config);
         for id in 1..=n {
             h.register(0, id, 0).unwrap();
             let r = h.heartbeat_caught_up(0, id);
@@ -972,6 +986,8 @@ fn alter_partition_shrinks_and_expands_the_isr() {
         leader_epoch: p.leader_epoch,
         partition_epoch: p.partition_epoch,
         new_isr: p.isr.iter().copied().filter(|r| *r != follower).collect(),
+        new_isr_broker_epochs: Vec::new(),
+        leader_recovery_state: 0,
     };
     // Error paths.
     let bad = |f: &dyn Fn(&mut AlterPartitionReq)| {
@@ -979,28 +995,40 @@ fn alter_partition_shrinks_and_expands_the_isr() {
         f(&mut r);
         r
     };
+    // Kafka's codes: an unknown broker is a stale epoch too, and epochs
+    // newer than the controller's mean this controller is the stale one.
     let cases: Vec<(AlterPartitionReq, i16)> = vec![
-        (bad(&|r| r.broker_id = 9), BROKER_ID_NOT_REGISTERED),
+        (bad(&|r| r.broker_id = 9), STALE_BROKER_EPOCH),
         (bad(&|r| r.broker_epoch += 100), STALE_BROKER_EPOCH),
         (bad(&|r| r.topic_id = Uuid::from_u128(5)), UNKNOWN_TOPIC_ID),
         (bad(&|r| r.partition = 3), UNKNOWN_TOPIC_OR_PARTITION),
-        (bad(&|r| r.leader_epoch += 1), FENCED_LEADER_EPOCH),
-        (bad(&|r| r.partition_epoch += 1), INVALID_UPDATE_VERSION),
+        (bad(&|r| r.leader_epoch += 1), NOT_CONTROLLER),
+        (bad(&|r| r.partition_epoch += 1), NOT_CONTROLLER),
         (bad(&|r| r.new_isr = vec![follower]), INVALID_REQUEST),
         (bad(&|r| r.new_isr = vec![leader, leader]), INVALID_REQUEST),
+        (bad(&|r| r.new_isr = vec![leader, 9]), INVALID_REQUEST),
+        (
+            bad(&|r| r.new_isr_broker_epochs = vec![-1, -1, -1, -1]),
+            INVALID_REQUEST,
+        ),
+        (bad(&|r| r.leader_recovery_state = 1), INVALID_REQUEST),
     ];
     for (req, code) in cases {
         let (recs, reply) = h.c.alter_partition(req.clone());
         assert!(recs.is_empty());
         assert_eq!(reply.error, code, "{req:?}");
     }
+    assert_eq!(
+        h.c.check_broker_epoch(leader, h.epoch(leader) + 1),
+        STALE_BROKER_EPOCH
+    );
+    assert_eq!(h.c.check_broker_epoch(leader, h.epoch(leader)), NONE);
+    // A follower with the current epochs is not the leader: Kafka answers
+    // INVALID_REQUEST.
     let mut wrong_leader = base.clone();
     wrong_leader.broker_id = follower;
     wrong_leader.broker_epoch = h.epoch(follower);
-    assert_eq!(
-        h.c.alter_partition(wrong_leader).1.error,
-        NOT_LEADER_OR_FOLLOWER
-    );
+    assert_eq!(h.c.alter_partition(wrong_leader).1.error, INVALID_REQUEST);
 
     // Shrink.
     let (recs, reply) = h.c.alter_partition(base.clone());
@@ -1032,6 +1060,419 @@ fn alter_partition_shrinks_and_expands_the_isr() {
     h.check_replay();
 }
 
+impl Harness {
+    fn alter_req(&self, topic: &str, idx: i32, new_isr: Vec<i32>) -> AlterPartitionReq {
+        let t = self.c.working().topic(topic).unwrap();
+        let p = &t.partitions[&idx];
+        AlterPartitionReq {
+            broker_id: p.leader,
+            broker_epoch: self.epoch(p.leader),
+            topic_id: t.id,
+            partition: idx,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            new_isr,
+            new_isr_broker_epochs: Vec::new(),
+            leader_recovery_state: 0,
+        }
+    }
+
+    fn alter(&mut self, req: AlterPartitionReq) -> AlterPartitionReply {
+        let (recs, reply) = self.c.alter_partition(req);
+        self.record(recs);
+        reply
+    }
+
+    /// The partition's leader shrinks its ISR to `new_isr`.
+    fn shrink(&mut self, topic: &str, idx: i32, new_isr: Vec<i32>) {
+        let req = self.alter_req(topic, idx, new_isr.clone());
+        let reply = self.alter(req);
+        assert_eq!((reply.error, reply.isr), (NONE, new_isr));
+    }
+
+    fn fence(&mut self, now: u64, id: i32) {
+        let req = HeartbeatReq {
+            want_fence: true,
+            ..self.hb(id)
+        };
+        assert!(self.heartbeat(now, req).is_fenced);
+    }
+
+    fn unfence(&mut self, now: u64, id: i32) {
+        assert!(!self.heartbeat_caught_up(now, id).is_fenced);
+    }
+
+    /// Creates `name` with explicit replicas per partition and topic configs.
+    fn create_assigned(&mut self, name: &str, replicas: &[&[i32]], configs: &[(&str, &str)]) {
+        let req = CreateTopicReq {
+            assignments: replicas
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (i as i32, r.to_vec()))
+                .collect(),
+            configs: configs
+                .iter()
+                .map(|(k, v)| (k.to_string(), Some(v.to_string())))
+                .collect(),
+            ..topic_req(name, -1, -1)
+        };
+        let r = self.create(vec![req], false).remove(0);
+        assert_eq!(r.error, NONE, "{r:?}");
+    }
+
+    fn part(&self, topic: &str, idx: i32) -> PartitionImage {
+        self.c.working().partition(topic, idx).unwrap().clone()
+    }
+}
+
+fn config_with(f: impl FnOnce(&mut ControllerConfig)) -> ControllerConfig {
+    let mut c = config();
+    f(&mut c);
+    c
+}
+
+#[test]
+fn alter_partition_no_change_proposes_nothing_and_answers_the_state() {
+    let mut h = Harness::with_brokers(2, 1);
+    h.create_assigned("t", &[&[1, 2]], &[]);
+    let req = h.alter_req("t", 0, vec![1, 2]);
+    let (recs, reply) = h.c.alter_partition(req);
+    assert!(recs.is_empty());
+    assert_eq!(
+        (
+            reply.error,
+            reply.leader,
+            reply.leader_epoch,
+            reply.partition_epoch
+        ),
+        (NONE, 1, 0, 0)
+    );
+    assert_eq!(reply.isr, vec![1, 2]);
+}
+
+#[test]
+fn alter_partition_after_a_leader_change_is_fenced_by_epochs() {
+    let mut h = Harness::with_brokers(3, 2);
+    h.create_assigned("t", &[&[1, 2, 3]], &[]);
+    let old = h.alter_req("t", 0, vec![1, 2]);
+    // Broker 1 is fenced: 2 leads at leader epoch 1.
+    h.fence(10, 1);
+    let p = h.part("t", 0);
+    assert_eq!(
+        (p.leader, p.leader_epoch, p.isr.clone()),
+        (2, 1, vec![2, 3])
+    );
+    // The fenced former leader, still registered with its epoch, sends its
+    // stale request: its leader epoch is older.
+    assert_eq!(h.alter(old.clone()).error, FENCED_LEADER_EPOCH);
+    // Even claiming the current epochs it is not the leader.
+    let claims = AlterPartitionReq {
+        leader_epoch: p.leader_epoch,
+        partition_epoch: p.partition_epoch,
+        ..old
+    };
+    assert_eq!(h.alter(claims).error, INVALID_REQUEST);
+    // The new leader with an older partition epoch (an ISR change it has
+    // not seen yet).
+    h.shrink("t", 0, vec![2]);
+    let stale = AlterPartitionReq {
+        partition_epoch: p.partition_epoch,
+        ..h.alter_req("t", 0, vec![2, 3])
+    };
+    assert_eq!(h.alter(stale).error, INVALID_UPDATE_VERSION);
+    h.check_replay();
+}
+
+#[test]
+fn alter_partition_refuses_ineligible_new_isr_members() {
+    let mut h = Harness::with_brokers(4, 3);
+    h.create_assigned("t", &[&[1, 2, 3, 4]], &[]);
+    h.shrink("t", 0, vec![1]);
+    // 2 fenced, 3 in controlled shutdown, 4 live.
+    h.fence(10, 2);
+    assert!(!h.shutdown_heartbeat(10, 3).should_shutdown);
+    assert!(h.c.working().broker(3).unwrap().in_controlled_shutdown);
+    for isr in [vec![1, 2], vec![1, 3], vec![1, 4, 2]] {
+        let req = h.alter_req("t", 0, isr.clone());
+        assert_eq!(h.alter(req).error, INELIGIBLE_REPLICA, "{isr:?}");
+    }
+    // v3: a member's broker epoch must match its registration (-1: not checked).
+    let mut req = h.alter_req("t", 0, vec![1, 4]);
+    req.new_isr_broker_epochs = vec![h.epoch(1), h.epoch(4) + 1];
+    assert_eq!(h.alter(req.clone()).error, INELIGIBLE_REPLICA);
+    req.new_isr_broker_epochs = vec![-1, h.epoch(4)];
+    let reply = h.alter(req);
+    assert_eq!((reply.error, reply.isr), (NONE, vec![1, 4]));
+    h.check_replay();
+}
+
+// --------------------------------------------------------------------
+// Leader election: clean, unclean, on unfencing
+// --------------------------------------------------------------------
+
+#[test]
+fn fenced_leader_moves_to_the_first_active_isr_member_not_the_first_replica() {
+    let mut h = Harness::with_brokers(3, 4);
+    h.create_assigned("t", &[&[1, 2, 3]], &[]);
+    h.shrink("t", 0, vec![1, 3]);
+    h.fence(10, 1);
+    let p = h.part("t", 0);
+    assert_eq!((p.leader, p.isr), (3, vec![3]));
+    h.check_replay();
+}
+
+#[test]
+fn last_isr_member_fenced_without_unclean_leaves_no_leader_and_keeps_it_in_the_isr() {
+    let mut h = Harness::with_brokers(2, 5);
+    h.create_assigned("t", &[&[1, 2]], &[]);
+    h.shrink("t", 0, vec![1]);
+    h.fence(10, 1);
+    let p = h.part("t", 0);
+    assert_eq!((p.leader, p.isr, p.leader_epoch), (NO_LEADER, vec![1], 1));
+    // Broker 2 is active but out of the ISR: it is not elected, now or
+    // when it heartbeats again.
+    h.heartbeat_caught_up(20, 2);
+    assert_eq!(h.part("t", 0).leader, NO_LEADER);
+    h.check_replay();
+}
+
+#[test]
+fn unclean_broker_default_elects_the_first_active_replica_as_the_whole_isr() {
+    let cfg = config_with(|c| c.unclean_leader_election_enable = true);
+    let mut h = Harness::with_brokers_config(3, 6, cfg);
+    h.create_assigned("t", &[&[1, 2, 3]], &[]);
+    h.shrink("t", 0, vec![1]);
+    // A clean candidate wins while there is one.
+    h.create_assigned("u", &[&[1, 2, 3]], &[]);
+    h.shrink("u", 0, vec![1, 3]);
+    h.fence(10, 1);
+    let p = h.part("t", 0);
+    assert_eq!((p.leader, p.isr, p.leader_epoch), (2, vec![2], 1));
+    let u = h.part("u", 0);
+    assert_eq!((u.leader, u.isr), (3, vec![3]));
+    assert!(h.c.unclean_leader_election_enabled("t"));
+    h.check_replay();
+}
+
+#[test]
+fn unclean_applies_to_controlled_shutdown_too() {
+    let cfg = config_with(|c| c.unclean_leader_election_enable = true);
+    let mut h = Harness::with_brokers_config(2, 7, cfg);
+    h.create_assigned("t", &[&[1, 2]], &[]);
+    h.shrink("t", 0, vec![1]);
+    h.shutdown_heartbeat(10, 1);
+    let p = h.part("t", 0);
+    assert_eq!((p.leader, p.isr), (2, vec![2]));
+    assert!(h.shutdown_heartbeat(20, 1).should_shutdown);
+    h.check_replay();
+}
+
+#[test]
+fn unclean_topic_config_overrides_the_broker_default_both_ways() {
+    // Broker default off, topic on.
+    let mut h = Harness::with_brokers(2, 8);
+    h.create_assigned(
+        "on",
+        &[&[1, 2]],
+        &[("unclean.leader.election.enable", "true")],
+    );
+    h.create_assigned("off", &[&[1, 2]], &[]);
+    h.shrink("on", 0, vec![1]);
+    h.shrink("off", 0, vec![1]);
+    h.fence(10, 1);
+    assert_eq!(h.part("on", 0).leader, 2);
+    assert_eq!(h.part("off", 0).leader, NO_LEADER);
+    h.check_replay();
+    // Broker default on, topic off.
+    let cfg = config_with(|c| c.unclean_leader_election_enable = true);
+    let mut h = Harness::with_brokers_config(2, 9, cfg);
+    h.create_assigned(
+        "off",
+        &[&[1, 2]],
+        &[("unclean.leader.election.enable", "FALSE")],
+    );
+    h.create_assigned(
+        "junk",
+        &[&[1, 2]],
+        &[("unclean.leader.election.enable", "maybe")],
+    );
+    h.shrink("off", 0, vec![1]);
+    h.shrink("junk", 0, vec![1]);
+    h.fence(10, 1);
+    let p = h.part("off", 0);
+    assert_eq!((p.leader, p.isr), (NO_LEADER, vec![1]));
+    // A value that is neither true nor false falls back to the default.
+    assert_eq!(h.part("junk", 0).leader, 2);
+    h.check_replay();
+}
+
+#[test]
+fn unfencing_elects_leaderless_partitions_cleanly_or_uncleanly() {
+    for unclean in [false, true] {
+        let cfg = config_with(|c| c.unclean_leader_election_enable = unclean);
+        let mut h = Harness::with_brokers_config(3, 10, cfg);
+        // "back": its last ISR member returns. "other": a replica outside
+        // the ISR returns.
+        h.create_assigned("back", &[&[1, 2]], &[]);
+        h.create_assigned("other", &[&[3, 2]], &[]);
+        h.shrink("back", 0, vec![1]);
+        h.shrink("other", 0, vec![3]);
+        h.fence(10, 2);
+        h.fence(10, 1);
+        h.fence(10, 3);
+        for t in ["back", "other"] {
+            assert_eq!(h.part(t, 0).leader, NO_LEADER, "{t}");
+        }
+        h.unfence(20, 1);
+        let p = h.part("back", 0);
+        assert_eq!((p.leader, p.isr), (1, vec![1]));
+        h.unfence(30, 2);
+        let p = h.part("other", 0);
+        if unclean {
+            assert_eq!((p.leader, p.isr), (2, vec![2]));
+        } else {
+            assert_eq!((p.leader, p.isr), (NO_LEADER, vec![3]));
+            // Its last ISR member elects it when back.
+            h.unfence(40, 3);
+            let p = h.part("other", 0);
+            assert_eq!((p.leader, p.isr), (3, vec![3]));
+        }
+        h.check_replay();
+    }
+}
+
+// --------------------------------------------------------------------
+// Preferred leader election (auto leader rebalance)
+// --------------------------------------------------------------------
+
+const INTERVAL: u64 = 30_000;
+/// Sessions in the rebalance tests outlive every tick they make.
+const LONG_SESSION: u64 = 10_000_000;
+
+/// The controller's deadline if it is not a session expiry.
+fn rebalance_deadline(h: &Harness) -> Option<u64> {
+    h.c.next_deadline().filter(|&t| t < LONG_SESSION)
+}
+
+fn rebalance_config(percentage: u32) -> ControllerConfig {
+    config_with(|c| {
+        c.session_timeout_ms = LONG_SESSION;
+        c.leader_imbalance_check_interval_ms = INTERVAL;
+        c.leader_imbalance_per_broker_percentage = percentage;
+    })
+}
+
+/// Brokers 1 and 2; topic "t" with `n` partitions preferring broker 1
+/// (replicas [1, 2]), the first `moved` of them led by 2 with 1 back in
+/// the ISR, the others led by 1.
+fn imbalanced(n: i32, moved: i32, percentage: u32) -> Harness {
+    let mut h = Harness::with_brokers_config(2, 11, rebalance_config(percentage));
+    let replicas: Vec<&[i32]> = (0..n).map(|_| &[1, 2][..]).collect();
+    h.create_assigned("t", &replicas, &[]);
+    // Partitions that 1 alone holds go leaderless on its fence and come
+    // back to it when it returns; the others move to 2.
+    for idx in moved..n {
+        h.shrink("t", idx, vec![1]);
+    }
+    h.fence(10, 1);
+    h.unfence(20, 1);
+    for idx in 0..n {
+        let p = h.part("t", idx);
+        assert_eq!(p.leader, if idx < moved { 2 } else { 1 });
+        if idx < moved {
+            h.shrink("t", idx, vec![2, 1]);
+        }
+    }
+    h
+}
+
+#[test]
+fn preferred_leader_returns_once_in_the_isr_and_the_interval_passed() {
+    let mut h = Harness::with_brokers_config(2, 12, rebalance_config(10));
+    h.create_assigned("t", &[&[1, 2]], &[]);
+    assert_eq!(rebalance_deadline(&h), None, "nothing to rebalance");
+    h.fence(10, 1);
+    h.unfence(20, 1);
+    // Broker 1 is active but not in the ISR: not movable, no deadline.
+    assert_eq!(h.part("t", 0).leader, 2);
+    assert_eq!(rebalance_deadline(&h), None);
+    assert!(h.tick(INTERVAL).is_empty());
+    // Back in the ISR: the check is due INTERVAL after the last one.
+    h.shrink("t", 0, vec![2, 1]);
+    assert_eq!(rebalance_deadline(&h), Some(2 * INTERVAL));
+    assert!(h.tick(2 * INTERVAL - 1).is_empty());
+    let recs = h.tick(2 * INTERVAL);
+    assert_eq!(recs.len(), 1);
+    let p = h.part("t", 0);
+    assert_eq!((p.leader, p.isr, p.leader_epoch), (1, vec![2, 1], 2));
+    assert_eq!(rebalance_deadline(&h), None);
+    h.check_replay();
+}
+
+#[test]
+fn preferred_leader_election_needs_the_imbalance_above_the_percentage() {
+    // 1 of 10 partitions away from broker 1: 10% is not above 10%.
+    let mut h = imbalanced(10, 1, 10);
+    assert!(h.tick(INTERVAL).is_empty());
+    assert_eq!(h.part("t", 0).leader, 2);
+    // 2 of 10: 20% > 10%, both move back.
+    let mut h = imbalanced(10, 2, 10);
+    assert_eq!(h.tick(INTERVAL).len(), 2);
+    assert_eq!(h.leaders("t"), vec![1; 10]);
+    h.check_replay();
+    // Percentage 0: any imbalance.
+    let mut h = imbalanced(10, 1, 0);
+    assert_eq!(h.tick(INTERVAL).len(), 1);
+    assert_eq!(h.leaders("t"), vec![1; 10]);
+    h.check_replay();
+}
+
+#[test]
+fn preferred_leader_is_not_elected_when_inactive_or_disabled() {
+    // Preferred replica fenced while it is the last ISR member: leaderless
+    // and not active, so nothing moves.
+    let mut h = Harness::with_brokers_config(2, 13, rebalance_config(0));
+    h.create_assigned("t", &[&[1, 2]], &[]);
+    h.shrink("t", 0, vec![1]);
+    h.fence(10, 1);
+    assert!(h.tick(INTERVAL).is_empty());
+    assert_eq!(h.part("t", 0).leader, NO_LEADER);
+    // Disabled: nothing moves and no deadline for it.
+    let mut h = imbalanced(4, 4, 0);
+    h.c = Controller::new(
+        h.c.working().clone(),
+        config_with(|c| {
+            c.auto_leader_rebalance_enable = false;
+            c.session_timeout_ms = LONG_SESSION;
+        }),
+        0,
+        1,
+    );
+    assert_eq!(rebalance_deadline(&h), None);
+    assert!(h.tick(10 * INTERVAL).is_empty());
+    assert_eq!(h.leaders("t"), vec![2; 4]);
+}
+
+#[test]
+fn preferred_leader_checks_run_at_most_once_per_interval() {
+    let mut h = imbalanced(2, 1, 0);
+    // The check at INTERVAL + 5 moves partition 0 back.
+    assert_eq!(h.tick(INTERVAL + 5).len(), 1);
+    assert_eq!(h.leaders("t"), vec![1, 1]);
+    // Both become movable right after; they wait a whole interval.
+    h.shrink("t", 1, vec![1, 2]);
+    h.fence(INTERVAL + 6, 1);
+    h.unfence(INTERVAL + 7, 1);
+    assert_eq!(h.leaders("t"), vec![2, 2]);
+    h.shrink("t", 0, vec![2, 1]);
+    h.shrink("t", 1, vec![2, 1]);
+    assert_eq!(rebalance_deadline(&h), Some(2 * INTERVAL + 5));
+    assert!(h.tick(2 * INTERVAL + 4).is_empty());
+    assert_eq!(h.tick(2 * INTERVAL + 5).len(), 2);
+    assert_eq!(h.leaders("t"), vec![1, 1]);
+    h.check_replay();
+}
+
 // --------------------------------------------------------------------
 // The replay property and determinism over random command sequences
 // --------------------------------------------------------------------
@@ -1057,6 +1498,8 @@ enum Cmd {
     Create {
         names: Vec<(u8, i32, i16)>,
         validate_only: bool,
+        /// Topic config `unclean.leader.election.enable`: none, false, true.
+        unclean: Option<bool>,
     },
     CreateManual {
         name: u8,
@@ -1074,7 +1517,9 @@ enum Cmd {
     Alter {
         name: u8,
         partition: i32,
-        drop: bool,
+        /// 0: shrink to the leader; 1: every replica; 2: the leader and
+        /// the active replicas.
+        mode: u8,
     },
 }
 
@@ -1089,16 +1534,17 @@ fn arb_cmd() -> impl Strategy<Value = Cmd> {
             }),
         2 => (0..6000u64).prop_map(|ms| Cmd::Advance { ms }),
         2 => Just(Cmd::Tick),
-        3 => (proptest::collection::vec((0..6u8, -1..5i32, -1..4i16), 1..3), proptest::bool::weighted(0.2))
-            .prop_map(|(names, validate_only)| Cmd::Create { names, validate_only }),
+        3 => (proptest::collection::vec((0..6u8, -1..5i32, -1..4i16), 1..3), proptest::bool::weighted(0.2),
+              proptest::option::of(any::<bool>()))
+            .prop_map(|(names, validate_only, unclean)| Cmd::Create { names, validate_only, unclean }),
         1 => (0..6u8, proptest::collection::vec(proptest::collection::vec(0..5i32, 1..3), 1..3))
             .prop_map(|(name, assignment)| Cmd::CreateManual { name, assignment }),
         1 => (proptest::collection::vec(0..6u8, 0..2), proptest::collection::vec(0..6u8, 0..2))
             .prop_map(|(names, by_id)| Cmd::Delete { names, by_id }),
         2 => (0..6u8, -1..3i32, proptest::bool::weighted(0.2))
             .prop_map(|(name, extra, validate_only)| Cmd::AddPartitions { name, extra, validate_only }),
-        2 => (0..6u8, 0..3i32, any::<bool>())
-            .prop_map(|(name, partition, drop)| Cmd::Alter { name, partition, drop }),
+        3 => (0..6u8, 0..3i32, 0..3u8)
+            .prop_map(|(name, partition, mode)| Cmd::Alter { name, partition, mode }),
     ]
 }
 
@@ -1153,10 +1599,18 @@ fn run(h: &mut Harness, cmds: &[Cmd]) -> Vec<String> {
             Cmd::Create {
                 names,
                 validate_only,
+                unclean,
             } => {
+                let configs: Vec<(String, Option<String>)> = unclean
+                    .map(|u| ("unclean.leader.election.enable".into(), Some(u.to_string())))
+                    .into_iter()
+                    .collect();
                 let reqs = names
                     .iter()
-                    .map(|&(n, p, rf)| topic_req(&name(n), p, rf))
+                    .map(|&(n, p, rf)| CreateTopicReq {
+                        configs: configs.clone(),
+                        ..topic_req(&name(n), p, rf)
+                    })
                     .collect();
                 answers.push(format!("{:?}", h.create(reqs, validate_only)));
             }
@@ -1209,7 +1663,7 @@ fn run(h: &mut Harness, cmds: &[Cmd]) -> Vec<String> {
             Cmd::Alter {
                 name: n,
                 partition,
-                drop,
+                mode,
             } => {
                 let Some(t) = h.c.working().topic(&name(n)) else {
                     continue;
@@ -1220,10 +1674,15 @@ fn run(h: &mut Harness, cmds: &[Cmd]) -> Vec<String> {
                 if p.leader == NO_LEADER {
                     continue;
                 }
-                let new_isr = if drop {
-                    vec![p.leader]
-                } else {
-                    p.replicas.clone()
+                let new_isr = match mode {
+                    0 => vec![p.leader],
+                    1 => p.replicas.clone(),
+                    _ => p
+                        .replicas
+                        .iter()
+                        .copied()
+                        .filter(|&r| r == p.leader || h.c.working().is_active(r))
+                        .collect(),
                 };
                 let req = AlterPartitionReq {
                     broker_id: p.leader,
@@ -1233,6 +1692,8 @@ fn run(h: &mut Harness, cmds: &[Cmd]) -> Vec<String> {
                     leader_epoch: p.leader_epoch,
                     partition_epoch: p.partition_epoch,
                     new_isr,
+                    new_isr_broker_epochs: Vec::new(),
+                    leader_recovery_state: 0,
                 };
                 let (recs, reply) = h.c.alter_partition(req);
                 h.record(recs);
@@ -1254,10 +1715,23 @@ proptest! {
         cmds in proptest::collection::vec(arb_cmd(), 0..60),
         seed in any::<u64>(),
         prestart in any::<bool>(),
+        unclean in any::<bool>(),
+        percentage in 0..30u32,
     ) {
+        // Unclean election by default or not, and preferred leader checks
+        // often enough to run within a sequence.
+        let cfg = config_with(|c| {
+            c.unclean_leader_election_enable = unclean;
+            c.leader_imbalance_check_interval_ms = 5_000;
+            c.leader_imbalance_per_broker_percentage = percentage;
+        });
         // Half the runs start from three live brokers (their registration
         // records are in the log too), so topics exist more often.
-        let mut h = if prestart { Harness::with_brokers(3, seed) } else { Harness::new(seed) };
+        let mut h = if prestart {
+            Harness::with_brokers_config(3, seed, cfg.clone())
+        } else {
+            Harness::from_image_with(MetadataImage::new(), 0, seed, cfg.clone())
+        };
         run(&mut h, &cmds);
         h.check_replay();
         // And a controller rebuilt mid-way from the replayed image carries on.
@@ -1265,7 +1739,7 @@ proptest! {
         for (i, r) in h.log.iter().enumerate() {
             committed.apply(i as i64, r);
         }
-        let mut h2 = Harness::from_image(committed, 0, seed ^ 1);
+        let mut h2 = Harness::from_image_with(committed, 0, seed ^ 1, cfg);
         run(&mut h2, &cmds);
         h2.check_replay();
         // The snapshot of the working image restores it.
@@ -1309,5 +1783,90 @@ proptest! {
         let max = leads.values().max().copied().unwrap_or(0);
         let min = if leads.len() < brokers as usize { 0 } else { leads.values().min().copied().unwrap_or(0) };
         prop_assert!(max - min <= 1, "{:?}", leads);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Brokers come and go and leaders change their ISRs; once every
+    /// broker is back and in every ISR, one preferred-leader check leaves
+    /// each broker either leading all the partitions it prefers or with an
+    /// imbalance within the percentage. The log replays throughout.
+    #[test]
+    fn prop_preferred_election_restores_preferred_leaders_once_healed(
+        ops in proptest::collection::vec((0..5u8, 1..4i32, 0..10i32, 0..7000u64), 0..50),
+        seed in any::<u64>(),
+        unclean in any::<bool>(),
+        percentage in 0..60u32,
+    ) {
+        let cfg = config_with(|c| {
+            c.unclean_leader_election_enable = unclean;
+            c.session_timeout_ms = LONG_SESSION;
+            c.leader_imbalance_check_interval_ms = 5_000;
+            c.leader_imbalance_per_broker_percentage = percentage;
+        });
+        let mut h = Harness::with_brokers_config(3, seed, cfg);
+        prop_assert_eq!(h.create_one("t", 6, 3).error, NONE);
+        prop_assert_eq!(h.create_one("s", 4, 2).error, NONE);
+        let parts: Vec<(&str, i32)> = (0..6).map(|i| ("t", i)).chain((0..4).map(|i| ("s", i))).collect();
+        let mut now = 0;
+        let expand = |h: &mut Harness, topic: &str, idx: i32| {
+            let p = h.part(topic, idx);
+            if p.leader == NO_LEADER {
+                return;
+            }
+            let isr: Vec<i32> = p.replicas.iter().copied()
+                .filter(|&r| r == p.leader || h.c.working().is_active(r)).collect();
+            let req = h.alter_req(topic, idx, isr);
+            assert_eq!(h.alter(req).error, NONE);
+        };
+        for (kind, b, which, ms) in ops {
+            let (topic, idx) = parts[which as usize];
+            let fenced = h.c.working().broker(b).unwrap().fenced;
+            match kind {
+                0 if !fenced => h.fence(now, b),
+                1 if fenced => h.unfence(now, b),
+                2 => expand(&mut h, topic, idx),
+                3 => {
+                    let p = h.part(topic, idx);
+                    if p.leader != NO_LEADER {
+                        let req = h.alter_req(topic, idx, vec![p.leader]);
+                        prop_assert_eq!(h.alter(req).error, NONE);
+                    }
+                }
+                4 => {
+                    now += ms;
+                    h.tick(now);
+                }
+                _ => {}
+            }
+            check_invariants(h.c.working());
+        }
+        // Heal: everyone back, every ISR full, one check.
+        for b in 1..=3 {
+            if h.c.working().broker(b).unwrap().fenced {
+                h.unfence(now, b);
+            }
+        }
+        for &(topic, idx) in &parts {
+            prop_assert_ne!(h.part(topic, idx).leader, NO_LEADER);
+            expand(&mut h, topic, idx);
+        }
+        now += 5_000;
+        h.tick(now);
+        for b in 1..=3 {
+            let preferred: Vec<PartitionImage> = parts.iter()
+                .map(|&(t, i)| h.part(t, i))
+                .filter(|p| p.replicas[0] == b)
+                .collect();
+            let elsewhere = preferred.iter().filter(|p| p.leader != b).count() as u64;
+            prop_assert!(
+                elsewhere * 100 <= u64::from(percentage) * preferred.len() as u64,
+                "broker {} leads {} of its {} preferred partitions (percentage {})",
+                b, preferred.len() as u64 - elsewhere, preferred.len(), percentage
+            );
+        }
+        h.check_replay();
     }
 }

@@ -1,10 +1,11 @@
 //! The active controller on the quorum leader: turns BrokerRegistration,
-//! BrokerHeartbeat, CreateTopics, DeleteTopics and CreatePartitions into
+//! BrokerHeartbeat, AlterPartition, CreateTopics, DeleteTopics and CreatePartitions into
 //! metadata records, proposes them, and answers once they are committed
 //! (or NOT_CONTROLLER if leadership is lost first).
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::alter_partition_response::{self, AlterPartitionResponse};
 use kafka_protocol::messages::create_partitions_response::{
     CreatePartitionsResponse, CreatePartitionsTopicResult,
 };
@@ -15,9 +16,9 @@ use kafka_protocol::messages::delete_topics_response::{
     DeletableTopicResult, DeleteTopicsResponse,
 };
 use kafka_protocol::messages::{
-    BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerRegistrationRequest,
-    BrokerRegistrationResponse, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
-    TopicName,
+    AlterPartitionRequest, BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerId,
+    BrokerRegistrationRequest, BrokerRegistrationResponse, CreatePartitionsRequest,
+    CreateTopicsRequest, DeleteTopicsRequest, TopicName,
 };
 use kafka_protocol::protocol::{Encodable, HeaderVersion, StrBytes};
 use tracing::{info, warn};
@@ -26,8 +27,8 @@ use uuid::Uuid;
 use super::cluster::CommitWaiter;
 use super::{decode, HandlerResult, Node, ReplyTo, TIMER_CONTROLLER};
 use crate::metadata::controller::{
-    BrokerRegistrationReq, Controller, ControllerConfig, CreatePartitionsReq, CreateTopicReq,
-    HeartbeatReq,
+    AlterPartitionReq, BrokerRegistrationReq, Controller, ControllerConfig, CreatePartitionsReq,
+    CreateTopicReq, HeartbeatReq,
 };
 use crate::metadata::records::{Endpoint, MetadataRecord};
 use crate::protocol::{self, validate_topic_name, RawRequest};
@@ -47,6 +48,12 @@ impl Node {
             default_replication_factor: self.config.default_replication_factor,
             num_partitions: self.config.num_partitions,
             cluster_id: self.config.cluster_id.clone(),
+            unclean_leader_election_enable: self.config.unclean_leader_election_enable,
+            auto_leader_rebalance_enable: self.config.auto_leader_rebalance_enable,
+            leader_imbalance_check_interval_ms: self.config.leader_imbalance_check_interval_ms,
+            leader_imbalance_per_broker_percentage: self
+                .config
+                .leader_imbalance_per_broker_percentage,
         }
     }
 
@@ -139,7 +146,7 @@ impl Node {
         if !records.is_empty() {
             info!(
                 records = records.len(),
-                "controller: fencing brokers whose session expired"
+                "controller: fencing brokers whose session expired or electing preferred leaders"
             );
         }
         self.propose(now, records, None, out);
@@ -313,6 +320,99 @@ impl Node {
             .with_is_caught_up(r.is_caught_up)
             .with_is_fenced(r.is_fenced)
             .with_should_shut_down(r.should_shutdown);
+        let waiter = self.waiter(reply, &response, &not_controller, out);
+        self.propose(now, records, waiter, out);
+        self.arm_controller_timer(out);
+        Ok(())
+    }
+
+    /// AlterPartition (v2-v3) from a partition leader: each partition goes
+    /// through [`Controller::alter_partition`]; the answer goes out once the
+    /// ISR changes commit (at once if there are none). Not the active
+    /// controller: `NOT_CONTROLLER`; a stale broker epoch:
+    /// `STALE_BROKER_EPOCH`; both as the top-level error.
+    // Routed from node/mod.rs's request router (ApiKey::AlterPartition).
+    #[allow(dead_code)]
+    pub(super) fn handle_alter_partition(
+        &mut self,
+        now: Now,
+        reply: ReplyTo,
+        raw: &RawRequest,
+        out: &mut Vec<Output>,
+    ) -> HandlerResult {
+        let request: AlterPartitionRequest = decode(raw)?;
+        let version = raw.api_version;
+        let not_controller = AlterPartitionResponse::default().with_error_code(NOT_CONTROLLER);
+        let Some(controller) = self.cluster.as_mut().and_then(|c| c.controller.as_mut()) else {
+            self.respond(reply, &not_controller, out);
+            return Ok(());
+        };
+        let broker_id = request.broker_id.0;
+        let error = controller.check_broker_epoch(broker_id, request.broker_epoch);
+        if error != 0 {
+            let response = AlterPartitionResponse::default().with_error_code(error);
+            self.respond(reply, &response, out);
+            return Ok(());
+        }
+        let mut records = Vec::new();
+        let mut topics = Vec::with_capacity(request.topics.len());
+        for t in &request.topics {
+            let mut partitions = Vec::with_capacity(t.partitions.len());
+            for p in &t.partitions {
+                let (new_isr, new_isr_broker_epochs) = if version >= 3 {
+                    p.new_isr_with_epochs
+                        .iter()
+                        .map(|s| (s.broker_id.0, s.broker_epoch))
+                        .unzip()
+                } else {
+                    (p.new_isr.iter().map(|b| b.0).collect(), Vec::new())
+                };
+                let (recs, r) = controller.alter_partition(AlterPartitionReq {
+                    broker_id,
+                    broker_epoch: request.broker_epoch,
+                    topic_id: t.topic_id,
+                    partition: p.partition_index,
+                    leader_epoch: p.leader_epoch,
+                    partition_epoch: p.partition_epoch,
+                    new_isr,
+                    new_isr_broker_epochs,
+                    leader_recovery_state: p.leader_recovery_state,
+                });
+                if r.error != 0 {
+                    info!(
+                        broker = broker_id,
+                        topic_id = %t.topic_id,
+                        partition = p.partition_index,
+                        error = crate::metadata::errors::name(r.error),
+                        "controller: AlterPartition refused"
+                    );
+                } else if !recs.is_empty() {
+                    info!(
+                        broker = broker_id,
+                        topic_id = %t.topic_id,
+                        partition = p.partition_index,
+                        isr = ?r.isr,
+                        "controller: ISR change"
+                    );
+                }
+                records.extend(recs);
+                partitions.push(
+                    alter_partition_response::PartitionData::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(r.error)
+                        .with_leader_id(BrokerId(r.leader))
+                        .with_leader_epoch(r.leader_epoch)
+                        .with_isr(r.isr.into_iter().map(BrokerId).collect())
+                        .with_partition_epoch(r.partition_epoch),
+                );
+            }
+            topics.push(
+                alter_partition_response::TopicData::default()
+                    .with_topic_id(t.topic_id)
+                    .with_partitions(partitions),
+            );
+        }
+        let response = AlterPartitionResponse::default().with_topics(topics);
         let waiter = self.waiter(reply, &response, &not_controller, out);
         self.propose(now, records, waiter, out);
         self.arm_controller_timer(out);
@@ -526,4 +626,306 @@ fn not_controller_create_response(request: &CreateTopicsRequest) -> CreateTopics
             })
             .collect(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    //! AlterPartition on the wire, against a one-voter cluster. The request
+    //! goes straight to the handler (as the node's router will send it),
+    //! and what the handler outputs is carried out as the harness would.
+
+    use kafka_protocol::messages::alter_partition_request::{
+        BrokerState, PartitionData, TopicData,
+    };
+    use kafka_protocol::messages::create_topics_request::{
+        CreatableReplicaAssignment, CreatableTopic,
+    };
+    use kafka_protocol::messages::*;
+    use uuid::Uuid;
+
+    use bytes::BytesMut;
+    use kafka_protocol::protocol::Encodable;
+
+    use super::super::tests::{decode_response, topic_name, Harness};
+    use super::super::ReplyTo;
+    use crate::config::{BrokerConfig, ProcessRole};
+    use crate::metadata::controller::{BrokerRegistrationReq, HeartbeatReq};
+    use crate::metadata::errors::{
+        FENCED_LEADER_EPOCH, INELIGIBLE_REPLICA, INVALID_UPDATE_VERSION, NOT_CONTROLLER,
+        STALE_BROKER_EPOCH, UNKNOWN_TOPIC_ID,
+    };
+    use crate::protocol::RawRequest;
+    use crate::seam::{ConnId, DiskExecutor, Input, Output};
+
+    fn cluster_config() -> BrokerConfig {
+        BrokerConfig {
+            node_id: 0,
+            advertised: "node-0:9092".into(),
+            cluster_id: "c1".into(),
+            process_roles: vec![ProcessRole::Broker, ProcessRole::Controller],
+            controller_quorum_voters: vec![(0, "node-0:9092".into())],
+            broker_heartbeat_interval_ms: 200,
+            ..BrokerConfig::default()
+        }
+    }
+
+    fn carry_out(h: &mut Harness, out: Vec<Output>) {
+        for o in out {
+            match o {
+                Output::Send { conn, bytes } => {
+                    h.sent.entry(conn).or_default().extend_from_slice(&bytes)
+                }
+                Output::Disk { req, op } => {
+                    let result = h.disk.execute(&op);
+                    h.step(Input::DiskDone { req, result });
+                }
+                Output::SetTimer { id, at_nanos } => {
+                    h.timers.insert(id, at_nanos);
+                }
+                Output::CancelTimer { id } => {
+                    h.timers.remove(&id);
+                }
+                other => panic!("unexpected output {other:?}"),
+            }
+        }
+    }
+
+    /// One AlterPartition round trip at `version`.
+    fn alter(
+        h: &mut Harness,
+        conn: ConnId,
+        version: i16,
+        request: &AlterPartitionRequest,
+    ) -> AlterPartitionResponse {
+        // protocol::parse_request refuses API keys the broker does not list
+        // as served (AlterPartition is not listed yet): build it by hand.
+        let mut body = BytesMut::new();
+        request.encode(&mut body, version).unwrap();
+        let raw = RawRequest {
+            api_key: ApiKey::AlterPartition,
+            api_version: version,
+            header: RequestHeader::default()
+                .with_request_api_key(ApiKey::AlterPartition as i16)
+                .with_request_api_version(version)
+                .with_correlation_id(99),
+            body: body.freeze(),
+        };
+        let c = h.node.conns.get_mut(&conn).unwrap();
+        let seq = c.next_seq;
+        c.next_seq += 1;
+        c.answers.push_back((seq, None));
+        let reply = ReplyTo {
+            conn,
+            seq,
+            correlation_id: 99,
+            version,
+        };
+        let mut out = Vec::new();
+        h.node
+            .handle_alter_partition(h.now, reply, &raw, &mut out)
+            .unwrap();
+        carry_out(h, out);
+        for _ in 0..100 {
+            if let Some(frame) = h.take_frame(conn) {
+                let (correlation, response) = decode_response(frame, version);
+                assert_eq!(correlation, 99);
+                return response;
+            }
+            h.advance_millis(10);
+        }
+        panic!("no AlterPartition answer");
+    }
+
+    /// A request for partition 0 of `topic_id` from broker 0; the ISR is
+    /// put in the field of `version` (epochs are dropped for v2).
+    fn request(
+        version: i16,
+        broker_epoch: i64,
+        topic_id: Uuid,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: &[(i32, i64)],
+    ) -> AlterPartitionRequest {
+        AlterPartitionRequest::default()
+            .with_broker_id(BrokerId(0))
+            .with_broker_epoch(broker_epoch)
+            .with_topics(vec![TopicData::default()
+                .with_topic_id(topic_id)
+                .with_partitions(vec![PartitionData::default()
+                    .with_partition_index(0)
+                    .with_leader_epoch(leader_epoch)
+                    .with_partition_epoch(partition_epoch)
+                    .with_new_isr(if version < 3 {
+                        isr.iter().map(|(b, _)| BrokerId(*b)).collect()
+                    } else {
+                        Vec::new()
+                    })
+                    .with_new_isr_with_epochs(if version >= 3 {
+                        isr.iter()
+                            .map(|(b, e)| {
+                                BrokerState::default()
+                                    .with_broker_id(BrokerId(*b))
+                                    .with_broker_epoch(*e)
+                            })
+                            .collect()
+                    } else {
+                        Vec::new()
+                    })])])
+    }
+
+    fn serving(h: &mut Harness) {
+        for _ in 0..200 {
+            if h.node.is_active_controller()
+                && h.node
+                    .cluster
+                    .as_ref()
+                    .and_then(|c| c.image.broker(0))
+                    .is_some_and(|b| !b.fenced)
+            {
+                return;
+            }
+            h.advance_millis(50);
+        }
+        panic!("the one-node cluster never served");
+    }
+
+    /// Registers and unfences a broker 1 straight through the controller;
+    /// returns its epoch.
+    fn add_broker_1(h: &mut Harness) -> i64 {
+        let now_ms = h.now.mono_millis();
+        let cluster = h.node.cluster.as_mut().unwrap();
+        let next = cluster.raft.as_ref().unwrap().log_end();
+        let controller = cluster.controller.as_mut().unwrap();
+        let (mut records, epoch) = controller.register_broker(
+            now_ms,
+            next,
+            BrokerRegistrationReq {
+                broker_id: 1,
+                cluster_id: "c1".into(),
+                incarnation_id: Uuid::from_u128(1),
+                endpoints: Vec::new(),
+                rack: None,
+            },
+        );
+        let epoch = epoch.unwrap();
+        let (more, reply) = controller.heartbeat(
+            now_ms,
+            HeartbeatReq {
+                broker_id: 1,
+                broker_epoch: epoch,
+                current_metadata_offset: i64::MAX,
+                want_fence: false,
+                want_shutdown: false,
+            },
+        );
+        assert!(!reply.is_fenced);
+        records.extend(more);
+        let mut out = Vec::new();
+        h.node.propose(h.now, records, None, &mut out);
+        carry_out(h, out);
+        h.advance_millis(50);
+        epoch
+    }
+
+    #[test]
+    fn alter_partition_to_a_node_that_is_not_the_controller_is_not_controller() {
+        let mut h = Harness::new(cluster_config());
+        h.connect(1);
+        serving(&mut h);
+        // As after losing the quorum leadership: no controller.
+        h.node.cluster.as_mut().unwrap().controller = None;
+        assert!(!h.node.is_active_controller());
+        let r = alter(
+            &mut h,
+            1,
+            2,
+            &request(2, 0, Uuid::from_u128(1), 0, 0, &[(0, -1)]),
+        );
+        assert_eq!(r.error_code, NOT_CONTROLLER);
+        assert!(r.topics.is_empty());
+    }
+
+    #[test]
+    fn alter_partition_commits_isr_changes_and_answers_refusals() {
+        let mut h = Harness::new(cluster_config());
+        h.connect(1);
+        serving(&mut h);
+        let epoch1 = add_broker_1(&mut h);
+        let create = CreateTopicsRequest::default()
+            .with_timeout_ms(5000)
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(topic_name("t"))
+                .with_num_partitions(-1)
+                .with_replication_factor(-1)
+                .with_assignments(vec![CreatableReplicaAssignment::default()
+                    .with_partition_index(0)
+                    .with_broker_ids(vec![BrokerId(0), BrokerId(1)])])]);
+        h.send(1, ApiKey::CreateTopics, 7, &create);
+        let mut created = None;
+        for _ in 0..100 {
+            if let Some(frame) = h.take_frame(1) {
+                created = Some(decode_response::<CreateTopicsResponse>(frame, 7).1);
+                break;
+            }
+            h.advance_millis(10);
+        }
+        let created = created.expect("a CreateTopics answer");
+        assert_eq!(created.topics[0].error_code, 0, "{created:?}");
+        let tid = created.topics[0].topic_id;
+        let image = |h: &Harness| h.node.cluster.as_ref().unwrap().image.clone();
+        let epoch0 = image(&h).broker(0).unwrap().epoch;
+        assert_eq!(image(&h).partition("t", 0).unwrap().isr, vec![0, 1]);
+
+        // v2 shrink: answered once committed, with the new state.
+        let r = alter(&mut h, 1, 2, &request(2, epoch0, tid, 0, 0, &[(0, -1)]));
+        assert_eq!(r.error_code, 0);
+        let p = &r.topics[0].partitions[0];
+        assert_eq!((p.error_code, p.leader_id.0, p.leader_epoch), (0, 0, 0));
+        assert_eq!((p.isr.clone(), p.partition_epoch), (vec![BrokerId(0)], 1));
+        assert_eq!(r.topics[0].topic_id, tid);
+        assert_eq!(image(&h).partition("t", 0).unwrap().isr, vec![0]);
+
+        // v3 expand with a wrong broker epoch for 1: ineligible; right: done.
+        let r = alter(
+            &mut h,
+            1,
+            3,
+            &request(3, epoch0, tid, 0, 1, &[(0, epoch0), (1, epoch1 + 1)]),
+        );
+        assert_eq!(r.topics[0].partitions[0].error_code, INELIGIBLE_REPLICA);
+        let r = alter(
+            &mut h,
+            1,
+            3,
+            &request(3, epoch0, tid, 0, 1, &[(0, epoch0), (1, epoch1)]),
+        );
+        let p = &r.topics[0].partitions[0];
+        assert_eq!(p.error_code, 0);
+        assert_eq!(p.isr, vec![BrokerId(0), BrokerId(1)]);
+        assert_eq!(p.partition_epoch, 2);
+        assert_eq!(image(&h).partition("t", 0).unwrap().isr, vec![0, 1]);
+
+        // Refusals, answered at once.
+        let stale = alter(&mut h, 1, 2, &request(2, epoch0, tid, 0, 1, &[(0, -1)]));
+        assert_eq!(
+            stale.topics[0].partitions[0].error_code,
+            INVALID_UPDATE_VERSION
+        );
+        let fenced = request(2, epoch0, tid, -1, 2, &[(0, -1)]);
+        assert_eq!(
+            alter(&mut h, 1, 2, &fenced).topics[0].partitions[0].error_code,
+            FENCED_LEADER_EPOCH
+        );
+        let unknown = alter(
+            &mut h,
+            1,
+            2,
+            &request(2, epoch0, Uuid::from_u128(7), 0, 2, &[]),
+        );
+        assert_eq!(unknown.topics[0].partitions[0].error_code, UNKNOWN_TOPIC_ID);
+        let wrong_epoch = alter(&mut h, 1, 2, &request(2, epoch0 + 1, tid, 0, 2, &[(0, -1)]));
+        assert_eq!(wrong_epoch.error_code, STALE_BROKER_EPOCH);
+        assert!(wrong_epoch.topics.is_empty());
+        assert_eq!(image(&h).partition("t", 0).unwrap().partition_epoch, 2);
+    }
 }
