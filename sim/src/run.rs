@@ -213,6 +213,7 @@ impl Run {
                 topic: scenario.topic.name.clone(),
                 partitions: scenario.topic.partitions as i32,
                 replication_factor: scenario.replication_factor() as i16,
+                topic_configs: scenario.topic_configs(),
                 request_timeout_ms: scenario.workload.request_timeout_ms,
                 create_every_ms: scenario.workload.admin_create_every_ms,
                 stop_at_nanos: duration + quiet,
