@@ -292,6 +292,9 @@ fn print_result(result: &RunResult, scenario_arg: &str) {
             println!("  {}: {}", a.kind, a.explanation);
         }
     }
+    for note in result.notes.iter().take(5) {
+        println!("note: {note}");
+    }
     if result.pass {
         println!("verdict: pass");
     } else {

@@ -67,6 +67,10 @@ pub struct RunResult {
     /// fault index; empty for a fault that never struck.
     #[serde(default)]
     pub struck: Vec<Vec<u32>>,
+    /// Findings that are not failures: e.g. acknowledged writes truncated
+    /// by a replica in a configuration that does not promise to keep them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// Some node showed a metadata quorum view during the run.
     #[serde(default)]
     pub quorum_observed: bool,
@@ -188,6 +192,9 @@ impl Run {
     pub fn new(scenario: &Scenario, seed: u64, options: &RunOptions) -> Result<Run, String> {
         let mut world = World::new(seed, scenario, options.keep_trace);
         world.monitor.set_voters(scenario.voters());
+        world
+            .monitor
+            .set_replicated(scenario.replication_factor() > 1);
         let mut brokers = Vec::new();
         let mut clock_rng = derive_rng(seed, 7);
         for node in scenario.nodes() {
@@ -295,6 +302,7 @@ impl Run {
     pub fn finish(mut self) -> (RunResult, History) {
         let end = (self.scenario.duration_ms + self.scenario.quiet_ms) * 1_000_000;
         self.run_until(end);
+        self.check_replicas();
         let history = self.history();
         (self.judge(&history), history)
     }
@@ -386,11 +394,75 @@ impl Run {
             }
         }
         let nodes = self.struck[index].clone();
+        // Replicas must agree below their high watermarks at every turn.
+        self.check_replicas();
         if fault.kind.is_inter_node() {
             return self.cluster_link_fault(index, strike);
         }
         for node in nodes {
             self.apply_to_node(&fault, strike, node);
+        }
+    }
+
+    /// The disk-reading replica check (`replica-divergence`), over every up
+    /// node's segment files; replicated runs only.
+    pub fn check_replicas(&mut self) {
+        if self.scenario.replication_factor() < 2 {
+            return;
+        }
+        let now = self.world.now;
+        let brokers = &self.brokers;
+        let crate::world::World { monitor, procs, .. } = &mut self.world;
+        monitor.check_divergence(now, |node| {
+            let proc = brokers.get(node as usize)?;
+            match &procs.get(*proc as usize)?.actor {
+                Actor::Broker(host) => Some(&host.disk.mem),
+                _ => None,
+            }
+        });
+    }
+
+    /// Truncations that cut acknowledged (acks=all) writes: failures when
+    /// the configuration promises to keep them, notes otherwise.
+    fn acked_truncations(&self, history: &History) -> (Vec<Anomaly>, Vec<String>) {
+        if self.scenario.acks() != -1 {
+            return (Vec::new(), Vec::new());
+        }
+        let mut acked: BTreeMap<i32, BTreeSet<i64>> = BTreeMap::new();
+        for (_, write, offset) in history.acknowledged() {
+            acked.entry(write.partition).or_default().insert(offset);
+        }
+        let found = self
+            .world
+            .monitor
+            .acked_truncations(&self.scenario.topic.name, &acked);
+        let describe = |v: &crate::monitor::Violation| {
+            format!("at {} ms: {}", v.at_nanos / 1_000_000, v.explanation)
+        };
+        if self.scenario.promises_acked_writes() {
+            let anomalies = found
+                .iter()
+                .map(|v| Anomaly {
+                    kind: v.kind.clone(),
+                    explanation: describe(v),
+                    partition: None,
+                    offsets: vec![],
+                    values: vec![],
+                })
+                .collect();
+            (anomalies, Vec::new())
+        } else {
+            let notes = found
+                .iter()
+                .map(|v| {
+                    format!(
+                        "{} (not a failure: this configuration does not promise to keep acknowledged writes): {}",
+                        v.kind,
+                        describe(v)
+                    )
+                })
+                .collect();
+            (Vec::new(), notes)
         }
     }
 
@@ -979,6 +1051,8 @@ impl Run {
         let mut reasons = Vec::new();
         let mut anomalies = check(history);
         self.reclassify_truncated(&mut anomalies);
+        let (truncated, notes) = self.acked_truncations(history);
+        anomalies.extend(truncated);
         // Broker-side invariants join the client-side anomalies.
         for v in &self.world.monitor.violations {
             anomalies.push(Anomaly {
@@ -1095,6 +1169,7 @@ impl Run {
             produce_latency_ms: percentiles(reports::OpKind::ProduceAck),
             end_to_end_latency_ms: percentiles(reports::OpKind::EndToEnd),
             struck: self.struck.clone(),
+            notes,
             quorum_observed: self.world.monitor.quorum_observed(),
             election_ms,
             failover_ms: self.controller_failovers(),
