@@ -358,7 +358,7 @@ impl Run {
             let held_down = self.active.iter().any(|&f| {
                 matches!(
                     self.faults[f].kind,
-                    FaultKind::Crash | FaultKind::Kill | FaultKind::Wipe
+                    FaultKind::Crash | FaultKind::Kill | FaultKind::Wipe | FaultKind::Shutdown
                 ) && self.struck[f].contains(&(index as u32))
             });
             let down = self.world.procs[broker as usize].state == crate::world::ProcState::Down;
@@ -522,6 +522,23 @@ impl Run {
             .map(|(_, _, l, _)| l as u32)
     }
 
+    /// The replicas of partition `partition` of the workload's topic and its
+    /// leader, as the up nodes' metadata images with the highest leader
+    /// epoch name them (no replicas known: empty).
+    pub fn partition_replicas(&self, partition: u32) -> (Vec<u32>, Option<u32>) {
+        let topic = &self.scenario.topic.name;
+        self.brokers
+            .iter()
+            .filter_map(|p| self.world.broker(*p)?.node.as_ref()?.metadata_image())
+            .filter_map(|image| image.topics.get(topic)?.partitions.get(&(partition as i32)))
+            .max_by_key(|p| (p.leader_epoch, p.partition_epoch))
+            .map(|p| {
+                let replicas = p.replicas.iter().map(|r| *r as u32).collect();
+                (replicas, (p.leader >= 0).then_some(p.leader as u32))
+            })
+            .unwrap_or_else(|| (Vec::new(), self.partition_leader(partition)))
+    }
+
     /// Resolve a target to node ids, from the world's state now; every
     /// choice comes from the run's targeting generator and is traced.
     pub fn resolve(&mut self, target: Target) -> Vec<u32> {
@@ -592,6 +609,40 @@ impl Run {
                     vec![pick]
                 }
             },
+            Target::Follower(p) => {
+                let (replicas, leader) = self.partition_replicas(p);
+                let followers: Vec<u32> = replicas
+                    .iter()
+                    .copied()
+                    .filter(|r| Some(*r) != leader)
+                    .collect();
+                let (from, how) = if followers.is_empty() {
+                    let brokers: Vec<u32> = self
+                        .scenario
+                        .nodes()
+                        .iter()
+                        .filter(|n| n.is_broker() && Some(n.id) != leader)
+                        .map(|n| n.id)
+                        .collect();
+                    (brokers, "replicas unknown; falls back to broker")
+                } else {
+                    (followers, "follows as replica:")
+                };
+                let pick = if from.is_empty() {
+                    0
+                } else {
+                    from[self.target_rng.gen_range(0..from.len())]
+                };
+                self.note(
+                    pick,
+                    format!(
+                        "target follower:{p}: {how} node {pick} of {}-{p} (leader {})",
+                        self.scenario.topic.name,
+                        leader.map_or("unknown".to_string(), |l| l.to_string())
+                    ),
+                );
+                return vec![pick];
+            }
             Target::Minority | Target::Majority => {
                 let size = if target == Target::Minority {
                     ((pool.len() - 1) / 2).max(1)
@@ -676,6 +727,25 @@ impl Run {
                     }
                 }
                 format!("{verb} split: nodes {} | {}", list(&nodes), list(&other))
+            }
+            FaultKind::SplitBrokers => {
+                let other: Vec<u32> = self
+                    .scenario
+                    .nodes()
+                    .iter()
+                    .filter(|n| n.is_broker() && !nodes.contains(&n.id))
+                    .map(|n| n.id)
+                    .collect();
+                for &a in &nodes {
+                    for &b in &other {
+                        both(&mut links, self.node_proc(a), self.node_proc(b), false);
+                    }
+                }
+                format!(
+                    "{verb} split-brokers: nodes {} | brokers {}",
+                    list(&nodes),
+                    list(&other)
+                )
             }
             FaultKind::Bridge => {
                 let others: Vec<u32> = all_nodes.iter().copied().filter(|n| *n != first).collect();
@@ -769,6 +839,18 @@ impl Run {
                 w.monitor.forget_node(node);
             }
             (FaultKind::Crash | FaultKind::Kill | FaultKind::Wipe, false) => w.restart(broker),
+            (FaultKind::Shutdown, true) => w.shutdown(broker),
+            (FaultKind::Shutdown, false) => {
+                if w.procs[broker as usize].state != ProcState::Down {
+                    // The controlled shutdown did not finish: kill it, as
+                    // an operator's script would after its timeout.
+                    let now = w.now;
+                    w.trace
+                        .world(now, broker, "shutdown did not finish: killed".into());
+                    w.crash(broker, false);
+                }
+                w.restart(broker);
+            }
             (FaultKind::Pause, true) => w.pause(broker),
             (FaultKind::Pause, false) => w.resume(broker),
             (FaultKind::Partition, true) => {
@@ -883,7 +965,8 @@ impl Run {
                 | FaultKind::Split
                 | FaultKind::Bridge
                 | FaultKind::OneWayToLeader
-                | FaultKind::ClogNode,
+                | FaultKind::ClogNode
+                | FaultKind::SplitBrokers,
                 _,
             ) => unreachable!("cluster link faults are carried out by cluster_link_fault"),
         }

@@ -510,9 +510,9 @@ impl Scenario {
                 Target::Node(n) if n >= nodes => {
                     return bad(format!("target node:{n}: node {n} does not exist"))
                 }
-                Target::Leader(p) if p >= self.topic.partitions => {
+                Target::Leader(p) | Target::Follower(p) if p >= self.topic.partitions => {
                     return bad(format!(
-                        "target leader:{p}: the topic has {} partitions",
+                        "target {target}: the topic has {} partitions",
                         self.topic.partitions
                     ))
                 }
