@@ -154,6 +154,14 @@ pub const CATALOGUE: &[(&str, &str)] = &[
     ),
 ];
 
+/// The catalogue scenarios about partition replication (`replication-*`,
+/// `unsafe-*`): they need a broker that replicates partition data
+/// ([`crate::replica::broker_replicates`]); until then the default suite
+/// and `cargo test` leave them out.
+pub fn needs_replication(name: &str) -> bool {
+    name.starts_with("replication-") || name.starts_with("unsafe-")
+}
+
 /// Load a scenario from a file path, or from the catalogue by name.
 pub fn load(name_or_path: &str) -> Result<Scenario, String> {
     let path = std::path::Path::new(name_or_path);

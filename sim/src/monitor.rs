@@ -343,7 +343,8 @@ impl Monitor {
         disk: impl Fn(u32) -> Option<&'a MemDisk>,
     ) {
         // (topic, partition) -> [(node, log start, high watermark)]
-        let mut holders: BTreeMap<(String, i32), Vec<(u32, i64, i64)>> = BTreeMap::new();
+        type Holders = BTreeMap<(String, i32), Vec<(u32, i64, i64)>>;
+        let mut holders: Holders = BTreeMap::new();
         for (node, (_, views)) in &self.replicas.views {
             for v in views {
                 holders

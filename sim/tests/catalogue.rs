@@ -50,6 +50,7 @@ fn check_scenario(name: &str) {
 /// (`sim::replica::broker_replicates`); until then they are left out of the
 /// default run (say so, and check that they still parse and build).
 fn check_replication_scenario(name: &str) {
+    assert!(catalogue::needs_replication(name));
     if !sim::replica::broker_replicates() {
         let scenario = catalogue::load(name).unwrap();
         Run::new(&scenario, 0, &RunOptions::default()).unwrap();
