@@ -84,7 +84,83 @@ pub const CATALOGUE: &[(&str, &str)] = &[
         "cluster-page-cache-power-loss",
         include_str!("../scenarios/cluster-page-cache-power-loss.toml"),
     ),
+    (
+        "replication-leader-kill",
+        include_str!("../scenarios/replication-leader-kill.toml"),
+    ),
+    (
+        "replication-leader-power-loss",
+        include_str!("../scenarios/replication-leader-power-loss.toml"),
+    ),
+    (
+        "replication-isolate-leader",
+        include_str!("../scenarios/replication-isolate-leader.toml"),
+    ),
+    (
+        "replication-majority-minority",
+        include_str!("../scenarios/replication-majority-minority.toml"),
+    ),
+    (
+        "replication-bridge",
+        include_str!("../scenarios/replication-bridge.toml"),
+    ),
+    (
+        "replication-one-way-to-leader",
+        include_str!("../scenarios/replication-one-way-to-leader.toml"),
+    ),
+    (
+        "replication-slow-follower",
+        include_str!("../scenarios/replication-slow-follower.toml"),
+    ),
+    (
+        "replication-full-disk-replica",
+        include_str!("../scenarios/replication-full-disk-replica.toml"),
+    ),
+    (
+        "replication-rolling-restart",
+        include_str!("../scenarios/replication-rolling-restart.toml"),
+    ),
+    (
+        "replication-wipe-broker",
+        include_str!("../scenarios/replication-wipe-broker.toml"),
+    ),
+    (
+        "replication-correlated-power-loss",
+        include_str!("../scenarios/replication-correlated-power-loss.toml"),
+    ),
+    (
+        "replication-clock-skew",
+        include_str!("../scenarios/replication-clock-skew.toml"),
+    ),
+    (
+        "replication-kitchen-sink",
+        include_str!("../scenarios/replication-kitchen-sink.toml"),
+    ),
+    (
+        "unsafe-acks1-leader-crash",
+        include_str!("../scenarios/unsafe-acks1-leader-crash.toml"),
+    ),
+    (
+        "unsafe-min-insync-1-isolated-leader",
+        include_str!("../scenarios/unsafe-min-insync-1-isolated-leader.toml"),
+    ),
+    (
+        "unsafe-unclean-election",
+        include_str!("../scenarios/unsafe-unclean-election.toml"),
+    ),
+    (
+        "unsafe-page-cache-correlated-power-loss",
+        include_str!("../scenarios/unsafe-page-cache-correlated-power-loss.toml"),
+    ),
 ];
+
+/// The catalogue scenarios about partition replication (`replication-*`,
+/// `unsafe-*`): they need a broker that replicates partition data
+/// ([`crate::replica::broker_replicates`]); until then the default suite
+/// and `cargo test` leave them out.
+pub fn needs_replication(name: &str) -> bool {
+    name.starts_with("replication-") || name.starts_with("unsafe-")
+}
 
 /// Load a scenario from a file path, or from the catalogue by name.
 pub fn load(name_or_path: &str) -> Result<Scenario, String> {

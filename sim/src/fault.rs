@@ -64,6 +64,15 @@ pub enum FaultKind {
     /// Every link of the struck nodes (to nodes and clients) is clogged:
     /// bytes are held, then delivered at heal.
     ClogNode,
+    /// Orderly shutdown (Kafka's controlled shutdown); the node starts again
+    /// at heal (killed first if it has not stopped by then). A rolling
+    /// restart is one of these per broker, in turn.
+    Shutdown,
+    /// The struck nodes and the other broker-role nodes cannot reach each
+    /// other; controller-only nodes and clients still reach everyone. Struck
+    /// at a partition leader, its followers can no longer fetch from it while
+    /// it still talks to the controller (it can shrink the ISR).
+    SplitBrokers,
 }
 
 impl FaultKind {
@@ -90,6 +99,8 @@ impl FaultKind {
         FaultKind::Bridge,
         FaultKind::OneWayToLeader,
         FaultKind::ClogNode,
+        FaultKind::Shutdown,
+        FaultKind::SplitBrokers,
     ];
 
     pub fn name(self) -> &'static str {
@@ -116,6 +127,8 @@ impl FaultKind {
             FaultKind::Bridge => "bridge",
             FaultKind::OneWayToLeader => "one-way-to-leader",
             FaultKind::ClogNode => "clog-node",
+            FaultKind::Shutdown => "shutdown",
+            FaultKind::SplitBrokers => "split-brokers",
         }
     }
 
@@ -129,6 +142,7 @@ impl FaultKind {
                 | FaultKind::Bridge
                 | FaultKind::OneWayToLeader
                 | FaultKind::ClogNode
+                | FaultKind::SplitBrokers
         )
     }
 }
@@ -137,6 +151,7 @@ impl FaultKind {
 ///
 /// Written as a string: `node:N` (node id N), `controller` (the active quorum
 /// leader), `leader:P` (the leader of partition P of the scenario's topic),
+/// `follower:P` (a random replica of partition P that does not lead it),
 /// `minority` / `majority` (a random minority / majority of the quorum's
 /// voters), `voters` (every voter), `all` (every node), `any` (one random node).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -144,6 +159,7 @@ pub enum Target {
     Node(u32),
     Controller,
     Leader(u32),
+    Follower(u32),
     Minority,
     Majority,
     Voters,
@@ -157,6 +173,7 @@ impl std::fmt::Display for Target {
             Target::Node(n) => write!(f, "node:{n}"),
             Target::Controller => f.write_str("controller"),
             Target::Leader(p) => write!(f, "leader:{p}"),
+            Target::Follower(p) => write!(f, "follower:{p}"),
             Target::Minority => f.write_str("minority"),
             Target::Majority => f.write_str("majority"),
             Target::Voters => f.write_str("voters"),
@@ -186,9 +203,11 @@ impl std::str::FromStr for Target {
                     Target::Node(number(n)?)
                 } else if let Some(p) = s.strip_prefix("leader:") {
                     Target::Leader(number(p)?)
+                } else if let Some(p) = s.strip_prefix("follower:") {
+                    Target::Follower(number(p)?)
                 } else {
                     return Err(format!(
-                        "target `{s}`: expected node:N, controller, leader:P, minority, majority, voters, all or any"
+                        "target `{s}`: expected node:N, controller, leader:P, follower:P, minority, majority, voters, all or any"
                     ));
                 }
             }
@@ -301,6 +320,7 @@ mod tests {
             "node:3",
             "controller",
             "leader:2",
+            "follower:1",
             "minority",
             "majority",
             "voters",

@@ -9,6 +9,7 @@ pub mod fault;
 pub mod monitor;
 pub mod net;
 pub mod real_bench;
+pub mod replica;
 pub mod report;
 pub mod run;
 pub mod scenario;

@@ -2,7 +2,20 @@
 //!
 //! Partitions: a partition's high watermark and log start offset never go
 //! back, across restarts too (what was exposed to consumers must stay
-//! exposed).
+//! exposed) while the data topic has one replica. Replicated partitions,
+//! from each node's replica views (see [`crate::replica`]):
+//! - `two-leaders-one-partition-epoch`: two nodes act as leader of one
+//!   partition in one leader epoch;
+//! - `hw-regression`: a replica's high watermark goes back within one life
+//!   of its node (a restart may bring back an older, checkpointed one);
+//! - `replica-divergence`: two replicas hold different batches (base and
+//!   last offset, partition leader epoch, CRC) below the lower of their
+//!   high watermarks, read from the simulated disks' page cache (checked
+//!   at every fault transition and at the end of the run);
+//! - `acked-write-truncated`: a replica truncated, below its own high
+//!   watermark, an offset a write acknowledged with acks=all got (judged
+//!   at the end, against the whole history; a failure only where the
+//!   configuration promises that such writes survive).
 //!
 //! The metadata quorum (from each node's [`QuorumView`] and the digests of its
 //! log entries), as KRaft's own simulation test states its invariants:
@@ -25,9 +38,15 @@
 
 use std::collections::BTreeMap;
 
+use std::collections::BTreeSet;
+
+use broker::log::batch;
+use broker::memdisk::MemDisk;
 use broker::node::view::{EntryDigest, QuorumRole, QuorumView};
 use broker::node::Node;
 use serde::{Deserialize, Serialize};
+
+use crate::replica::{ReplicaRole, ReplicaSource, ReplicaView, TruncationEvent};
 
 pub const HIGH_WATERMARK_REGRESSION: &str = "high-watermark-regression";
 pub const LOG_START_REGRESSION: &str = "log-start-regression";
@@ -36,6 +55,10 @@ pub const QUORUM_HW_REGRESSION: &str = "quorum-hw-regression";
 pub const METADATA_DIVERGENCE: &str = "metadata-divergence";
 pub const LOST_COMMITTED_METADATA: &str = "lost-committed-metadata";
 pub const COMMIT_NOT_DURABLE: &str = "commit-not-durable";
+pub const TWO_LEADERS_ONE_PARTITION_EPOCH: &str = "two-leaders-one-partition-epoch";
+pub const HW_REGRESSION: &str = "hw-regression";
+pub const REPLICA_DIVERGENCE: &str = "replica-divergence";
+pub const ACKED_WRITE_TRUNCATED: &str = "acked-write-truncated";
 
 /// A broken broker-side invariant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,7 +77,39 @@ pub struct Monitor {
     /// Violations recorded per kind (each kind keeps its first ones).
     per_kind: BTreeMap<String, usize>,
     quorum: Quorum,
+    replicas: Replicas,
 }
+
+/// What the monitor knows of partition replicas.
+#[derive(Debug, Default)]
+struct Replicas {
+    /// The data is replicated: high watermarks are checked per node life
+    /// (`hw-regression`) rather than across restarts.
+    replicated: bool,
+    /// Latest views of every node that is up: node -> (incarnation, views).
+    views: BTreeMap<u32, (u32, Vec<ReplicaView>)>,
+    /// (topic, partition, leader epoch) -> the node that led it.
+    leaders: BTreeMap<(String, i32, i32), u32>,
+    /// (node, topic, partition) -> (incarnation, highest high watermark in it).
+    hw: BTreeMap<(u32, String, i32), (u32, i64)>,
+    /// Every truncation reported: (time, node, event).
+    truncations: Vec<(u64, u32, TruncationEvent)>,
+    /// Divergences already reported: (topic, partition, node, node).
+    diverged: BTreeSet<(String, i32, u32, u32)>,
+}
+
+/// One record batch as replicas are compared: offsets, partition leader
+/// epoch and CRC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchDigest {
+    pub base: i64,
+    pub last: i64,
+    pub epoch: i32,
+    pub crc: u32,
+}
+
+/// At most this many truncation events are kept.
+const MAX_TRUNCATIONS: usize = 10_000;
 
 /// At most this many violations of one kind are kept (the first ones tell the story).
 const MAX_VIOLATIONS_PER_KIND: usize = 100;
@@ -94,11 +149,19 @@ struct Watched {
 }
 
 impl Monitor {
-    pub fn observe(&mut self, at_nanos: u64, node_index: u32, incarnation: u32, node: &Node) {
-        let offsets = node
-            .partition_summary()
-            .map(|(t, p, start, hw, _)| (t, p, start, hw));
-        self.observe_offsets(at_nanos, node_index, offsets);
+    pub fn observe(&mut self, at_nanos: u64, node_index: u32, incarnation: u32, node: &mut Node) {
+        if self.replicas.replicated {
+            let views = node.replica_views();
+            self.observe_replicas(at_nanos, node_index, incarnation, views);
+        } else {
+            let offsets = node
+                .partition_summary()
+                .map(|(t, p, start, hw, _)| (t, p, start, hw));
+            self.observe_offsets(at_nanos, node_index, offsets);
+        }
+        for t in node.take_truncations() {
+            self.observe_truncation(at_nanos, node_index, t);
+        }
         if let Some(view) = node.quorum_view() {
             self.observe_quorum(at_nanos, node_index, incarnation, view, |o| {
                 node.quorum_entry(o)
@@ -149,6 +212,180 @@ impl Monitor {
                 );
             }
             self.seen.insert(key, (entry.0.max(start), entry.1.max(hw)));
+        }
+    }
+
+    /// The data topic is replicated (set once when the run is built):
+    /// replica views are watched, and high watermarks are held per node life.
+    pub fn set_replicated(&mut self, replicated: bool) {
+        self.replicas.replicated = replicated;
+    }
+
+    /// Check one node's replica views after a step: one leader per
+    /// partition epoch, high watermarks that do not go back in a life.
+    pub fn observe_replicas(
+        &mut self,
+        at_nanos: u64,
+        node: u32,
+        incarnation: u32,
+        views: Vec<ReplicaView>,
+    ) {
+        if self
+            .replicas
+            .views
+            .get(&node)
+            .is_some_and(|(i, v)| *i == incarnation && *v == views)
+        {
+            return;
+        }
+        for v in &views {
+            if v.role == ReplicaRole::Leader {
+                let key = (v.topic.clone(), v.partition, v.leader_epoch);
+                match self.replicas.leaders.get(&key) {
+                    Some(&other) if other != node => self.violation(
+                        TWO_LEADERS_ONE_PARTITION_EPOCH,
+                        at_nanos,
+                        format!(
+                            "node {node} leads {}-{} in leader epoch {} but node {other} already did",
+                            v.topic, v.partition, v.leader_epoch
+                        ),
+                    ),
+                    Some(_) => {}
+                    None => {
+                        self.replicas.leaders.insert(key, node);
+                    }
+                }
+            }
+            let key = (node, v.topic.clone(), v.partition);
+            let (life, max) = self
+                .replicas
+                .hw
+                .get(&key)
+                .copied()
+                .unwrap_or((incarnation, v.high_watermark));
+            if life == incarnation && v.high_watermark < max {
+                self.violation(
+                    HW_REGRESSION,
+                    at_nanos,
+                    format!(
+                        "node {node} (incarnation {incarnation}) {}-{}: high watermark went back from {max} to {}",
+                        v.topic, v.partition, v.high_watermark
+                    ),
+                );
+            }
+            let max = if life == incarnation {
+                max.max(v.high_watermark)
+            } else {
+                v.high_watermark
+            };
+            self.replicas.hw.insert(key, (incarnation, max));
+        }
+        self.replicas.views.insert(node, (incarnation, views));
+    }
+
+    /// A node truncated a replica's log: kept for [`Monitor::acked_truncations`].
+    pub fn observe_truncation(&mut self, at_nanos: u64, node: u32, event: TruncationEvent) {
+        if self.replicas.truncations.len() < MAX_TRUNCATIONS {
+            self.replicas.truncations.push((at_nanos, node, event));
+        }
+    }
+
+    /// Every truncation reported: (time, node, event).
+    pub fn truncations(&self) -> &[(u64, u32, TruncationEvent)] {
+        &self.replicas.truncations
+    }
+
+    /// Truncations of `topic` that cut, below the truncating replica's own
+    /// high watermark, an offset that an acknowledged write got (`acked`:
+    /// partition -> offsets). One finding per truncation, of kind
+    /// `acked-write-truncated`; the caller decides whether it is a failure.
+    pub fn acked_truncations(
+        &self,
+        topic: &str,
+        acked: &BTreeMap<i32, BTreeSet<i64>>,
+    ) -> Vec<Violation> {
+        let mut found = Vec::new();
+        for (at, node, t) in &self.replicas.truncations {
+            if t.topic != topic {
+                continue;
+            }
+            let end = t.from_end.min(t.high_watermark);
+            if t.to >= end {
+                continue;
+            }
+            let Some(offsets) = acked.get(&t.partition) else {
+                continue;
+            };
+            let cut: Vec<i64> = offsets.range(t.to..end).copied().collect();
+            if let (Some(first), Some(last)) = (cut.first(), cut.last()) {
+                found.push(Violation {
+                    kind: ACKED_WRITE_TRUNCATED.into(),
+                    at_nanos: *at,
+                    explanation: format!(
+                        "node {node} truncated {topic}-{} from {} to {} below its high watermark {}, cutting {} acknowledged writes (offsets {first}..={last})",
+                        t.partition,
+                        t.from_end,
+                        t.to,
+                        t.high_watermark,
+                        cut.len()
+                    ),
+                });
+            }
+        }
+        found
+    }
+
+    /// Compare, for every partition two up nodes hold, their batches below
+    /// the lower of their high watermarks, as `disk(node)` holds them now.
+    pub fn check_divergence<'a>(
+        &mut self,
+        at_nanos: u64,
+        disk: impl Fn(u32) -> Option<&'a MemDisk>,
+    ) {
+        // (topic, partition) -> [(node, log start, high watermark)]
+        type Holders = BTreeMap<(String, i32), Vec<(u32, i64, i64)>>;
+        let mut holders: Holders = BTreeMap::new();
+        for (node, (_, views)) in &self.replicas.views {
+            for v in views {
+                holders
+                    .entry((v.topic.clone(), v.partition))
+                    .or_default()
+                    .push((*node, v.log_start, v.high_watermark));
+            }
+        }
+        for ((topic, partition), nodes) in holders {
+            if nodes.len() < 2 {
+                continue;
+            }
+            let batches: Vec<Vec<BatchDigest>> = nodes
+                .iter()
+                .map(|(n, _, _)| {
+                    disk(*n).map_or_else(Vec::new, |d| disk_batches(d, &topic, partition))
+                })
+                .collect();
+            for i in 0..nodes.len() {
+                for j in i + 1..nodes.len() {
+                    let (a, a_start, a_hw) = nodes[i];
+                    let (b, b_start, b_hw) = nodes[j];
+                    let key = (topic.clone(), partition, a, b);
+                    if self.replicas.diverged.contains(&key) {
+                        continue;
+                    }
+                    let lo = a_start.max(b_start);
+                    let bound = a_hw.min(b_hw);
+                    let Some(why) = divergence(&batches[i], &batches[j], lo, bound) else {
+                        continue;
+                    };
+                    self.replicas.diverged.insert(key);
+                    self.violation(
+                        REPLICA_DIVERGENCE,
+                        at_nanos,
+                        format!(
+                            "{topic}-{partition}: nodes {a} and {b} differ below their high watermarks ({a_hw}, {b_hw}): {why}"
+                        ),
+                    );
+                }
+            }
         }
     }
 
@@ -217,6 +454,7 @@ impl Monitor {
     /// A node's process died (crash, kill, power loss, shutdown): its view is
     /// gone until it is observed again; its durable end is kept.
     pub fn node_down(&mut self, at_nanos: u64, node_index: u32) {
+        self.replicas.views.remove(&node_index);
         if self.quorum.nodes.remove(&node_index).is_some() {
             self.update_leadership(at_nanos);
         }
@@ -225,6 +463,8 @@ impl Monitor {
     /// A node whose disk was wiped starts from nothing: forget what it exposed.
     pub fn forget_node(&mut self, node_index: u32) {
         self.seen.retain(|(n, _, _), _| *n != node_index);
+        self.replicas.hw.retain(|(n, _, _), _| *n != node_index);
+        self.replicas.views.remove(&node_index);
         self.quorum.nodes.remove(&node_index);
         self.quorum.durable.remove(&node_index);
     }
@@ -441,6 +681,61 @@ impl Monitor {
             self.quorum.leadership.push((at_nanos, agreed));
         }
     }
+}
+
+/// The batches of `topic`-`partition` in a node's segment files
+/// (`{topic}-{partition}/{base:020}.log`), as a read would return them now
+/// (the page cache), in offset order; each file is read up to its first
+/// incomplete or invalid batch.
+pub fn disk_batches(disk: &MemDisk, topic: &str, partition: i32) -> Vec<BatchDigest> {
+    let dir = format!("{topic}-{partition}/");
+    let mut out = Vec::new();
+    for path in disk.files() {
+        let Some(name) = path.strip_prefix(&dir) else {
+            continue;
+        };
+        if name.contains('/') || !name.ends_with(".log") {
+            continue;
+        }
+        let Some(bytes) = disk.read_all(&path) else {
+            continue;
+        };
+        let (headers, _, _) = batch::scan(&bytes);
+        out.extend(headers.iter().map(|h| BatchDigest {
+            base: h.base_offset,
+            last: h.last_offset(),
+            epoch: h.partition_leader_epoch,
+            crc: h.crc,
+        }));
+    }
+    out.sort_by_key(|d| d.base);
+    out
+}
+
+/// How two replicas' batches differ at offsets in `[lo, bound)` that both
+/// hold (a replica whose log does not reach an offset yet, or no longer
+/// holds it, is not compared there); `None` if they agree.
+pub fn divergence(a: &[BatchDigest], b: &[BatchDigest], lo: i64, bound: i64) -> Option<String> {
+    let one_way = |x: &[BatchDigest], y: &[BatchDigest]| {
+        let by_base: BTreeMap<i64, &BatchDigest> = y.iter().map(|d| (d.base, d)).collect();
+        for d in x.iter().filter(|d| d.base >= lo && d.last < bound) {
+            // The batch of `y` holding offset `d.base`, if any.
+            let Some((_, other)) = by_base.range(..=d.base).next_back() else {
+                continue;
+            };
+            if other.last < d.base || other.base < lo || other.last >= bound {
+                continue;
+            }
+            if *other != d {
+                return Some(format!(
+                    "batch [{}, {}] epoch {} crc {:08x} against [{}, {}] epoch {} crc {:08x}",
+                    d.base, d.last, d.epoch, d.crc, other.base, other.last, other.epoch, other.crc
+                ));
+            }
+        }
+        None
+    };
+    one_way(a, b).or_else(|| one_way(b, a))
 }
 
 #[cfg(test)]
@@ -716,5 +1011,206 @@ mod tests {
         n[0].view.high_watermark = Some(2);
         n[0].show(&mut m, 3, 0);
         assert_eq!(kinds(&m), vec![COMMIT_NOT_DURABLE]);
+    }
+
+    // ----- partition replicas -----
+
+    fn rv(topic: &str, partition: i32, role: ReplicaRole, epoch: i32, hw: i64) -> ReplicaView {
+        ReplicaView {
+            topic: topic.into(),
+            partition,
+            role,
+            leader_epoch: epoch,
+            high_watermark: hw,
+            log_end: hw + 5,
+            log_start: 0,
+            isr: vec![0, 1, 2],
+        }
+    }
+
+    fn replicated() -> Monitor {
+        let mut m = Monitor::default();
+        m.set_replicated(true);
+        m
+    }
+
+    #[test]
+    fn one_leader_per_partition_epoch_passes_and_two_are_caught() {
+        let mut m = replicated();
+        m.observe_replicas(1, 0, 0, vec![rv("t", 0, ReplicaRole::Leader, 1, 0)]);
+        m.observe_replicas(2, 1, 0, vec![rv("t", 0, ReplicaRole::Follower, 1, 0)]);
+        // The same node again, then a new leader in a new epoch: fine.
+        m.observe_replicas(3, 0, 0, vec![rv("t", 0, ReplicaRole::Leader, 1, 3)]);
+        m.observe_replicas(4, 1, 0, vec![rv("t", 0, ReplicaRole::Leader, 2, 3)]);
+        // Another partition's epoch 1 is another matter.
+        m.observe_replicas(5, 2, 0, vec![rv("t", 1, ReplicaRole::Leader, 1, 0)]);
+        assert!(m.violations.is_empty(), "{:?}", m.violations);
+        // Node 2 acts as leader of t-0 in epoch 2 too.
+        m.observe_replicas(6, 2, 0, vec![rv("t", 0, ReplicaRole::Leader, 2, 3)]);
+        assert_eq!(kinds(&m), vec![TWO_LEADERS_ONE_PARTITION_EPOCH]);
+        assert!(m.violations[0]
+            .explanation
+            .contains("t-0 in leader epoch 2"));
+        assert!(m.violations[0].explanation.contains("node 1"));
+    }
+
+    #[test]
+    fn a_high_watermark_going_back_within_a_life_is_caught_and_a_restart_may_reset_it() {
+        let mut m = replicated();
+        m.observe_replicas(1, 1, 0, vec![rv("t", 0, ReplicaRole::Follower, 1, 10)]);
+        m.observe_replicas(2, 1, 0, vec![rv("t", 0, ReplicaRole::Follower, 1, 12)]);
+        // Restarted: the checkpointed watermark may be older.
+        m.observe_replicas(3, 1, 1, vec![rv("t", 0, ReplicaRole::Follower, 1, 8)]);
+        m.observe_replicas(4, 1, 1, vec![rv("t", 0, ReplicaRole::Follower, 1, 9)]);
+        assert!(m.violations.is_empty(), "{:?}", m.violations);
+        m.observe_replicas(5, 1, 1, vec![rv("t", 0, ReplicaRole::Leader, 2, 7)]);
+        assert_eq!(kinds(&m), vec![HW_REGRESSION]);
+        assert!(m.violations[0].explanation.contains("from 9 to 7"));
+    }
+
+    /// A segment file of batches: (base offset, leader epoch, values).
+    fn segment(disk: &mut MemDisk, dir: &str, base: i64, batches: &[(i64, i32, &[&str])]) {
+        use broker::seam::{DiskExecutor, DiskOp};
+        let mut bytes = Vec::new();
+        for (offset, epoch, values) in batches {
+            let values: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+            let mut b = workloads::producer::encode_records(&values, 20, 0).to_vec();
+            batch::assign_offsets(&mut b, *offset, *epoch);
+            bytes.extend_from_slice(&b);
+        }
+        let path = format!("{dir}/{}", broker::log::segment::file_name(base, "log"));
+        disk.execute(&DiskOp::CreateDir { path: dir.into() })
+            .unwrap();
+        disk.execute(&DiskOp::Create { path: path.clone() })
+            .unwrap();
+        disk.execute(&DiskOp::Write {
+            path,
+            offset: 0,
+            data: bytes.into(),
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn segment_files_are_read_in_offset_order() {
+        let mut d = MemDisk::new();
+        segment(&mut d, "t-0", 3, &[(3, 2, &["c"]), (4, 2, &["d", "e"])]);
+        segment(&mut d, "t-0", 0, &[(0, 1, &["a", "b"]), (2, 1, &["x"])]);
+        segment(&mut d, "t-1", 0, &[(0, 1, &["z"])]);
+        let got: Vec<(i64, i64, i32)> = disk_batches(&d, "t", 0)
+            .iter()
+            .map(|b| (b.base, b.last, b.epoch))
+            .collect();
+        // (The encoder writes each record as a batch of its own.)
+        assert_eq!(
+            got,
+            [
+                (0, 0, 1),
+                (1, 1, 1),
+                (2, 2, 1),
+                (3, 3, 2),
+                (4, 4, 2),
+                (5, 5, 2)
+            ]
+        );
+        assert_eq!(disk_batches(&d, "t", 1).len(), 1);
+        assert!(disk_batches(&d, "u", 0).is_empty());
+    }
+
+    /// Two nodes' disks and views of t-0; node 1's last batch is `tail`.
+    fn two_replicas(tail: (i64, i32, &[&str]), hw: (i64, i64)) -> Monitor {
+        let mut m = replicated();
+        let mut disks = [MemDisk::new(), MemDisk::new()];
+        segment(
+            &mut disks[0],
+            "t-0",
+            0,
+            &[(0, 1, &["a", "b"]), (2, 1, &["c"])],
+        );
+        segment(&mut disks[1], "t-0", 0, &[(0, 1, &["a", "b"]), tail]);
+        m.observe_replicas(1, 0, 0, vec![rv("t", 0, ReplicaRole::Leader, 1, hw.0)]);
+        m.observe_replicas(1, 1, 0, vec![rv("t", 0, ReplicaRole::Follower, 1, hw.1)]);
+        m.check_divergence(2, |n| disks.get(n as usize));
+        m
+    }
+
+    #[test]
+    fn replicas_that_agree_below_their_watermarks_pass() {
+        // Identical.
+        let m = two_replicas((2, 1, &["c"]), (3, 3));
+        assert!(m.violations.is_empty(), "{:?}", m.violations);
+        // Different, but above the lower high watermark (uncommitted).
+        let m = two_replicas((2, 2, &["q"]), (3, 2));
+        assert!(m.violations.is_empty(), "{:?}", m.violations);
+    }
+
+    #[test]
+    fn replicas_that_differ_below_their_watermarks_are_caught_once() {
+        // Same offsets, another leader epoch and content, both committed.
+        let m = two_replicas((2, 2, &["q"]), (3, 3));
+        assert_eq!(kinds(&m), vec![REPLICA_DIVERGENCE]);
+        assert!(m.violations[0].explanation.contains("t-0: nodes 0 and 1"));
+        assert!(m.violations[0].explanation.contains("[2, 2] epoch 1"));
+        // Same content, another epoch stamped on it: also divergent.
+        let m = two_replicas((2, 5, &["c"]), (3, 3));
+        assert_eq!(kinds(&m), vec![REPLICA_DIVERGENCE]);
+    }
+
+    #[test]
+    fn divergence_ignores_what_a_replica_does_not_hold_yet() {
+        let d = |base, last, epoch, crc| BatchDigest {
+            base,
+            last,
+            epoch,
+            crc,
+        };
+        let leader = [d(0, 1, 1, 7), d(2, 4, 1, 8), d(5, 5, 2, 9)];
+        let behind = [d(0, 1, 1, 7)];
+        assert_eq!(divergence(&leader, &behind, 0, 6), None);
+        // Below the log start of one of them: not compared.
+        let other_start = [d(2, 4, 1, 8), d(5, 5, 2, 9)];
+        assert_eq!(divergence(&leader, &other_start, 2, 6), None);
+        // A batch split differently covers offset 2 with other content.
+        let split = [d(0, 1, 1, 7), d(2, 2, 1, 1), d(3, 4, 1, 2)];
+        assert!(divergence(&leader, &split, 0, 6).is_some());
+    }
+
+    fn truncation(partition: i32, from_end: i64, to: i64, hw: i64) -> TruncationEvent {
+        TruncationEvent {
+            topic: "t".into(),
+            partition,
+            from_end,
+            to,
+            high_watermark: hw,
+        }
+    }
+
+    #[test]
+    fn truncating_acknowledged_writes_below_the_high_watermark_is_found() {
+        let mut m = replicated();
+        // A follower cuts its own uncommitted suffix: fine.
+        m.observe_truncation(1, 1, truncation(0, 12, 10, 10));
+        // Another partition, and another topic: no acknowledged writes there.
+        m.observe_truncation(2, 1, truncation(1, 12, 5, 12));
+        m.observe_truncation(
+            3,
+            1,
+            TruncationEvent {
+                topic: "u".into(),
+                ..truncation(0, 12, 5, 12)
+            },
+        );
+        let acked: BTreeMap<i32, BTreeSet<i64>> =
+            [(0, (0..12).collect()), (1, BTreeSet::new())].into();
+        assert!(m.acked_truncations("t", &acked).is_empty());
+        assert_eq!(m.truncations().len(), 3);
+        // Node 2 cuts offsets 6..9 that it knew were committed.
+        m.observe_truncation(4, 2, truncation(0, 11, 6, 9));
+        let found = m.acked_truncations("t", &acked);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].kind, ACKED_WRITE_TRUNCATED);
+        assert!(found[0]
+            .explanation
+            .contains("3 acknowledged writes (offsets 6..=8)"));
     }
 }

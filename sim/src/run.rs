@@ -67,6 +67,10 @@ pub struct RunResult {
     /// fault index; empty for a fault that never struck.
     #[serde(default)]
     pub struck: Vec<Vec<u32>>,
+    /// Findings that are not failures: e.g. acknowledged writes truncated
+    /// by a replica in a configuration that does not promise to keep them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// Some node showed a metadata quorum view during the run.
     #[serde(default)]
     pub quorum_observed: bool,
@@ -188,6 +192,9 @@ impl Run {
     pub fn new(scenario: &Scenario, seed: u64, options: &RunOptions) -> Result<Run, String> {
         let mut world = World::new(seed, scenario, options.keep_trace);
         world.monitor.set_voters(scenario.voters());
+        world
+            .monitor
+            .set_replicated(scenario.replication_factor() > 1);
         let mut brokers = Vec::new();
         let mut clock_rng = derive_rng(seed, 7);
         for node in scenario.nodes() {
@@ -213,6 +220,7 @@ impl Run {
                 topic: scenario.topic.name.clone(),
                 partitions: scenario.topic.partitions as i32,
                 replication_factor: scenario.replication_factor() as i16,
+                topic_configs: scenario.topic_configs(),
                 request_timeout_ms: scenario.workload.request_timeout_ms,
                 create_every_ms: scenario.workload.admin_create_every_ms,
                 stop_at_nanos: duration + quiet,
@@ -294,6 +302,7 @@ impl Run {
     pub fn finish(mut self) -> (RunResult, History) {
         let end = (self.scenario.duration_ms + self.scenario.quiet_ms) * 1_000_000;
         self.run_until(end);
+        self.check_replicas();
         let history = self.history();
         (self.judge(&history), history)
     }
@@ -349,7 +358,7 @@ impl Run {
             let held_down = self.active.iter().any(|&f| {
                 matches!(
                     self.faults[f].kind,
-                    FaultKind::Crash | FaultKind::Kill | FaultKind::Wipe
+                    FaultKind::Crash | FaultKind::Kill | FaultKind::Wipe | FaultKind::Shutdown
                 ) && self.struck[f].contains(&(index as u32))
             });
             let down = self.world.procs[broker as usize].state == crate::world::ProcState::Down;
@@ -385,11 +394,75 @@ impl Run {
             }
         }
         let nodes = self.struck[index].clone();
+        // Replicas must agree below their high watermarks at every turn.
+        self.check_replicas();
         if fault.kind.is_inter_node() {
             return self.cluster_link_fault(index, strike);
         }
         for node in nodes {
             self.apply_to_node(&fault, strike, node);
+        }
+    }
+
+    /// The disk-reading replica check (`replica-divergence`), over every up
+    /// node's segment files; replicated runs only.
+    pub fn check_replicas(&mut self) {
+        if self.scenario.replication_factor() < 2 {
+            return;
+        }
+        let now = self.world.now;
+        let brokers = &self.brokers;
+        let crate::world::World { monitor, procs, .. } = &mut self.world;
+        monitor.check_divergence(now, |node| {
+            let proc = brokers.get(node as usize)?;
+            match &procs.get(*proc as usize)?.actor {
+                Actor::Broker(host) => Some(&host.disk.mem),
+                _ => None,
+            }
+        });
+    }
+
+    /// Truncations that cut acknowledged (acks=all) writes: failures when
+    /// the configuration promises to keep them, notes otherwise.
+    fn acked_truncations(&self, history: &History) -> (Vec<Anomaly>, Vec<String>) {
+        if self.scenario.acks() != -1 {
+            return (Vec::new(), Vec::new());
+        }
+        let mut acked: BTreeMap<i32, BTreeSet<i64>> = BTreeMap::new();
+        for (_, write, offset) in history.acknowledged() {
+            acked.entry(write.partition).or_default().insert(offset);
+        }
+        let found = self
+            .world
+            .monitor
+            .acked_truncations(&self.scenario.topic.name, &acked);
+        let describe = |v: &crate::monitor::Violation| {
+            format!("at {} ms: {}", v.at_nanos / 1_000_000, v.explanation)
+        };
+        if self.scenario.promises_acked_writes() {
+            let anomalies = found
+                .iter()
+                .map(|v| Anomaly {
+                    kind: v.kind.clone(),
+                    explanation: describe(v),
+                    partition: None,
+                    offsets: vec![],
+                    values: vec![],
+                })
+                .collect();
+            (anomalies, Vec::new())
+        } else {
+            let notes = found
+                .iter()
+                .map(|v| {
+                    format!(
+                        "{} (not a failure: this configuration does not promise to keep acknowledged writes): {}",
+                        v.kind,
+                        describe(v)
+                    )
+                })
+                .collect();
+            (Vec::new(), notes)
         }
     }
 
@@ -447,6 +520,23 @@ impl Run {
             })
             .max_by_key(|(_, _, l, epoch)| (*epoch, std::cmp::Reverse(*l)))
             .map(|(_, _, l, _)| l as u32)
+    }
+
+    /// The replicas of partition `partition` of the workload's topic and its
+    /// leader, as the up nodes' metadata images with the highest leader
+    /// epoch name them (no replicas known: empty).
+    pub fn partition_replicas(&self, partition: u32) -> (Vec<u32>, Option<u32>) {
+        let topic = &self.scenario.topic.name;
+        self.brokers
+            .iter()
+            .filter_map(|p| self.world.broker(*p)?.node.as_ref()?.metadata_image())
+            .filter_map(|image| image.topics.get(topic)?.partitions.get(&(partition as i32)))
+            .max_by_key(|p| (p.leader_epoch, p.partition_epoch))
+            .map(|p| {
+                let replicas = p.replicas.iter().map(|r| *r as u32).collect();
+                (replicas, (p.leader >= 0).then_some(p.leader as u32))
+            })
+            .unwrap_or_else(|| (Vec::new(), self.partition_leader(partition)))
     }
 
     /// Resolve a target to node ids, from the world's state now; every
@@ -519,6 +609,40 @@ impl Run {
                     vec![pick]
                 }
             },
+            Target::Follower(p) => {
+                let (replicas, leader) = self.partition_replicas(p);
+                let followers: Vec<u32> = replicas
+                    .iter()
+                    .copied()
+                    .filter(|r| Some(*r) != leader)
+                    .collect();
+                let (from, how) = if followers.is_empty() {
+                    let brokers: Vec<u32> = self
+                        .scenario
+                        .nodes()
+                        .iter()
+                        .filter(|n| n.is_broker() && Some(n.id) != leader)
+                        .map(|n| n.id)
+                        .collect();
+                    (brokers, "replicas unknown; falls back to broker")
+                } else {
+                    (followers, "follows as replica:")
+                };
+                let pick = if from.is_empty() {
+                    0
+                } else {
+                    from[self.target_rng.gen_range(0..from.len())]
+                };
+                self.note(
+                    pick,
+                    format!(
+                        "target follower:{p}: {how} node {pick} of {}-{p} (leader {})",
+                        self.scenario.topic.name,
+                        leader.map_or("unknown".to_string(), |l| l.to_string())
+                    ),
+                );
+                return vec![pick];
+            }
             Target::Minority | Target::Majority => {
                 let size = if target == Target::Minority {
                     ((pool.len() - 1) / 2).max(1)
@@ -603,6 +727,25 @@ impl Run {
                     }
                 }
                 format!("{verb} split: nodes {} | {}", list(&nodes), list(&other))
+            }
+            FaultKind::SplitBrokers => {
+                let other: Vec<u32> = self
+                    .scenario
+                    .nodes()
+                    .iter()
+                    .filter(|n| n.is_broker() && !nodes.contains(&n.id))
+                    .map(|n| n.id)
+                    .collect();
+                for &a in &nodes {
+                    for &b in &other {
+                        both(&mut links, self.node_proc(a), self.node_proc(b), false);
+                    }
+                }
+                format!(
+                    "{verb} split-brokers: nodes {} | brokers {}",
+                    list(&nodes),
+                    list(&other)
+                )
             }
             FaultKind::Bridge => {
                 let others: Vec<u32> = all_nodes.iter().copied().filter(|n| *n != first).collect();
@@ -696,6 +839,18 @@ impl Run {
                 w.monitor.forget_node(node);
             }
             (FaultKind::Crash | FaultKind::Kill | FaultKind::Wipe, false) => w.restart(broker),
+            (FaultKind::Shutdown, true) => w.shutdown(broker),
+            (FaultKind::Shutdown, false) => {
+                if w.procs[broker as usize].state != ProcState::Down {
+                    // The controlled shutdown did not finish: kill it, as
+                    // an operator's script would after its timeout.
+                    let now = w.now;
+                    w.trace
+                        .world(now, broker, "shutdown did not finish: killed".into());
+                    w.crash(broker, false);
+                }
+                w.restart(broker);
+            }
             (FaultKind::Pause, true) => w.pause(broker),
             (FaultKind::Pause, false) => w.resume(broker),
             (FaultKind::Partition, true) => {
@@ -810,7 +965,8 @@ impl Run {
                 | FaultKind::Split
                 | FaultKind::Bridge
                 | FaultKind::OneWayToLeader
-                | FaultKind::ClogNode,
+                | FaultKind::ClogNode
+                | FaultKind::SplitBrokers,
                 _,
             ) => unreachable!("cluster link faults are carried out by cluster_link_fault"),
         }
@@ -978,6 +1134,8 @@ impl Run {
         let mut reasons = Vec::new();
         let mut anomalies = check(history);
         self.reclassify_truncated(&mut anomalies);
+        let (truncated, notes) = self.acked_truncations(history);
+        anomalies.extend(truncated);
         // Broker-side invariants join the client-side anomalies.
         for v in &self.world.monitor.violations {
             anomalies.push(Anomaly {
@@ -1094,6 +1252,7 @@ impl Run {
             produce_latency_ms: percentiles(reports::OpKind::ProduceAck),
             end_to_end_latency_ms: percentiles(reports::OpKind::EndToEnd),
             struck: self.struck.clone(),
+            notes,
             quorum_observed: self.world.monitor.quorum_observed(),
             election_ms,
             failover_ms: self.controller_failovers(),

@@ -137,13 +137,24 @@ pub struct TopicSpec {
     pub name: String,
     #[serde(default = "defaults::partitions")]
     pub partitions: u32,
-    /// Replicas per partition of the workload's topic; default 1. Partition
-    /// data is not replicated yet (the replication issue), so a second
-    /// replica would be an empty copy that a failover elects: data topics
-    /// stay at one replica until then. The nodes' `default.replication.factor`
-    /// (what the admin workload's topics get) is `min(3, brokers)`.
+    /// Replicas per partition of the workload's topic. Default: in a
+    /// cluster whose broker replicates partition data
+    /// ([`crate::replica::broker_replicates`]), `min(3, brokers)`; otherwise 1
+    /// (a second replica that never receives data would be elected empty).
+    /// The nodes' `default.replication.factor` (what the admin workload's
+    /// topics get) is `min(3, brokers)`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication_factor: Option<u32>,
+    /// The topic config `min.insync.replicas`, sent with CreateTopics (and
+    /// the brokers' `min.insync.replicas`). Default: the `[broker]` table's
+    /// `min.insync.replicas`, else 2 with three or more replicas, else 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_insync_replicas: Option<u32>,
+    /// The topic config `unclean.leader.election.enable`, sent with
+    /// CreateTopics when given. Default: the `[broker]` table's
+    /// `unclean.leader.election.enable`, else false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unclean_leader_election: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -278,6 +289,8 @@ impl Default for TopicSpec {
             name: defaults::topic(),
             partitions: defaults::partitions(),
             replication_factor: None,
+            min_insync_replicas: None,
+            unclean_leader_election: None,
         }
     }
 }
@@ -388,6 +401,19 @@ mod defaults {
     }
 }
 
+/// Broker properties of partition replication (Kafka's names). A `[broker]`
+/// table may give them; they are passed only to a broker that knows them.
+pub const REPLICATION_KEYS: &[&str] = &[
+    "unclean.leader.election.enable",
+    "replica.lag.time.max.ms",
+    "replica.fetch.max.bytes",
+    "replica.fetch.min.bytes",
+    "replica.fetch.backoff.ms",
+    "replica.socket.timeout.ms",
+    "replica.high.watermark.checkpoint.interval.ms",
+    "num.replica.fetchers",
+];
+
 /// A scenario file that cannot be used, with why.
 #[derive(Debug)]
 pub struct ScenarioError(pub String);
@@ -435,6 +461,12 @@ impl Scenario {
                 self.brokers
             ));
         }
+        let min_isr = self.min_insync_replicas();
+        if min_isr == 0 || (self.topic.min_insync_replicas.is_some() && min_isr > rf) {
+            return bad(format!(
+                "topic.min_insync_replicas = {min_isr}: expected 1..={rf} (the replication factor)"
+            ));
+        }
         if self.workload.admin_create_every_ms == Some(0) {
             return bad("workload.admin_create_every_ms must be above 0".into());
         }
@@ -478,9 +510,9 @@ impl Scenario {
                 Target::Node(n) if n >= nodes => {
                     return bad(format!("target node:{n}: node {n} does not exist"))
                 }
-                Target::Leader(p) if p >= self.topic.partitions => {
+                Target::Leader(p) | Target::Follower(p) if p >= self.topic.partitions => {
                     return bad(format!(
-                        "target leader:{p}: the topic has {} partitions",
+                        "target {target}: the topic has {} partitions",
                         self.topic.partitions
                     ))
                 }
@@ -578,9 +610,95 @@ impl Scenario {
             .join(",")
     }
 
-    /// Replicas per partition of the workload's topics.
+    /// Replicas per partition of the workload's topic (see
+    /// [`TopicSpec::replication_factor`]).
     pub fn replication_factor(&self) -> u32 {
-        self.topic.replication_factor.unwrap_or(1)
+        self.replication_factor_when(crate::replica::broker_replicates())
+    }
+
+    /// The workload topic's replication factor, given whether the broker
+    /// replicates partition data.
+    pub fn replication_factor_when(&self, broker_replicates: bool) -> u32 {
+        self.topic.replication_factor.unwrap_or(
+            if broker_replicates && self.cluster_spec().is_some() {
+                self.default_replication_factor()
+            } else {
+                1
+            },
+        )
+    }
+
+    /// A `[broker]` table value as text.
+    fn broker_value(&self, key: &str) -> Option<String> {
+        self.broker.get(key).map(|v| match v {
+            toml::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+    }
+
+    /// The workload topic's `min.insync.replicas` (see
+    /// [`TopicSpec::min_insync_replicas`]).
+    pub fn min_insync_replicas(&self) -> u32 {
+        if let Some(n) = self.topic.min_insync_replicas {
+            return n;
+        }
+        if let Some(n) = self
+            .broker_value("min.insync.replicas")
+            .and_then(|v| v.parse().ok())
+        {
+            return n;
+        }
+        if self.replication_factor() >= 3 {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// Whether an out-of-sync replica may be elected leader of the
+    /// workload's topic (see [`TopicSpec::unclean_leader_election`]).
+    pub fn unclean_leader_election(&self) -> bool {
+        self.topic.unclean_leader_election.unwrap_or_else(|| {
+            self.broker_value("unclean.leader.election.enable")
+                .is_some_and(|v| v == "true")
+        })
+    }
+
+    /// The brokers acknowledge once data is in the page cache
+    /// (`stormlog.durability = page-cache`) rather than on stable storage.
+    pub fn page_cache_durability(&self) -> bool {
+        self.broker_value("stormlog.durability")
+            .is_some_and(|v| v == "page-cache")
+    }
+
+    /// The configuration promises that no write acknowledged with acks=all
+    /// is ever lost: acks=all, no unclean election, `min.insync.replicas`
+    /// of at least 2, and sync durability.
+    pub fn promises_acked_writes(&self) -> bool {
+        self.acks() == -1
+            && !self.unclean_leader_election()
+            && self.min_insync_replicas() >= 2
+            && !self.page_cache_durability()
+    }
+
+    /// Topic configs the admin sends with the workload topic's
+    /// CreateTopics (cluster only): `min.insync.replicas`, and
+    /// `unclean.leader.election.enable` when the scenario gives it.
+    pub fn topic_configs(&self) -> Vec<(String, String)> {
+        if self.cluster_spec().is_none() {
+            return Vec::new();
+        }
+        let mut configs = vec![(
+            "min.insync.replicas".to_string(),
+            self.min_insync_replicas().to_string(),
+        )];
+        if let Some(unclean) = self.topic.unclean_leader_election {
+            configs.push((
+                "unclean.leader.election.enable".to_string(),
+                unclean.to_string(),
+            ));
+        }
+        configs
     }
 
     /// The nodes' `default.replication.factor`.
@@ -606,7 +724,6 @@ impl Scenario {
                 .iter()
                 .map(|v| format!("{v}@node-{v}:9092"))
                 .collect();
-            let rf = self.replication_factor();
             props.insert("process.roles".into(), roles.property().into());
             props.insert("node.id".into(), id.to_string());
             props.insert("controller.quorum.voters".into(), voters.join(","));
@@ -627,11 +744,19 @@ impl Scenario {
             // first with the default one.
             props.insert("auto.create.topics.enable".into(), "false".into());
             if knows("min.insync.replicas") {
-                let min_isr = if rf >= 3 { 2 } else { 1 };
-                props.insert("min.insync.replicas".into(), min_isr.to_string());
+                props.insert(
+                    "min.insync.replicas".into(),
+                    self.min_insync_replicas().to_string(),
+                );
             }
         }
         for (k, v) in &self.broker {
+            // Replication's properties reach a broker that knows them; one
+            // built before replication leaves them out (so that the
+            // replication scenarios run, and fail on what they check).
+            if REPLICATION_KEYS.contains(&k.as_str()) && !knows(k) {
+                continue;
+            }
             let value = match v {
                 toml::Value::String(s) => s.clone(),
                 other => other.to_string(),

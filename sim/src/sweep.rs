@@ -68,6 +68,7 @@ fn failed_to_start(scenario: &Scenario, seed: u64, error: String) -> RunResult {
         produce_latency_ms: Default::default(),
         end_to_end_latency_ms: Default::default(),
         struck: vec![],
+        notes: Vec::new(),
         quorum_observed: false,
         election_ms: None,
         failover_ms: Vec::new(),

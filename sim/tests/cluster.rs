@@ -193,7 +193,13 @@ fn every_cluster_catalogue_scenario_builds() {
         if s.cluster_spec().is_none() {
             continue;
         }
-        assert!(s.name.starts_with("cluster-"), "{}", s.name);
+        assert!(
+            ["cluster-", "replication-", "unsafe-"]
+                .iter()
+                .any(|p| s.name.starts_with(p)),
+            "{}",
+            s.name
+        );
         clusters += 1;
         let run =
             Run::new(&s, 0, &RunOptions::default()).unwrap_or_else(|e| panic!("{}: {e}", s.name));
@@ -201,6 +207,98 @@ fn every_cluster_catalogue_scenario_builds() {
         assert!(!s.voters().is_empty());
     }
     assert!(clusters >= 11, "{clusters} cluster scenarios");
+}
+
+#[test]
+fn replication_knobs_reach_topic_configs_and_the_safety_promise() {
+    let safe = catalogue::load("replication-leader-kill").unwrap();
+    assert_eq!(safe.replication_factor(), 3);
+    assert_eq!(safe.min_insync_replicas(), 2);
+    assert!(safe.promises_acked_writes());
+    assert_eq!(
+        safe.topic_configs(),
+        vec![("min.insync.replicas".to_string(), "2".to_string())]
+    );
+    // Defaults once the broker replicates: RF min(3, brokers), min.insync 2.
+    let plain = scenario("brokers = 3\n");
+    assert_eq!(plain.replication_factor_when(true), 3);
+    assert_eq!(plain.replication_factor_when(false), 1);
+    let unclean = catalogue::load("unsafe-unclean-election").unwrap();
+    assert!(unclean.unclean_leader_election());
+    assert!(!unclean.promises_acked_writes());
+    assert!(unclean
+        .topic_configs()
+        .contains(&("unclean.leader.election.enable".into(), "true".into())));
+    // A broker that does not know a replication property does not get it.
+    assert!(!unclean
+        .node_properties(0, |k| k != "unclean.leader.election.enable")
+        .contains("unclean.leader.election.enable"));
+    assert!(unclean
+        .node_properties(0, |_| true)
+        .contains("unclean.leader.election.enable=true\n"));
+    for name in [
+        "unsafe-acks1-leader-crash",
+        "unsafe-min-insync-1-isolated-leader",
+        "unsafe-page-cache-correlated-power-loss",
+    ] {
+        let s = catalogue::load(name).unwrap();
+        assert!(!s.promises_acked_writes(), "{name}");
+        assert_eq!(s.expect, vec!["lost-write".to_string()], "{name}");
+    }
+}
+
+#[test]
+fn split_brokers_cuts_a_node_from_the_other_brokers_only() {
+    let mut r = run(
+        "brokers = 3\n[cluster]\ncontrollers = 3\ncombined = false\n[[schedule]]\nat_ms = 1000\nfault = \"split-brokers\"\ntarget = \"node:0\"\nduration_ms = 2000\n",
+        3,
+    );
+    r.run_until(1_000 * MS);
+    let (b0, b1, b2, c3) = (
+        r.node_proc(0),
+        r.node_proc(1),
+        r.node_proc(2),
+        r.node_proc(3),
+    );
+    let links = &r.world.net.links;
+    assert!(links.is_blocked(b0, b1) && links.is_blocked(b1, b0));
+    assert!(links.is_blocked(b0, b2) && links.is_blocked(b2, b0));
+    assert!(!links.is_blocked(b0, c3) && !links.is_blocked(c3, b0));
+    assert!(!links.is_blocked(b1, b2));
+    r.run_until(3_000 * MS);
+    assert!(!r.world.net.links.is_blocked(b0, b1));
+}
+
+#[test]
+fn a_follower_target_is_a_replica_that_does_not_lead() {
+    let mut r = run(
+        "brokers = 3\n[cluster]\ncontrollers = 3\n[topic]\nreplication_factor = 3\n",
+        1,
+    );
+    r.run_until(8_000 * MS);
+    let leader = r.partition_leader(0).expect("a leader after 8 s");
+    let (replicas, named) = r.partition_replicas(0);
+    assert_eq!(named, Some(leader));
+    assert_eq!(replicas.len(), 3);
+    for _ in 0..10 {
+        let picked = r.resolve(sim::fault::Target::Follower(0));
+        assert_eq!(picked.len(), 1);
+        assert_ne!(picked[0], leader);
+        assert!(replicas.contains(&picked[0]));
+    }
+}
+
+#[test]
+fn an_orderly_shutdown_stops_the_node_and_the_heal_starts_it() {
+    let mut r = run(
+        "brokers = 3\n[cluster]\ncontrollers = 3\n[[schedule]]\nat_ms = 2000\nfault = \"shutdown\"\ntarget = \"node:2\"\nduration_ms = 3000\n",
+        2,
+    );
+    r.run_until(4_900 * MS);
+    let p = r.node_proc(2);
+    assert_eq!(r.world.procs[p as usize].state, ProcState::Down);
+    r.run_until(5_100 * MS);
+    assert_eq!(r.world.procs[p as usize].state, ProcState::Up);
 }
 
 // ----- faults between nodes -----

@@ -10,7 +10,7 @@
 //! request times out, or the node answers NOT_CONTROLLER.
 
 use broker::seam::{ConnId, Input, Now, Output, TimerId};
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::{ApiKey, CreateTopicsRequest, CreateTopicsResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
@@ -42,6 +42,9 @@ pub struct AdminConfig {
     pub topic: String,
     pub partitions: i32,
     pub replication_factor: i16,
+    /// Topic configs of the workload's topic (`min.insync.replicas`, ...),
+    /// sent with its CreateTopics.
+    pub topic_configs: Vec<(String, String)>,
     pub request_timeout_ms: u64,
     /// The admin workload: create `{topic}-a{n}` every this many ms (`None`:
     /// only the workload's topic is created).
@@ -271,7 +274,17 @@ impl Admin {
         if self.done {
             return;
         }
-        let request = self.request(self.config.topic.clone(), self.config.partitions);
+        let mut request = self.request(self.config.topic.clone(), self.config.partitions);
+        request.topics[0].configs = self
+            .config
+            .topic_configs
+            .iter()
+            .map(|(name, value)| {
+                CreatableTopicConfig::default()
+                    .with_name(StrBytes::from_string(name.clone()))
+                    .with_value(Some(StrBytes::from_string(value.clone())))
+            })
+            .collect();
         self.session.send(
             now,
             ApiKey::CreateTopics,
@@ -332,6 +345,7 @@ mod tests {
                 topic: "events".into(),
                 partitions: 3,
                 replication_factor: 3,
+                topic_configs: vec![("min.insync.replicas".into(), "2".into())],
                 request_timeout_ms: 1_000,
                 create_every_ms: Some(500),
                 stop_at_nanos: u64::MAX,
@@ -401,5 +415,33 @@ mod tests {
             Some(Outcome::Unknown { .. })
         ));
         assert_eq!(a.current_address(), "node-1:9092");
+    }
+
+    #[test]
+    fn the_workload_topic_is_created_with_its_topic_configs() {
+        use crate::testwire::requests_of;
+        let mut a = admin("node-0:9092");
+        let mut out = Vec::new();
+        a.step(now(0), Input::Start, &mut out);
+        out.clear();
+        a.step(now(1), Input::Connected { conn: 1 << 40 }, &mut out);
+        a.step(now(500), Input::TimerFired { id: TICK_TIMER }, &mut out);
+        let sent = requests_of(&out, ApiKey::CreateTopics);
+        assert_eq!(sent.len(), 2);
+        let topic: CreateTopicsRequest = sent[0].decode();
+        let configs: Vec<(String, Option<String>)> = topic.topics[0]
+            .configs
+            .iter()
+            .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
+            .collect();
+        assert_eq!(
+            configs,
+            vec![("min.insync.replicas".to_string(), Some("2".to_string()))]
+        );
+        assert_eq!(topic.topics[0].replication_factor, 3);
+        // The admin workload's topics take the brokers' defaults.
+        let other: CreateTopicsRequest = sent[1].decode();
+        assert!(other.topics[0].configs.is_empty());
+        assert_eq!(other.topics[0].replication_factor, -1);
     }
 }

@@ -444,9 +444,11 @@ impl Cluster {
                     leader: None,
                     leader_epoch: -1,
                 });
-            // KIP-320: metadata older than what we know does not replace a
-            // known leader. With the leader forgotten, take what is offered.
-            if entry.leader.is_some() && p.leader_epoch < entry.leader_epoch {
+            // KIP-320: metadata older than what we know (a broker whose
+            // image lags) never replaces it, nor brings back an older
+            // leader once ours is forgotten: the partition waits for the
+            // next refresh.
+            if p.leader_epoch < entry.leader_epoch {
                 continue;
             }
             entry.leader = leader;

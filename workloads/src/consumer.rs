@@ -648,4 +648,102 @@ mod tests {
         assert_eq!(list[0].conn, BASE);
         assert!(requests_of(&out, ApiKey::Fetch).is_empty());
     }
+
+    #[test]
+    fn stale_metadata_after_a_fence_does_not_bring_the_old_leader_back() {
+        let mut c = consumer("node-1:9092");
+        let brokers = [(1, "node-1:9092"), (2, "node-2:9092")];
+        let out = learn(&mut c, metadata(&brokers, "events", &[(0, 1, 3)]));
+        let sent = requests_of(&out, ApiKey::Fetch).remove(0);
+        assert_eq!(fetched(&sent), [(0, 0, 3)]);
+        // Node 1 was deposed: epoch 3 is fenced.
+        let out = step(&mut c, 3, answer(&sent, &[(0, 74, 0, &[])]));
+        let asked = requests_of(&out, ApiKey::Metadata).remove(0);
+        // A lagging broker still names node 1 in epoch 3... then 2: taken
+        // only once the epoch is not older than one already seen (4, from
+        // a third answer).
+        step(
+            &mut c,
+            4,
+            asked.answer(&metadata(&brokers, "events", &[(0, -1, 4)])),
+        );
+        assert_eq!(c.cluster().partition(0).unwrap().leader, None);
+        assert_eq!(c.cluster().leader_epoch(0), 4);
+        let out = step(
+            &mut c,
+            104,
+            Input::TimerFired {
+                id: crate::cluster::METADATA_TIMER,
+            },
+        );
+        let asked = requests_of(&out, ApiKey::Metadata).remove(0);
+        let out = step(
+            &mut c,
+            105,
+            asked.answer(&metadata(&brokers, "events", &[(0, 1, 3)])),
+        );
+        assert_eq!(
+            c.cluster().partition(0).unwrap().leader,
+            None,
+            "an older epoch's leader is not taken"
+        );
+        assert!(requests_of(&out, ApiKey::Fetch).is_empty());
+        let out = step(
+            &mut c,
+            205,
+            Input::TimerFired {
+                id: crate::cluster::METADATA_TIMER,
+            },
+        );
+        let asked = requests_of(&out, ApiKey::Metadata).remove(0);
+        step(
+            &mut c,
+            206,
+            asked.answer(&metadata(&brokers, "events", &[(0, 2, 4)])),
+        );
+        assert_eq!(c.cluster().partition(0).unwrap().leader, Some(2));
+        let out = step(
+            &mut c,
+            207,
+            Input::Connected {
+                conn: BASE + CONN_SPAN,
+            },
+        );
+        let next = requests_of(&out, ApiKey::Fetch);
+        assert_eq!(next.len(), 1);
+        assert_eq!(fetched(&next[0]), [(0, 0, 4)], "the new leader, epoch 4");
+    }
+
+    #[test]
+    fn unknown_leader_epoch_and_list_offsets_carry_the_epoch_and_refresh() {
+        let mut c = consumer("node-1:9092");
+        let brokers = [(1, "node-1:9092")];
+        let out = learn(&mut c, metadata(&brokers, "events", &[(0, 1, 7)]));
+        let sent = requests_of(&out, ApiKey::Fetch).remove(0);
+        // The leader has not learned epoch 7 yet.
+        let out = step(&mut c, 3, answer(&sent, &[(0, 75, 0, &[])]));
+        assert_eq!(requests_of(&out, ApiKey::Metadata).len(), 1);
+        assert_eq!(c.cluster().partition(0).unwrap().leader, None);
+        // Out of range: the reset asks ListOffsets with the epoch it knows.
+        let asked = requests_of(&out, ApiKey::Metadata).remove(0);
+        step(
+            &mut c,
+            4,
+            asked.answer(&metadata(&brokers, "events", &[(0, 1, 7)])),
+        );
+        // After the broker's backoff, the fetch goes again with epoch 7.
+        let out = step(&mut c, 104, Input::TimerFired { id: RETRY_TIMER });
+        let sent = requests_of(&out, ApiKey::Fetch).remove(0);
+        assert_eq!(fetched(&sent), [(0, 0, 7)]);
+        let out = step(&mut c, 200, answer(&sent, &[(0, 1, 0, &[])]));
+        let out = if requests_of(&out, ApiKey::ListOffsets).is_empty() {
+            step(&mut c, 400, Input::TimerFired { id: RETRY_TIMER })
+        } else {
+            out
+        };
+        let list = requests_of(&out, ApiKey::ListOffsets);
+        assert_eq!(list.len(), 1);
+        let request: ListOffsetsRequest = list[0].decode();
+        assert_eq!(request.topics[0].partitions[0].current_leader_epoch, 7);
+    }
 }

@@ -917,4 +917,78 @@ mod tests {
         assert_eq!(asked.len(), 1);
         assert_eq!(asked[0].conn, BASE + CONN_SPAN);
     }
+
+    /// One record of partition 0 sent to node 1 (the only broker).
+    fn one_send(p: &mut Producer) -> Sent {
+        learn(p, metadata(&[(1, "node-1:9092")], "events", &[(0, 1, 5)]));
+        let out = step(p, 10, Input::TimerFired { id: GENERATE_TIMER });
+        requests_of(&out, ApiKey::Produce).remove(0)
+    }
+
+    #[test]
+    fn replication_errors_are_retried_and_judged_as_kafka_clients_do() {
+        // (error, outcome kind: fail / unknown, leader forgotten)
+        for (code, maybe_written, forgets) in [
+            (19, false, false), // NOT_ENOUGH_REPLICAS: refused before the append
+            (20, true, false),  // NOT_ENOUGH_REPLICAS_AFTER_APPEND: appended
+            (7, true, false),   // REQUEST_TIMED_OUT: acks=all may still complete
+            (5, false, true),   // LEADER_NOT_AVAILABLE
+            (6, false, true),   // NOT_LEADER_OR_FOLLOWER
+            (74, false, true),  // FENCED_LEADER_EPOCH
+            (75, false, true),  // UNKNOWN_LEADER_EPOCH
+        ] {
+            let mut p = producer("node-1:9092", 1);
+            let sent = one_send(&mut p);
+            let out = step(&mut p, 20, answer(&sent, &[(0, code)]));
+            let outcome = p.history().events[0].outcome.clone();
+            if maybe_written {
+                assert!(
+                    matches!(outcome, Some(Outcome::Unknown { .. })),
+                    "{code}: {outcome:?}"
+                );
+            } else {
+                assert!(
+                    matches!(outcome, Some(Outcome::Fail { .. })),
+                    "{code}: {outcome:?}"
+                );
+            }
+            assert_eq!(
+                p.cluster().partition(0).unwrap().leader.is_none(),
+                forgets,
+                "{code}"
+            );
+            if code == 19 || code == 20 || forgets {
+                assert_eq!(
+                    requests_of(&out, ApiKey::Metadata).len(),
+                    1,
+                    "{code} refreshes metadata"
+                );
+            }
+            // Retried after the backoff (to the leader, once known again).
+            if forgets {
+                let asked = requests_of(&out, ApiKey::Metadata).remove(0);
+                step(
+                    &mut p,
+                    21,
+                    asked.answer(&metadata(&[(1, "node-1:9092")], "events", &[(0, 1, 6)])),
+                );
+            }
+            let out = step(&mut p, 130, Input::TimerFired { id: RETRY_TIMER });
+            let retry = requests_of(&out, ApiKey::Produce);
+            assert_eq!(retry.len(), 1, "{code} is retried");
+            assert_eq!(produced(&retry[0]), produced(&sent));
+        }
+    }
+
+    #[test]
+    fn a_lost_connection_under_acks_all_is_unknown_and_refreshes() {
+        let mut p = producer("node-1:9092", 0);
+        let _sent = one_send(&mut p);
+        step(&mut p, 20, Input::Closed { conn: BASE });
+        assert!(matches!(
+            p.history().events[0].outcome,
+            Some(Outcome::Unknown { .. })
+        ));
+        assert_eq!(p.cluster().partition(0).unwrap().leader, None);
+    }
 }
