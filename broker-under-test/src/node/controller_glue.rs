@@ -332,7 +332,6 @@ impl Node {
     /// controller: `NOT_CONTROLLER`; a stale broker epoch:
     /// `STALE_BROKER_EPOCH`; both as the top-level error.
     // Routed from node/mod.rs's request router (ApiKey::AlterPartition).
-    #[allow(dead_code)]
     pub(super) fn handle_alter_partition(
         &mut self,
         now: Now,

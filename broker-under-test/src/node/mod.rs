@@ -729,6 +729,7 @@ impl Node {
             ApiKey::DescribeQuorum => self.handle_describe_quorum(now, reply, &raw, out),
             ApiKey::BrokerRegistration => self.handle_broker_registration(now, reply, &raw, out),
             ApiKey::BrokerHeartbeat => self.handle_broker_heartbeat(now, reply, &raw, out),
+            ApiKey::AlterPartition => self.handle_alter_partition(now, reply, &raw, out),
             ApiKey::Vote
             | ApiKey::BeginQuorumEpoch
             | ApiKey::EndQuorumEpoch
