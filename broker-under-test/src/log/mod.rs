@@ -19,8 +19,6 @@ pub mod epoch;
 mod read;
 mod recovery;
 mod replica;
-#[cfg(test)]
-mod replica_tests;
 pub mod segment;
 #[cfg(test)]
 mod tests;
