@@ -549,3 +549,158 @@ fn replicated_high_watermark() {
     log.set_replicated(false);
     assert_eq!(log.high_watermark(), 15);
 }
+
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Append `n` records at the latest epoch (+1 if `bump`), as leader
+        /// or as follower (with a partial batch after it if `tail`). Queued only.
+        Append {
+            n: usize,
+            bump: bool,
+            replica: bool,
+            tail: bool,
+        },
+        /// Run every queued disk request.
+        Run,
+        /// Run the queue, then truncate to the start of a batch picked by `pick`.
+        Truncate { pick: usize },
+        /// Execute `k` queued requests, lose power, reopen.
+        Crash { k: usize },
+    }
+
+    fn arb_op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (1usize..4, any::<bool>(), any::<bool>(), any::<bool>())
+                .prop_map(|(n, bump, replica, tail)| Op::Append { n, bump, replica, tail }),
+            2 => Just(Op::Run),
+            2 => any::<usize>().prop_map(|pick| Op::Truncate { pick }),
+            1 => (0usize..30).prop_map(|k| Op::Crash { k }),
+        ]
+    }
+
+    /// The epoch cache the batches (base, count, epoch) imply.
+    fn derived(model: &[(i64, i64, i32)]) -> Vec<(i32, i64)> {
+        let mut out: Vec<(i32, i64)> = Vec::new();
+        for &(base, _, epoch) in model {
+            if out.last().is_none_or(|&(e, _)| epoch > e) {
+                out.push((epoch, base));
+            }
+        }
+        out
+    }
+
+    fn end(model: &[(i64, i64, i32)]) -> i64 {
+        model.last().map_or(0, |&(b, c, _)| b + c)
+    }
+
+    fn check(h: &mut Harness, log: &mut PartitionLog, model: &[(i64, i64, i32)]) {
+        assert!(h.queue.is_empty());
+        assert_eq!(log.log_end_offset(), end(model));
+        assert_eq!(log.high_watermark(), end(model));
+        assert_eq!(log.epoch_entries(), &derived(model)[..]);
+        assert_eq!(all_offsets(h, log), (0..end(model)).collect::<Vec<_>>());
+        let on_disk: Vec<(String, u64)> = h
+            .files()
+            .into_iter()
+            .filter(|f| f.ends_with(".log"))
+            .map(|f| {
+                let len = h.disk.read_all(&f).map_or(0, |b| b.len() as u64);
+                (f, len)
+            })
+            .collect();
+        let in_memory: Vec<(String, u64)> = log
+            .segments
+            .iter()
+            .map(|s| (seg_path(s.base, "log"), s.size))
+            .collect();
+        assert_eq!(on_disk, in_memory);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Random leader and follower appends, truncations and crashes keep
+        /// the log end, the epoch cache, the data and the segment files
+        /// consistent with a model of the batches.
+        #[test]
+        fn prop_appends_truncations_and_crashes_stay_consistent(
+            ops in proptest::collection::vec(arb_op(), 1..40),
+            index_interval in prop_oneof![Just(1u64), Just(4096u64)],
+            page_cache in any::<bool>(),
+        ) {
+            let b = batch(3);
+            let cfg = LogConfig {
+                segment_bytes: (b.len() * 3) as u64,
+                index_interval_bytes: index_interval,
+                durability: if page_cache { Durability::PageCache } else { Durability::Sync },
+                ..config()
+            };
+            let mut h = Harness::new();
+            let mut log = h.create(cfg.clone());
+            let mut model: Vec<(i64, i64, i32)> = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Append { n, bump, replica, tail } => {
+                        let latest = model.last().map_or(0, |m| m.2);
+                        let epoch = latest + i32::from(bump);
+                        let base = end(&model);
+                        if replica {
+                            let mut data = BytesMut::from(&batch(n)[..]);
+                            batch::assign_offsets(&mut data, base, epoch);
+                            if tail {
+                                data.extend_from_slice(&batch(1)[..20]);
+                            }
+                            let info = h
+                                .call(|io, now| log.append_replica(data.freeze(), now, io))
+                                .unwrap();
+                            prop_assert_eq!(info.base_offset, base);
+                        } else {
+                            let info = h
+                                .call(|io, now| log.append(batch(n), epoch, now, io))
+                                .unwrap();
+                            prop_assert_eq!(info.base_offset, base);
+                        }
+                        model.push((base, n as i64, epoch));
+                    }
+                    Op::Run => {
+                        h.run(&mut log);
+                        check(&mut h, &mut log, &model);
+                    }
+                    Op::Truncate { pick } => {
+                        h.run(&mut log);
+                        if model.is_empty() {
+                            continue;
+                        }
+                        let keep = pick % model.len();
+                        let to = model[keep].0;
+                        prop_assert_eq!(truncate(&mut h, &mut log, to), to);
+                        model.truncate(keep);
+                        check(&mut h, &mut log, &model);
+                    }
+                    Op::Crash { k } => {
+                        for _ in 0..k {
+                            h.step(&mut log);
+                        }
+                        let acked = log.high_watermark();
+                        h.disk.crash();
+                        h.queue.clear();
+                        log = h.open(cfg.clone());
+                        let recovered = log.log_end_offset();
+                        // Page-cache mode acknowledges unsynced data, which a crash may lose.
+                        prop_assert!(page_cache || recovered >= acked, "{} < {}", recovered, acked);
+                        let keep = model.iter().take_while(|m| m.0 < recovered).count();
+                        model.truncate(keep);
+                        prop_assert_eq!(end(&model), recovered, "recovered end on a batch boundary");
+                        check(&mut h, &mut log, &model);
+                    }
+                }
+            }
+            h.run(&mut log);
+            check(&mut h, &mut log, &model);
+        }
+    }
+}
