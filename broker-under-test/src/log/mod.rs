@@ -170,6 +170,8 @@ enum Pending {
     },
     /// A read of the segment being cut by [`PartitionLog::truncate_to`].
     Truncation(replica::TruncStep),
+    /// A read of the walk that finds the byte position of a restored high watermark.
+    Locate(replica::LocateStep),
 }
 
 /// What happens when the barrier request completes (and nothing failed).
@@ -212,6 +214,9 @@ pub struct PartitionLog {
     truncation: Option<Box<replica::Truncation>>,
     /// Ends of truncations made durable, for [`PartitionLog::poll_truncated`].
     truncated: VecDeque<i64>,
+    /// The walk locating a restored high watermark's batches.
+    locate: Option<Box<replica::Locate>>,
+    locate_gen: u64,
     pending: BTreeMap<DiskReqId, Pending>,
     barrier: Option<(DiskReqId, Barrier)>,
     syncs_in_flight: usize,
@@ -250,6 +255,8 @@ impl PartitionLog {
             epochs: EpochCache::default(),
             truncation: None,
             truncated: VecDeque::new(),
+            locate: None,
+            locate_gen: 0,
             pending: BTreeMap::new(),
             barrier: None,
             syncs_in_flight: 0,
@@ -393,6 +400,7 @@ impl PartitionLog {
         self.barrier = None;
         self.recovery = None;
         self.truncation = None;
+        self.locate = None;
         let mut answers = Vec::new();
         for p in self.pending.values_mut() {
             match std::mem::replace(p, Pending::Step) {
@@ -744,6 +752,7 @@ impl PartitionLog {
         self.barrier = None;
         self.recovery = None;
         self.truncation = None;
+        self.locate = None;
         let dir = self.dir.clone();
         self.submit(
             io,
@@ -826,6 +835,7 @@ impl PartitionLog {
             Pending::TsRead(r) => self.on_ts_read(r, result, io),
             Pending::Recovery(step) => self.on_recovery(step, result, io),
             Pending::Truncation(step) => self.on_truncation_read(step, result, io),
+            Pending::Locate(step) => self.on_locate_read(step, result, io),
         }
         let _ = now;
         if let Some((id, barrier)) = self.barrier {

@@ -21,7 +21,7 @@ use super::epoch::{EPOCH_FILE, EPOCH_FILE_TMP};
 use super::segment::{file_name, Segment};
 use super::{AppendInfo, Barrier, LogError, LogState, PartitionLog, Pending};
 use crate::diskio::DiskIo;
-use crate::seam::{DiskError, DiskOp, DiskReply, Now};
+use crate::seam::{DiskError, DiskErrorKind, DiskOp, DiskReply, Now};
 
 /// Bytes read per step of a truncation walk.
 const WALK_CHUNK: u64 = 1024 * 1024;
@@ -34,6 +34,25 @@ pub(super) struct Truncation {
     seg: Segment,
     /// Bytes of the segment (written or being written) when the walk started.
     file_size: u64,
+}
+
+/// Walking from a restored high watermark to the log end.
+#[derive(Debug)]
+pub(super) struct Locate {
+    gen: u64,
+    /// The log end when the walk started (appends since have their marks).
+    stop: i64,
+    seg_base: i64,
+    /// (end offset, segment base, end position) of each batch walked.
+    found: Vec<(i64, i64, u64)>,
+}
+
+/// A read of the locate walk in flight.
+#[derive(Debug)]
+pub(super) struct LocateStep {
+    gen: u64,
+    pos: u64,
+    asked: u64,
 }
 
 /// A read of the truncation walk in flight.
@@ -69,24 +88,155 @@ impl PartitionLog {
         self.set_hw(hw);
     }
 
-    /// After open: the high watermark from the node's replication-offset
-    /// checkpoint, at most the log end (and at least the log start). Lowers
+    /// After open, on a replicated log (ignored otherwise: its high watermark
+    /// is its local end): the high watermark from the node's
+    /// replication-offset checkpoint, at most the log end (and at least the
+    /// log start). Lowers
     /// it only right after open (before any append, truncation or advance);
     /// afterwards it only raises it like [`Self::advance_high_watermark`].
     ///
-    /// Lowered, the high watermark's byte position is the sparse-index entry
-    /// at or below it: reads stop at most one index interval (plus a batch)
-    /// below it until it moves on to a batch appended since or the log end.
-    pub fn restore_high_watermark(&mut self, hw: i64) {
+    /// Lowered, the log reads the batches from the sparse-index entry at or
+    /// below it to the log end to learn their byte positions. Until that walk
+    /// is done, reads stop at that index entry (never above the high
+    /// watermark, but possibly short of it).
+    pub fn restore_high_watermark(&mut self, hw: i64, io: &mut DiskIo) {
+        if !self.replicated {
+            tracing::debug!(dir = %self.dir, hw, "restore_high_watermark on a log that is not replicated");
+            return;
+        }
         let hw = hw.min(self.leo).max(self.log_start);
-        if self.hw_restorable && hw < self.hw && !self.segments.is_empty() {
+        if self.hw_restorable
+            && hw < self.hw
+            && self.state == LogState::Online
+            && self.truncation.is_none()
+        {
             self.hw = hw;
-            let s = &self.segments[self.segment_for(hw)];
-            self.hw_pos = (s.base, s.position_for(hw));
+            let i = self.segment_for(hw);
+            let s = &self.segments[i];
+            let (base, pos) = (s.base, s.position_for(hw));
+            self.hw_pos = (base, pos);
             self.marks.retain(|&(end, _, _)| end > hw);
+            self.locate_gen += 1;
+            self.locate = Some(Box::new(Locate {
+                gen: self.locate_gen,
+                stop: self.leo,
+                seg_base: base,
+                found: Vec::new(),
+            }));
+            self.locate_read(pos, WALK_CHUNK, io);
         } else {
             self.set_hw(hw);
         }
+    }
+
+    fn locate_read(&mut self, mut pos: u64, want: u64, io: &mut DiskIo) {
+        loop {
+            let Some((gen, base)) = self.locate.as_ref().map(|l| (l.gen, l.seg_base)) else {
+                return;
+            };
+            let Some(i) = self.segment_index(base) else {
+                self.locate = None;
+                return;
+            };
+            let size = self.segments[i].size;
+            if pos < size {
+                let asked = want.min(size - pos);
+                let op = DiskOp::Read {
+                    path: self.path(&file_name(base, "log")),
+                    offset: pos,
+                    len: asked,
+                };
+                self.submit(io, op, Pending::Locate(LocateStep { gen, pos, asked }));
+                return;
+            }
+            match self.segments.get(i + 1).map(|s| s.base) {
+                Some(next) => {
+                    if let Some(l) = self.locate.as_mut() {
+                        l.seg_base = next;
+                    }
+                    pos = 0;
+                }
+                None => {
+                    self.finish_locate();
+                    return;
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_locate_read(
+        &mut self,
+        step: LocateStep,
+        result: Result<DiskReply, DiskError>,
+        io: &mut DiskIo,
+    ) {
+        if self.locate.as_ref().is_none_or(|l| l.gen != step.gen) {
+            return;
+        }
+        let buf = match result {
+            Ok(DiskReply::Data(buf)) => buf,
+            Ok(other) => {
+                self.fail(format!("unexpected reply to a segment read: {other:?}"));
+                return;
+            }
+            Err(e) if e.kind == DiskErrorKind::NotFound => {
+                self.locate = None;
+                return;
+            }
+            Err(e) => {
+                self.fail(format!("read failed: {e}"));
+                return;
+            }
+        };
+        let Some(l) = self.locate.as_mut() else {
+            return;
+        };
+        let (headers, _, stop) = batch::scan(&buf);
+        let mut at = step.pos;
+        for h in headers {
+            at += h.length as u64;
+            l.found.push((h.next_offset(), l.seg_base, at));
+            if h.next_offset() >= l.stop {
+                self.finish_locate();
+                return;
+            }
+        }
+        let more = match stop {
+            ScanStop::End => Some(WALK_CHUNK),
+            ScanStop::Incomplete { needed } if at > step.pos || step.asked < needed as u64 => {
+                Some(WALK_CHUNK.max(needed as u64))
+            }
+            _ => None,
+        };
+        match more {
+            Some(want) if (buf.len() as u64) == step.asked => self.locate_read(at, want, io),
+            _ => {
+                tracing::warn!(dir = %self.dir, position = at, "could not walk to the log end from the restored high watermark");
+                self.locate = None;
+            }
+        }
+    }
+
+    /// The batches above the restored high watermark are known: their ends
+    /// become marks (ahead of those of appends since), and the high watermark
+    /// (moved on meanwhile, perhaps) takes its exact position from them.
+    fn finish_locate(&mut self) {
+        let Some(l) = self.locate.take() else {
+            return;
+        };
+        let last = l.found.last().map_or(i64::MIN, |m| m.0);
+        let mut marks: std::collections::VecDeque<(i64, i64, u64)> = l.found.into();
+        marks.extend(self.marks.iter().copied().filter(|m| m.0 > last));
+        while let Some(&(end, seg, pos)) = marks.front() {
+            if end > self.hw {
+                break;
+            }
+            if (seg, pos) > self.hw_pos {
+                self.hw_pos = (seg, pos);
+            }
+            marks.pop_front();
+        }
+        self.marks = marks;
     }
 
     /// A follower's fetch: like [`Self::read`], but up to the log end instead
@@ -328,6 +478,7 @@ impl PartitionLog {
         }
         tracing::info!(dir = %self.dir, from = self.leo, to = offset, "truncating log");
         self.hw_restorable = false;
+        self.locate = None;
         let seg = &self.segments[self.segment_for(offset)];
         let (base, size, sparse) = (seg.base, seg.size, seg.position_for(offset));
         if self.hw > offset {

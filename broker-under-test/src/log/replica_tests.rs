@@ -529,14 +529,15 @@ fn replicated_high_watermark() {
     let mut log = h.open(cfg.clone());
     log.set_replicated(true);
     assert_eq!(log.high_watermark(), 25);
-    log.restore_high_watermark(1000);
+    h.call(|io, _| log.restore_high_watermark(1000, io));
     assert_eq!(log.high_watermark(), 25);
-    log.restore_high_watermark(10);
+    h.call(|io, _| log.restore_high_watermark(10, io));
+    h.run(&mut log);
     assert_eq!(log.high_watermark(), 10);
     assert_eq!(all_offsets(&mut h, &mut log), (0..10).collect::<Vec<_>>());
     log.advance_high_watermark(15);
     assert_eq!(all_offsets(&mut h, &mut log), (0..15).collect::<Vec<_>>());
-    log.restore_high_watermark(5);
+    h.call(|io, _| log.restore_high_watermark(5, io));
     assert_eq!(log.high_watermark(), 15, "only right after open");
     // A truncation below the high watermark takes it back.
     assert_eq!(truncate(&mut h, &mut log, 10), 10);
@@ -568,8 +569,11 @@ mod prop {
         Run,
         /// Run the queue, then truncate to the start of a batch picked by `pick`.
         Truncate { pick: usize },
-        /// Execute `k` queued requests, lose power, reopen.
+        /// Execute `k` queued requests, lose power, reopen (restoring the
+        /// high watermark of a replicated log).
         Crash { k: usize },
+        /// Replicated logs: advance the high watermark to a batch end.
+        Advance { pick: usize },
     }
 
     fn arb_op() -> impl Strategy<Value = Op> {
@@ -579,6 +583,7 @@ mod prop {
             2 => Just(Op::Run),
             2 => any::<usize>().prop_map(|pick| Op::Truncate { pick }),
             1 => (0usize..30).prop_map(|k| Op::Crash { k }),
+            2 => any::<usize>().prop_map(|pick| Op::Advance { pick }),
         ]
     }
 
@@ -597,12 +602,25 @@ mod prop {
         model.last().map_or(0, |&(b, c, _)| b + c)
     }
 
-    fn check(h: &mut Harness, log: &mut PartitionLog, model: &[(i64, i64, i32)]) {
+    /// `hw`: the high watermark of a replicated log (else the log end).
+    fn check(h: &mut Harness, log: &mut PartitionLog, model: &[(i64, i64, i32)], hw: Option<i64>) {
         assert!(h.queue.is_empty());
         assert_eq!(log.log_end_offset(), end(model));
-        assert_eq!(log.high_watermark(), end(model));
+        let hw = hw.unwrap_or(end(model));
+        assert_eq!(log.high_watermark(), hw);
         assert_eq!(log.epoch_entries(), &derived(model)[..]);
-        assert_eq!(all_offsets(h, log), (0..end(model)).collect::<Vec<_>>());
+        assert_eq!(all_offsets(h, log), (0..hw).collect::<Vec<_>>());
+        // A follower's fetches get everything up to the log end (one segment
+        // per fetch at most).
+        let mut next = 0;
+        while next < end(model) {
+            let data = read_replica(h, log, next, 1 << 30).unwrap();
+            assert_eq!(data.high_watermark, hw);
+            let got = offsets(&data.records);
+            assert_eq!(got.first(), Some(&next));
+            next = got.last().unwrap() + 1;
+        }
+        assert_eq!(next, end(model));
         let on_disk: Vec<(String, u64)> = h
             .files()
             .into_iter()
@@ -631,6 +649,7 @@ mod prop {
             ops in proptest::collection::vec(arb_op(), 1..40),
             index_interval in prop_oneof![Just(1u64), Just(4096u64)],
             page_cache in any::<bool>(),
+            replicated in any::<bool>(),
         ) {
             let b = batch(3);
             let cfg = LogConfig {
@@ -641,7 +660,10 @@ mod prop {
             };
             let mut h = Harness::new();
             let mut log = h.create(cfg.clone());
+            log.set_replicated(replicated);
             let mut model: Vec<(i64, i64, i32)> = Vec::new();
+            let mut hw = 0i64;
+            let model_hw = |hw: i64| replicated.then_some(hw);
             for op in ops {
                 match op {
                     Op::Append { n, bump, replica, tail } => {
@@ -668,7 +690,7 @@ mod prop {
                     }
                     Op::Run => {
                         h.run(&mut log);
-                        check(&mut h, &mut log, &model);
+                        check(&mut h, &mut log, &model, model_hw(hw));
                     }
                     Op::Truncate { pick } => {
                         h.run(&mut log);
@@ -679,28 +701,88 @@ mod prop {
                         let to = model[keep].0;
                         prop_assert_eq!(truncate(&mut h, &mut log, to), to);
                         model.truncate(keep);
-                        check(&mut h, &mut log, &model);
+                        hw = hw.min(to);
+                        check(&mut h, &mut log, &model, model_hw(hw));
                     }
                     Op::Crash { k } => {
                         for _ in 0..k {
                             h.step(&mut log);
                         }
-                        let acked = log.high_watermark();
+                        let acked = log.local_end_offset();
                         h.disk.crash();
                         h.queue.clear();
                         log = h.open(cfg.clone());
+                        log.set_replicated(replicated);
                         let recovered = log.log_end_offset();
+                        hw = hw.min(recovered);
+                        if replicated {
+                            prop_assert_eq!(log.high_watermark(), recovered);
+                            h.call(|io, _| log.restore_high_watermark(hw, io));
+                            h.run(&mut log);
+                        }
                         // Page-cache mode acknowledges unsynced data, which a crash may lose.
                         prop_assert!(page_cache || recovered >= acked, "{} < {}", recovered, acked);
                         let keep = model.iter().take_while(|m| m.0 < recovered).count();
                         model.truncate(keep);
                         prop_assert_eq!(end(&model), recovered, "recovered end on a batch boundary");
-                        check(&mut h, &mut log, &model);
+                        check(&mut h, &mut log, &model, model_hw(hw));
+                    }
+                    Op::Advance { pick } => {
+                        if !replicated || model.is_empty() {
+                            continue;
+                        }
+                        let (b, c, _) = model[pick % model.len()];
+                        log.advance_high_watermark(b + c);
+                        hw = hw.max(b + c);
+                        prop_assert_eq!(log.high_watermark(), hw);
                     }
                 }
             }
             h.run(&mut log);
-            check(&mut h, &mut log, &model);
+            check(&mut h, &mut log, &model, model_hw(hw));
         }
     }
+}
+
+#[test]
+fn restored_high_watermark_finds_exact_batch_positions() {
+    // No sparse index entries: only the walk can place the high watermark.
+    let cfg = config();
+    let mut h = Harness::new();
+    let mut log = h.create(cfg.clone());
+    for _ in 0..8 {
+        append_epoch(&mut h, &mut log, batch(2), 1);
+    }
+    h.disk.crash();
+    let mut log = h.open(cfg.clone());
+    log.set_replicated(true);
+    h.call(|io, _| log.restore_high_watermark(7, io));
+    assert_eq!(log.high_watermark(), 7);
+    // Before the walk: nothing above the high watermark, maybe less.
+    let data = h.read(&mut log, 0, 1 << 20).unwrap();
+    assert!(offsets(&data.records).iter().all(|&o| o < 7));
+    h.run(&mut log);
+    // Offset 7 is inside the batch [6, 8): reads stop at 6, whole batches.
+    let data = h.read(&mut log, 0, 1 << 20).unwrap();
+    assert_eq!(offsets(&data.records), (0..6).collect::<Vec<_>>());
+    log.advance_high_watermark(12);
+    assert_eq!(all_offsets(&mut h, &mut log), (0..12).collect::<Vec<_>>());
+    assert_eq!(log.bytes_available(0), 6 * batch(2).len() as u64);
+    // Appends after the walk keep their own marks.
+    append_epoch(&mut h, &mut log, batch(2), 2);
+    log.advance_high_watermark(14);
+    assert_eq!(all_offsets(&mut h, &mut log), (0..14).collect::<Vec<_>>());
+    log.advance_high_watermark(18);
+    assert_eq!(all_offsets(&mut h, &mut log), (0..18).collect::<Vec<_>>());
+    // An append while the walk is under way, and an advance past the restored value.
+    h.disk.crash();
+    let mut log = h.open(cfg);
+    log.set_replicated(true);
+    h.call(|io, _| log.restore_high_watermark(4, io));
+    h.call(|io, now| log.append(batch(2), 2, now, io)).unwrap();
+    log.advance_high_watermark(10);
+    h.run(&mut log);
+    assert_eq!(all_offsets(&mut h, &mut log), (0..10).collect::<Vec<_>>());
+    log.advance_high_watermark(20);
+    assert_eq!(all_offsets(&mut h, &mut log), (0..20).collect::<Vec<_>>());
 }
