@@ -4,7 +4,12 @@
 //! A log lives in `<topic>-<partition>/` under the node's data directory:
 //! `<20-digit base offset>.log` segment files, their `.index` (sparse offset
 //! index) and `.timeindex` files (written when the segment is rolled),
-//! `partition.metadata` and `checkpoint`.
+//! `partition.metadata`, `checkpoint` and `leader-epoch-checkpoint` (see
+//! [`epoch`]).
+//!
+//! Replication (see `replica.rs`): a replicated log's high watermark moves
+//! only when the node says so; followers read up to the log end, append the
+//! leader's batches as they are, and cut their log back (`truncate_to`).
 //!
 //! Disk requests complete in the order they were issued (see
 //! [`crate::seam::DiskOp`]). The log leans on that: a `SyncFile` covers every
@@ -450,7 +455,8 @@ impl PartitionLog {
             self.hw_pos = (seg, pos);
             self.marks.pop_front();
         }
-        let candidate = if self.hw == self.leo {
+        // While a truncation walks, the segments still hold the cut data.
+        let candidate = if self.hw == self.leo && self.truncation.is_none() {
             let a = self.active();
             (a.base, a.size)
         } else {

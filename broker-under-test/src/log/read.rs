@@ -1,5 +1,5 @@
 //! Reads: fetches and timestamp lookups. Only data below the high watermark
-//! is ever returned.
+//! is ever returned, except to a follower (`read_replica`: up to the log end).
 
 use bytes::Bytes;
 

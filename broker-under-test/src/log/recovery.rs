@@ -503,7 +503,9 @@ impl PartitionLog {
                 cache.assign(epoch, start);
             }
         }
+        // An epoch starting at or above the end has no batch (yet): dropped.
         cache.truncate_from_start(log_start);
+        cache.truncate_from_end(leo);
         let changed = match &rec.epochs {
             Some(loaded) => *loaded != cache,
             None => !cache.entries().is_empty(),

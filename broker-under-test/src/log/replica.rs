@@ -288,7 +288,7 @@ impl PartitionLog {
     /// (segment base, file position) of `offset`, or of the batch start
     /// below it that the log knows.
     fn position_of(&self, offset: i64) -> (i64, u64) {
-        if offset >= self.leo {
+        if offset >= self.leo && self.truncation.is_none() {
             let a = self.active();
             return (a.base, a.size);
         }
@@ -502,6 +502,67 @@ impl PartitionLog {
         } else {
             self.walk_read(0, WALK_CHUNK, io);
         }
+        Ok(())
+    }
+
+    /// A follower whose log cannot continue the leader's (the leader's log
+    /// starts above this log's end, or shares nothing with it): drop every
+    /// segment and start empty at `offset`, which becomes the log start, log
+    /// end and high watermark; the epoch cache is cleared. Like
+    /// [`Self::truncate_to`], appends wait (`NotReady`) until
+    /// [`Self::poll_truncated`] reports `offset`.
+    ///
+    /// Order on disk: the new segment file (durable), then the checkpoint
+    /// (log start `offset`), the epoch file, the removal of the old
+    /// segments, a directory sync. A crash before the checkpoint recovers the
+    /// old log (the new empty segment after a gap is cut); after it, the new.
+    pub fn truncate_fully_and_start_at(
+        &mut self,
+        offset: i64,
+        io: &mut DiskIo,
+    ) -> Result<(), LogError> {
+        self.usable()?;
+        if self.truncation.is_some() {
+            return Err(LogError::NotReady);
+        }
+        if offset < 0 {
+            return Err(self.out_of_range_at(offset));
+        }
+        tracing::info!(dir = %self.dir, from = self.log_start, to = self.leo, start = offset, "truncating log fully");
+        self.hw_restorable = false;
+        self.locate = None;
+        let removed = std::mem::replace(&mut self.segments, vec![Segment::new(offset)]);
+        self.log_start = offset;
+        self.leo = offset;
+        self.hw = offset;
+        self.hw_pos = (offset, 0);
+        self.local_end = offset;
+        self.durable = offset;
+        self.marks.clear();
+        self.epochs = Default::default();
+        self.truncation = Some(Box::new(Truncation {
+            target: offset,
+            seg: Segment::new(offset),
+            file_size: 0,
+        }));
+        let path = self.path(&file_name(offset, "log"));
+        self.submit(io, DiskOp::Create { path: path.clone() }, Pending::Step);
+        self.submit(io, DiskOp::SyncFile { path }, Pending::Step);
+        let dir = self.dir.clone();
+        self.submit(io, DiskOp::SyncDir { path: dir.clone() }, Pending::Step);
+        self.write_checkpoint(io);
+        self.write_epochs(io);
+        for s in &removed {
+            for ext in ["log", "index", "timeindex"] {
+                if s.base == offset && ext == "log" {
+                    continue;
+                }
+                let path = self.path(&file_name(s.base, ext));
+                self.submit(io, DiskOp::Remove { path }, Pending::Remove);
+            }
+        }
+        let last = self.submit(io, DiskOp::SyncDir { path: dir }, Pending::Step);
+        self.barrier = Some((last, Barrier::Truncated(offset)));
         Ok(())
     }
 

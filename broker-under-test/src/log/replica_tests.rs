@@ -786,3 +786,99 @@ fn restored_high_watermark_finds_exact_batch_positions() {
     log.advance_high_watermark(20);
     assert_eq!(all_offsets(&mut h, &mut log), (0..20).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_new_follower_starts_at_the_leaders_log_start() {
+    let b = batch(5);
+    let cfg = LogConfig {
+        retention_bytes: (b.len() * 2) as i64,
+        ..small_segments(&b, 2)
+    };
+    let mut lh = Harness::new();
+    let mut leader = log_with_epochs(&mut lh, cfg.clone(), 9);
+    lh.maintain(&mut leader);
+    assert_eq!(leader.log_start_offset(), 30);
+    let mut fh = Harness::new();
+    let mut f = log_with_epochs(&mut fh, small_segments(&b, 2), 3);
+    assert!(matches!(
+        read_replica(&mut lh, &mut leader, f.log_end_offset(), 1 << 20),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    fh.call(|io, _| f.truncate_fully_and_start_at(30, io))
+        .unwrap();
+    assert_eq!(
+        (f.log_start_offset(), f.log_end_offset(), f.high_watermark()),
+        (30, 30, 30)
+    );
+    assert_eq!(fh.append(&mut f, b.clone()), Err(LogError::NotReady));
+    fh.run(&mut f);
+    assert_eq!(f.poll_truncated(), Some(30));
+    assert_eq!(f.epoch_entries(), &[]);
+    assert_eq!(seg_files(&fh), vec![seg_path(30, "log")]);
+    replicate(&mut lh, &mut leader, &mut fh, &mut f);
+    assert_eq!(f.epoch_entries(), &[(2, 30), (3, 40)]);
+    assert_eq!(all_offsets(&mut fh, &mut f), (30..45).collect::<Vec<_>>());
+    fh.disk.crash();
+    let mut f = fh.open(small_segments(&b, 2));
+    assert_eq!((f.log_start_offset(), f.log_end_offset()), (30, 45));
+    assert_eq!(f.epoch_entries(), &[(2, 30), (3, 40)]);
+    assert_eq!(all_offsets(&mut fh, &mut f), (30..45).collect::<Vec<_>>());
+    // At a crash in every step: the old log or the new one.
+    for steps in 0..30 {
+        let mut h = Harness::new();
+        let mut log = log_with_epochs(&mut h, small_segments(&b, 2), 5);
+        h.call(|io, _| log.truncate_fully_and_start_at(100, io))
+            .unwrap();
+        for _ in 0..steps {
+            h.step(&mut log);
+        }
+        h.disk.crash();
+        h.queue.clear();
+        let mut log = h.open(small_segments(&b, 2));
+        let span = (log.log_start_offset(), log.log_end_offset());
+        assert!(
+            span == (0, 25) || span == (100, 100),
+            "steps {steps}: {span:?}"
+        );
+        let epochs: &[(i32, i64)] = if span.0 == 0 { &[(1, 0), (2, 20)] } else { &[] };
+        assert_eq!(log.epoch_entries(), epochs, "steps {steps}");
+        assert_eq!(
+            all_offsets(&mut h, &mut log),
+            (span.0..span.1).collect::<Vec<_>>()
+        );
+        assert_eq!(h.append(&mut log, batch(1)).unwrap().base_offset, span.1);
+        h.run(&mut log);
+    }
+}
+
+#[test]
+fn reads_during_a_truncation_stay_below_the_new_end() {
+    let b = batch(5);
+    let cfg = LogConfig {
+        durability: Durability::PageCache,
+        ..small_segments(&b, 4)
+    };
+    let mut h = Harness::new();
+    let mut log = h.create(cfg);
+    log.set_replicated(true);
+    for _ in 0..3 {
+        append_epoch(&mut h, &mut log, b.clone(), 1);
+    }
+    // A write still in flight when the truncation starts.
+    h.call(|io, now| log.append(b.clone(), 1, now, io)).unwrap();
+    h.call(|io, _| log.truncate_to(10, io)).unwrap();
+    h.step(&mut log); // the write completes: the local end is clamped to 10
+    assert_eq!(log.local_end_offset(), 10);
+    log.advance_high_watermark(10);
+    assert_eq!(log.high_watermark(), 10);
+    let token = h.call(|io, now| log.read(0, 1 << 20, now, io)).unwrap();
+    h.run(&mut log);
+    let got = h.events.iter().find_map(|e| match e {
+        LogEvent::ReadDone { token: t, result } if *t == token => Some(result.clone()),
+        _ => None,
+    });
+    let data = got.expect("ReadDone").unwrap();
+    assert!(offsets(&data.records).iter().all(|&o| o < 10));
+    assert_eq!(log.poll_truncated(), Some(10));
+    assert_eq!(all_offsets(&mut h, &mut log), (0..10).collect::<Vec<_>>());
+}
