@@ -508,7 +508,9 @@ impl PartitionLog {
         cache.truncate_from_end(leo);
         let changed = match &rec.epochs {
             Some(loaded) => *loaded != cache,
-            None => !cache.entries().is_empty(),
+            // Written even empty for a log with data, else every open would
+            // scan every segment to rebuild it.
+            None => !cache.entries().is_empty() || leo > log_start,
         };
         self.epochs = cache;
         if changed {

@@ -574,6 +574,8 @@ mod prop {
         Crash { k: usize },
         /// Replicated logs: advance the high watermark to a batch end.
         Advance { pick: usize },
+        /// Run the queue, then drop everything and start at the end + `gap`.
+        StartAt { gap: i64 },
     }
 
     fn arb_op() -> impl Strategy<Value = Op> {
@@ -584,14 +586,16 @@ mod prop {
             2 => any::<usize>().prop_map(|pick| Op::Truncate { pick }),
             1 => (0usize..30).prop_map(|k| Op::Crash { k }),
             2 => any::<usize>().prop_map(|pick| Op::Advance { pick }),
+            1 => (0i64..20).prop_map(|gap| Op::StartAt { gap }),
         ]
     }
 
-    /// The epoch cache the batches (base, count, epoch) imply.
+    /// The epoch cache the batches (base, count, epoch) imply. The model's
+    /// first entry is (log start, 0, -1).
     fn derived(model: &[(i64, i64, i32)]) -> Vec<(i32, i64)> {
         let mut out: Vec<(i32, i64)> = Vec::new();
         for &(base, _, epoch) in model {
-            if out.last().is_none_or(|&(e, _)| epoch > e) {
+            if epoch >= 0 && out.last().is_none_or(|&(e, _)| epoch > e) {
                 out.push((epoch, base));
             }
         }
@@ -609,10 +613,12 @@ mod prop {
         let hw = hw.unwrap_or(end(model));
         assert_eq!(log.high_watermark(), hw);
         assert_eq!(log.epoch_entries(), &derived(model)[..]);
-        assert_eq!(all_offsets(h, log), (0..hw).collect::<Vec<_>>());
+        let start = model[0].0;
+        assert_eq!(log.log_start_offset(), start);
+        assert_eq!(all_offsets(h, log), (start..hw).collect::<Vec<_>>());
         // A follower's fetches get everything up to the log end (one segment
         // per fetch at most).
-        let mut next = 0;
+        let mut next = start;
         while next < end(model) {
             let data = read_replica(h, log, next, 1 << 30).unwrap();
             assert_eq!(data.high_watermark, hw);
@@ -661,13 +667,13 @@ mod prop {
             let mut h = Harness::new();
             let mut log = h.create(cfg.clone());
             log.set_replicated(replicated);
-            let mut model: Vec<(i64, i64, i32)> = Vec::new();
+            let mut model: Vec<(i64, i64, i32)> = vec![(0, 0, -1)];
             let mut hw = 0i64;
             let model_hw = |hw: i64| replicated.then_some(hw);
             for op in ops {
                 match op {
                     Op::Append { n, bump, replica, tail } => {
-                        let latest = model.last().map_or(0, |m| m.2);
+                        let latest = model.iter().map(|m| m.2).max().unwrap_or(0).max(0);
                         let epoch = latest + i32::from(bump);
                         let base = end(&model);
                         if replica {
@@ -699,8 +705,10 @@ mod prop {
                         }
                         let keep = pick % model.len();
                         let to = model[keep].0;
-                        prop_assert_eq!(truncate(&mut h, &mut log, to), to);
-                        model.truncate(keep);
+                        if to < log.log_end_offset() {
+                            prop_assert_eq!(truncate(&mut h, &mut log, to), to);
+                        }
+                        model.truncate(keep.max(1));
                         hw = hw.min(to);
                         check(&mut h, &mut log, &model, model_hw(hw));
                     }
@@ -723,8 +731,18 @@ mod prop {
                         // Page-cache mode acknowledges unsynced data, which a crash may lose.
                         prop_assert!(page_cache || recovered >= acked, "{} < {}", recovered, acked);
                         let keep = model.iter().take_while(|m| m.0 < recovered).count();
-                        model.truncate(keep);
+                        model.truncate(keep.max(1));
                         prop_assert_eq!(end(&model), recovered, "recovered end on a batch boundary");
+                        check(&mut h, &mut log, &model, model_hw(hw));
+                    }
+                    Op::StartAt { gap } => {
+                        h.run(&mut log);
+                        let start = end(&model) + gap;
+                        h.call(|io, _| log.truncate_fully_and_start_at(start, io)).unwrap();
+                        h.run(&mut log);
+                        prop_assert_eq!(log.poll_truncated(), Some(start));
+                        model = vec![(start, 0, -1)];
+                        hw = start;
                         check(&mut h, &mut log, &model, model_hw(hw));
                     }
                     Op::Advance { pick } => {
