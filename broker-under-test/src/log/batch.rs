@@ -63,6 +63,9 @@ pub enum BatchError {
     TooLarge { size: usize, max: usize },
     /// A magic byte other than 2 (UNSUPPORTED_FOR_MESSAGE_FORMAT).
     UnsupportedMagic(i8),
+    /// A follower's append whose batches do not continue the log: `got` is the
+    /// base offset found where `expected` was due.
+    OffsetMismatch { expected: i64, got: i64 },
 }
 
 impl fmt::Display for BatchError {
@@ -76,6 +79,9 @@ impl fmt::Display for BatchError {
                 )
             }
             BatchError::UnsupportedMagic(m) => write!(f, "unsupported record batch magic {m}"),
+            BatchError::OffsetMismatch { expected, got } => {
+                write!(f, "batch at offset {got} where {expected} was expected")
+            }
         }
     }
 }

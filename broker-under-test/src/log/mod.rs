@@ -4,7 +4,12 @@
 //! A log lives in `<topic>-<partition>/` under the node's data directory:
 //! `<20-digit base offset>.log` segment files, their `.index` (sparse offset
 //! index) and `.timeindex` files (written when the segment is rolled),
-//! `partition.metadata` and `checkpoint`.
+//! `partition.metadata`, `checkpoint` and `leader-epoch-checkpoint` (see
+//! [`epoch`]).
+//!
+//! Replication (see `replica.rs`): a replicated log's high watermark moves
+//! only when the node says so; followers read up to the log end, append the
+//! leader's batches as they are, and cut their log back (`truncate_to`).
 //!
 //! Disk requests complete in the order they were issued (see
 //! [`crate::seam::DiskOp`]). The log leans on that: a `SyncFile` covers every
@@ -15,8 +20,10 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod epoch;
 mod read;
 mod recovery;
+mod replica;
 pub mod segment;
 #[cfg(test)]
 mod tests;
@@ -32,6 +39,7 @@ use crate::seam::{DiskError, DiskErrorKind, DiskOp, DiskReply, DiskReqId, Now};
 
 use batch::BatchError;
 use checkpoint::{Checkpoint, CHECKPOINT, CHECKPOINT_TMP, METADATA};
+use epoch::EpochCache;
 use segment::{file_name, Segment};
 
 /// The log's share of the broker configuration.
@@ -165,6 +173,10 @@ enum Pending {
     Delete {
         last: bool,
     },
+    /// A read of the segment being cut by [`PartitionLog::truncate_to`].
+    Truncation(replica::TruncStep),
+    /// A read of the walk that finds the byte position of a restored high watermark.
+    Locate(replica::LocateStep),
 }
 
 /// What happens when the barrier request completes (and nothing failed).
@@ -173,6 +185,8 @@ enum Barrier {
     Opened,
     RecoveryLoaded,
     RecoveryRepaired,
+    /// A truncation to this end is durable.
+    Truncated(i64),
 }
 
 /// The log of one partition on this node.
@@ -185,13 +199,29 @@ pub struct PartitionLog {
     segments: Vec<Segment>,
     log_start: i64,
     leo: i64,
+    /// The high watermark: reads stop here. Follows `local_end` unless `replicated`.
     hw: i64,
+    /// Sync mode: the end of data made durable by a completed sync. Page-cache
+    /// mode: the end of data whose write completed.
+    local_end: i64,
+    /// The high watermark moves only by [`PartitionLog::advance_high_watermark`].
+    replicated: bool,
+    /// Just opened: [`PartitionLog::restore_high_watermark`] may still lower it.
+    hw_restorable: bool,
     /// Everything below this offset has been synced.
     durable: i64,
     /// (segment base, file position) where the high watermark is.
     hw_pos: (i64, u64),
-    /// (end offset, segment base, end position) of appends above the high watermark.
+    /// (end offset, segment base, end position) of each batch above the high watermark.
     marks: VecDeque<(i64, i64, u64)>,
+    epochs: EpochCache,
+    /// A [`PartitionLog::truncate_to`] in progress.
+    truncation: Option<Box<replica::Truncation>>,
+    /// Ends of truncations made durable, for [`PartitionLog::poll_truncated`].
+    truncated: VecDeque<i64>,
+    /// The walk locating a restored high watermark's batches.
+    locate: Option<Box<replica::Locate>>,
+    locate_gen: u64,
     pending: BTreeMap<DiskReqId, Pending>,
     barrier: Option<(DiskReqId, Barrier)>,
     syncs_in_flight: usize,
@@ -221,9 +251,17 @@ impl PartitionLog {
             log_start: 0,
             leo: 0,
             hw: 0,
+            local_end: 0,
+            replicated: false,
+            hw_restorable: false,
             durable: 0,
             hw_pos: (0, 0),
             marks: VecDeque::new(),
+            epochs: EpochCache::default(),
+            truncation: None,
+            truncated: VecDeque::new(),
+            locate: None,
+            locate_gen: 0,
             pending: BTreeMap::new(),
             barrier: None,
             syncs_in_flight: 0,
@@ -302,10 +340,16 @@ impl PartitionLog {
     pub fn log_end_offset(&self) -> i64 {
         self.leo
     }
-    /// Sync mode: the end of data made durable by a completed sync. Page-cache
-    /// mode: the end of data whose write completed.
+    /// Reads (fetches, timestamp lookups, bytes available) stop here. Not
+    /// replicated: the same as [`Self::local_end_offset`]. Replicated: moved by
+    /// [`Self::advance_high_watermark`].
     pub fn high_watermark(&self) -> i64 {
         self.hw
+    }
+    /// Sync mode: the end of data made durable by a completed sync. Page-cache
+    /// mode: the end of data whose write completed.
+    pub fn local_end_offset(&self) -> i64 {
+        self.local_end
     }
     /// Whether `req` is a disk request this log issued and still waits for.
     pub fn has_request(&self, req: DiskReqId) -> bool {
@@ -360,6 +404,8 @@ impl PartitionLog {
         self.state = LogState::Failed(reason.clone());
         self.barrier = None;
         self.recovery = None;
+        self.truncation = None;
+        self.locate = None;
         let mut answers = Vec::new();
         for p in self.pending.values_mut() {
             match std::mem::replace(p, Pending::Step) {
@@ -383,17 +429,42 @@ impl PartitionLog {
         self.events.push_back(LogEvent::Opened);
     }
 
-    fn advance_hw(&mut self, upto: i64) {
+    /// Data below `upto` is written (page-cache mode) or durable (sync mode).
+    fn advance_local(&mut self, upto: i64) {
+        self.local_end = self.local_end.max(upto.min(self.leo));
+        if !self.replicated {
+            self.set_hw(self.local_end);
+        }
+    }
+
+    /// Move the high watermark up to `upto` (never above the log end, never
+    /// back) and its byte position with it: exactly at a batch end recorded in
+    /// `marks`, at the log end, else at the sparse index entry at or below it
+    /// (only after [`Self::restore_high_watermark`] lowered it below batches
+    /// the log has no marks for).
+    fn set_hw(&mut self, upto: i64) {
+        let upto = upto.min(self.leo);
         if upto <= self.hw {
             return;
         }
-        self.hw = upto.min(self.leo);
+        self.hw = upto;
         while let Some(&(end, seg, pos)) = self.marks.front() {
             if end > self.hw {
                 break;
             }
             self.hw_pos = (seg, pos);
             self.marks.pop_front();
+        }
+        // While a truncation walks, the segments still hold the cut data.
+        let candidate = if self.hw == self.leo && self.truncation.is_none() {
+            let a = self.active();
+            (a.base, a.size)
+        } else {
+            let s = &self.segments[self.segment_for(self.hw)];
+            (s.base, s.position_for(self.hw))
+        };
+        if candidate > self.hw_pos {
+            self.hw_pos = candidate;
         }
     }
 
@@ -457,14 +528,51 @@ impl PartitionLog {
         now: Now,
         io: &mut DiskIo,
     ) -> Result<AppendInfo, LogError> {
-        self.usable()?;
+        self.usable_for_append()?;
         let headers = batch::validate_record_set(&records, self.config.max_batch_bytes)
             .map_err(LogError::Batch)?;
+        let mut data = BytesMut::from(&records[..]);
+        let first = self.leo;
+        batch::assign_offsets(&mut data, first, leader_epoch);
+        let mut next = first;
+        let headers: Vec<_> = headers
+            .into_iter()
+            .map(|mut h| {
+                h.base_offset = next;
+                h.partition_leader_epoch = leader_epoch;
+                next = h.next_offset();
+                h
+            })
+            .collect();
+        let info = self.write_batches(&headers, data.freeze(), now, io);
+        self.note_epochs([(leader_epoch, first)], io);
+        Ok(info)
+    }
+
+    /// Appends wait while a truncation is in progress.
+    fn usable_for_append(&self) -> Result<(), LogError> {
+        self.usable()?;
+        if self.truncation.is_some() {
+            return Err(LogError::NotReady);
+        }
+        Ok(())
+    }
+
+    /// Write validated batches carrying their final offsets (the first at the
+    /// log end, contiguous); rolls first if needed.
+    fn write_batches(
+        &mut self,
+        headers: &[batch::BatchHeader],
+        data: Bytes,
+        now: Now,
+        io: &mut DiskIo,
+    ) -> AppendInfo {
+        self.hw_restorable = false;
         let count: i64 = headers
             .iter()
             .map(|h| i64::from(h.last_offset_delta) + 1)
             .sum();
-        let len = records.len() as u64;
+        let len = data.len() as u64;
         let active = self.active();
         let too_big = active.size + len > self.config.segment_bytes;
         let too_old = active
@@ -474,45 +582,39 @@ impl PartitionLog {
         if active.size > 0 && (too_big || too_old || too_many) {
             self.roll(io);
         }
-        let mut data = BytesMut::from(&records[..]);
         let first = self.leo;
-        batch::assign_offsets(&mut data, first, leader_epoch);
         let interval = self.config.index_interval_bytes;
         let seg = self.segments.last_mut().expect("an open log has a segment");
+        let seg_base = seg.base;
         let start = seg.size;
         let mut pos = start;
-        let mut next = first;
-        for h in &headers {
-            let mut h = *h;
-            h.base_offset = next;
-            seg.add_batch(&h, pos, interval);
-            next = h.next_offset();
+        for h in headers {
+            seg.add_batch(h, pos, interval);
             pos += h.length as u64;
+            self.marks.push_back((h.next_offset(), seg_base, pos));
         }
         seg.first_append_wall.get_or_insert(now.wall_millis);
-        let (seg_base, seg_end) = (seg.base, seg.size);
         let path = self.path(&file_name(seg_base, "log"));
         self.leo = first + count;
-        self.marks.push_back((self.leo, seg_base, seg_end));
         let upto = self.leo;
         self.submit(
             io,
             DiskOp::Write {
                 path,
                 offset: start,
-                data: data.freeze(),
+                data,
             },
             Pending::Write { upto },
         );
         if self.config.durability == Durability::Sync && self.syncs_in_flight == 0 {
             self.issue_sync(io);
         }
-        Ok(AppendInfo {
+        AppendInfo {
             base_offset: first,
             last_offset: self.leo - 1,
             log_append_time: -1,
             log_start_offset: self.log_start,
-        })
+        }
     }
 
     /// Close the active segment (index files written, data synced) and start a new one at the log end.
@@ -604,13 +706,16 @@ impl PartitionLog {
                 delete = delete.max(i + 1);
             }
         }
-        if delete == 0 {
+        if delete == 0 || self.truncation.is_some() {
             return;
         }
         let removed: Vec<Segment> = self.segments.drain(..delete).collect();
         self.log_start = self.log_start.max(self.segments[0].base);
         tracing::info!(dir = %self.dir, segments = removed.len(), log_start = self.log_start, "retention deleted segments");
         self.write_checkpoint(io);
+        if self.epochs.truncate_from_start(self.log_start) {
+            self.write_epochs(io);
+        }
         for seg in removed {
             for ext in ["log", "index", "timeindex"] {
                 let path = self.path(&file_name(seg.base, ext));
@@ -652,6 +757,8 @@ impl PartitionLog {
         self.state = LogState::Deleting;
         self.barrier = None;
         self.recovery = None;
+        self.truncation = None;
+        self.locate = None;
         let dir = self.dir.clone();
         self.submit(
             io,
@@ -705,7 +812,7 @@ impl PartitionLog {
                 Err(e) => self.fail(format!("write failed: {e}")),
                 Ok(_) => {
                     if self.config.durability == Durability::PageCache {
-                        self.advance_hw(upto);
+                        self.advance_local(upto);
                     }
                 }
             },
@@ -733,6 +840,8 @@ impl PartitionLog {
             Pending::Read(r) => self.on_read(r, result, io),
             Pending::TsRead(r) => self.on_ts_read(r, result, io),
             Pending::Recovery(step) => self.on_recovery(step, result, io),
+            Pending::Truncation(step) => self.on_truncation_read(step, result, io),
+            Pending::Locate(step) => self.on_locate_read(step, result, io),
         }
         let _ = now;
         if let Some((id, barrier)) = self.barrier {
@@ -742,15 +851,20 @@ impl PartitionLog {
                     Barrier::Opened => self.go_online(),
                     Barrier::RecoveryLoaded => self.recovery_plan(io),
                     Barrier::RecoveryRepaired => self.recovery_checkpoint(io),
+                    Barrier::Truncated(end) => {
+                        self.truncation = None;
+                        self.truncated.push_back(end);
+                    }
                 }
             }
         }
     }
 
     fn on_synced(&mut self, upto: i64, io: &mut DiskIo) {
-        self.durable = self.durable.max(upto);
+        // A sync issued before a truncation may cover offsets cut since.
+        self.durable = self.durable.max(upto.min(self.leo));
         if self.config.durability == Durability::Sync {
-            self.advance_hw(upto);
+            self.advance_local(upto);
             if self.syncs_in_flight == 0 && self.durable < self.leo {
                 self.issue_sync(io);
             }

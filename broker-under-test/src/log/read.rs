@@ -1,5 +1,5 @@
 //! Reads: fetches and timestamp lookups. Only data below the high watermark
-//! is ever returned.
+//! is ever returned, except to a follower (`read_replica`: up to the log end).
 
 use bytes::Bytes;
 
@@ -22,6 +22,8 @@ pub(super) struct ReadReq {
     seg_base: i64,
     pos: u64,
     asked: u64,
+    /// A follower's fetch: bounded by the log end, not the high watermark.
+    replica: bool,
 }
 
 /// A timestamp search in flight.
@@ -51,12 +53,12 @@ impl PartitionLog {
         }
     }
 
-    fn segment_index(&self, base: i64) -> Option<usize> {
+    pub(super) fn segment_index(&self, base: i64) -> Option<usize> {
         self.segments.binary_search_by_key(&base, |s| s.base).ok()
     }
 
     /// The segment holding `offset`, by base offset.
-    fn segment_for(&self, offset: i64) -> usize {
+    pub(super) fn segment_for(&self, offset: i64) -> usize {
         self.segments
             .partition_point(|s| s.base <= offset)
             .saturating_sub(1)
@@ -79,13 +81,35 @@ impl PartitionLog {
         _now: crate::seam::Now,
         io: &mut DiskIo,
     ) -> Result<u64, LogError> {
+        self.start_read(fetch_offset, max_bytes, false, io)
+    }
+
+    /// Data `read` may return from `seg`: committed bytes, or for a replica
+    /// read every byte written or being written (requests complete in order,
+    /// so a read issued after a write sees it).
+    fn read_end(&self, seg: &super::segment::Segment, replica: bool) -> u64 {
+        if replica {
+            seg.size
+        } else {
+            self.committed_end(seg)
+        }
+    }
+
+    pub(super) fn start_read(
+        &mut self,
+        fetch_offset: i64,
+        max_bytes: usize,
+        replica: bool,
+        io: &mut DiskIo,
+    ) -> Result<u64, LogError> {
         self.usable()?;
-        if fetch_offset < self.log_start || fetch_offset > self.hw {
+        let limit = if replica { self.leo } else { self.hw };
+        if fetch_offset < self.log_start || fetch_offset > limit {
             return Err(self.out_of_range(fetch_offset));
         }
         let token = self.next_token;
         self.next_token += 1;
-        if fetch_offset == self.hw {
+        if fetch_offset == limit {
             let data = self.fetch_data(Bytes::new());
             self.events.push_back(LogEvent::ReadDone {
                 token,
@@ -102,6 +126,7 @@ impl PartitionLog {
             seg_base: seg.base,
             pos,
             asked: 0,
+            replica,
         };
         let want = (max_bytes as u64).saturating_add(self.config.index_interval_bytes);
         self.issue_read(req, want, io);
@@ -121,7 +146,7 @@ impl PartitionLog {
                 });
                 return;
             };
-            let end = self.committed_end(&self.segments[i]);
+            let end = self.read_end(&self.segments[i], req.replica);
             if req.pos < end {
                 let len = want.max(1).min(end - req.pos);
                 req.asked = len;
@@ -220,7 +245,7 @@ impl PartitionLog {
         };
         let end = self
             .segment_index(req.seg_base)
-            .map_or(0, |i| self.committed_end(&self.segments[i]));
+            .map_or(0, |i| self.read_end(&self.segments[i], req.replica));
         match walk_fetch(&buf, req.pos, end, req.fetch_offset, req.max_bytes) {
             Walk::Found(from, to) => {
                 let data = self.fetch_data(buf.slice(from..to));

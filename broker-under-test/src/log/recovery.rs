@@ -11,6 +11,7 @@ use bytes::Bytes;
 
 use super::batch::{self, ScanStop};
 use super::checkpoint::{self, Checkpoint, CHECKPOINT, METADATA};
+use super::epoch::{EpochCache, EPOCH_FILE};
 use super::segment::{file_name, parse_file_name, Segment};
 use super::{Barrier, PartitionLog, Pending};
 use crate::diskio::DiskIo;
@@ -26,6 +27,7 @@ pub(super) enum RecStep {
     List,
     Metadata,
     Checkpoint,
+    Epochs,
     Index(usize),
     TimeIndex(usize),
     Chunk { pos: u64, asked: u64 },
@@ -51,6 +53,12 @@ enum Plan {
 struct Scan {
     seg: Segment,
     file_size: u64,
+    /// (epoch, base offset) of batches whose epoch is above every one before in this scan.
+    epochs: Vec<(i32, i64)>,
+}
+
+fn rec_epochs_latest(epochs: &[(i32, i64)]) -> i32 {
+    epochs.last().map_or(-1, |&(e, _)| e)
 }
 
 #[derive(Debug, Default)]
@@ -66,6 +74,10 @@ pub(super) struct Recovery {
     scanned: Vec<i64>,
     /// (segment base, length) to cut the last segment to.
     truncate: Option<(i64, u64)>,
+    /// The leader-epoch-checkpoint file as read (`None`: absent or garbage).
+    epochs: Option<EpochCache>,
+    /// (epoch, base offset) of scanned batches whose epoch is above every one before.
+    scanned_epochs: Vec<(i32, i64)>,
 }
 
 impl PartitionLog {
@@ -128,6 +140,12 @@ impl PartitionLog {
                     tracing::warn!(dir = %self.dir, "unreadable checkpoint ignored; recovering everything");
                 }
             }
+            RecStep::Epochs => {
+                rec.epochs = data.as_deref().and_then(EpochCache::parse);
+                if rec.epochs.is_none() {
+                    tracing::warn!(dir = %self.dir, "unreadable leader-epoch-checkpoint ignored; rebuilding it from the batches");
+                }
+            }
             RecStep::Index(i) => {
                 if let Some(s) = rec.segs.get_mut(i) {
                     s.index = data;
@@ -151,6 +169,7 @@ impl PartitionLog {
         };
         let mut has_meta = false;
         let mut has_checkpoint = false;
+        let mut has_epochs = false;
         let mut indexes: Vec<(i64, bool, u64, String)> = Vec::new();
         for e in entries {
             if e.is_dir {
@@ -161,6 +180,8 @@ impl PartitionLog {
                 has_meta = true;
             } else if e.name == CHECKPOINT {
                 has_checkpoint = true;
+            } else if e.name == EPOCH_FILE {
+                has_epochs = true;
             } else if e.name.ends_with(".tmp") {
                 rec.removals.push(e.name);
             } else {
@@ -193,6 +214,9 @@ impl PartitionLog {
         if has_checkpoint {
             reads.push((CHECKPOINT.to_string(), 4096, RecStep::Checkpoint));
         }
+        if has_epochs {
+            reads.push((EPOCH_FILE.to_string(), 1 << 20, RecStep::Epochs));
+        }
         let last = rec.segs.len().saturating_sub(1);
         for (i, s) in rec.segs.iter().enumerate().take(last) {
             if let (Some(isz), Some(tsz)) = (s.index_size, s.timeindex_size) {
@@ -220,6 +244,10 @@ impl PartitionLog {
             Some(cp) => (cp.recovery_point, cp.log_start_offset),
             None => (0, first_base),
         };
+        // Without an epoch file every batch is scanned, so that the epochs
+        // can be rebuilt from their headers.
+        let rp = if rec.epochs.is_some() { rp } else { 0 };
+
         self.log_start = ls.max(0);
         let segs = std::mem::take(&mut rec.segs);
         for (i, s) in segs.iter().enumerate() {
@@ -264,6 +292,7 @@ impl PartitionLog {
                     rec.scanning = Some(Scan {
                         seg: Segment::new(base),
                         file_size: size,
+                        epochs: Vec::new(),
                     });
                     if size == 0 {
                         self.scan_done(io);
@@ -317,6 +346,10 @@ impl PartitionLog {
             }
             scan.seg.add_batch(&h, pos + good as u64, interval);
             good += h.length;
+            let epoch = h.partition_leader_epoch;
+            if epoch >= 0 && rec_epochs_latest(&scan.epochs) < epoch {
+                scan.epochs.push((epoch, h.base_offset));
+            }
         }
         let new_pos = pos + good as u64;
         scan.seg.size = new_pos;
@@ -373,6 +406,11 @@ impl PartitionLog {
         if let Some(scan) = rec.scanning.take() {
             rec.scanned.push(scan.seg.base);
             rec.built.push(scan.seg);
+            for (epoch, start) in scan.epochs {
+                if rec_epochs_latest(&rec.scanned_epochs) < epoch {
+                    rec.scanned_epochs.push((epoch, start));
+                }
+            }
         }
         self.recovery_continue(io);
     }
@@ -428,6 +466,7 @@ impl PartitionLog {
             let path = self.path(name);
             self.submit(io, DiskOp::Remove { path }, Pending::Remove);
         }
+        self.recover_epochs(&mut rec, &segments, io);
         let dir = self.dir.clone();
         let last = self.submit(io, DiskOp::SyncDir { path: dir }, Pending::Step);
         self.barrier = Some((last, Barrier::RecoveryRepaired));
@@ -439,11 +478,45 @@ impl PartitionLog {
         self.segments = segments;
         self.leo = leo;
         self.hw = leo;
+        self.local_end = leo;
+        self.hw_restorable = true;
         self.durable = leo;
         self.hw_pos = (active_base, active_size);
         let first_base = self.segments[0].base;
         self.log_start = self.log_start.max(first_base).min(leo);
         tracing::info!(dir = %self.dir, log_start = self.log_start, log_end = leo, segments = self.segments.len(), "log recovered");
+    }
+
+    /// The epoch cache from the file (if it was good) without entries at or
+    /// above the recovered log end, plus the epochs of scanned batches above
+    /// its latest; written back if that changed anything.
+    fn recover_epochs(&mut self, rec: &mut Recovery, segments: &[Segment], io: &mut DiskIo) {
+        let leo = segments.last().map_or(0, |s| s.next_offset);
+        let log_start = self
+            .log_start
+            .max(segments.first().map_or(0, |s| s.base))
+            .min(leo);
+        let mut cache = rec.epochs.clone().unwrap_or_default();
+        cache.truncate_from_end(leo);
+        for &(epoch, start) in &rec.scanned_epochs {
+            if start < leo && cache.latest_epoch().is_none_or(|l| epoch > l) {
+                cache.assign(epoch, start);
+            }
+        }
+        // An epoch starting at or above the end has no batch (yet): dropped.
+        cache.truncate_from_start(log_start);
+        cache.truncate_from_end(leo);
+        let changed = match &rec.epochs {
+            Some(loaded) => *loaded != cache,
+            // Written even empty for a log with data, else every open would
+            // scan every segment to rebuild it.
+            None => !cache.entries().is_empty() || leo > log_start,
+        };
+        self.epochs = cache;
+        if changed {
+            tracing::info!(dir = %self.dir, epochs = ?self.epochs.entries(), "leader epoch cache rebuilt");
+            self.write_epochs(io);
+        }
     }
 
     /// A crash that loses unsynced data from several segments in a row

@@ -1332,3 +1332,6 @@ fn read_walks_over_empty_segments() {
     assert!(log.bytes_available(12) > 0);
     assert_eq!(h.read(&mut log, 30, 1 << 20).unwrap().records.len(), 0);
 }
+
+#[path = "replica_tests.rs"]
+mod replica_tests;
