@@ -151,7 +151,7 @@ struct Watched {
 impl Monitor {
     pub fn observe(&mut self, at_nanos: u64, node_index: u32, incarnation: u32, node: &mut Node) {
         if self.replicas.replicated {
-            let views = node.replica_views();
+            let views = ReplicaSource::replica_views(node);
             self.observe_replicas(at_nanos, node_index, incarnation, views);
         } else {
             let offsets = node
@@ -159,7 +159,7 @@ impl Monitor {
                 .map(|(t, p, start, hw, _)| (t, p, start, hw));
             self.observe_offsets(at_nanos, node_index, offsets);
         }
-        for t in node.take_truncations() {
+        for t in ReplicaSource::take_truncations(node) {
             self.observe_truncation(at_nanos, node_index, t);
         }
         if let Some(view) = node.quorum_view() {

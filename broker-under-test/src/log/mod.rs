@@ -98,6 +98,11 @@ pub enum LogEvent {
         result: Result<Option<(i64, i64)>, LogError>,
     },
     Deleted,
+    /// A truncation (`truncate_to`, `truncate_fully_and_start_at`) is
+    /// durable; the log now ends at `end`.
+    Truncated {
+        end: i64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -854,6 +859,7 @@ impl PartitionLog {
                     Barrier::Truncated(end) => {
                         self.truncation = None;
                         self.truncated.push_back(end);
+                        self.events.push_back(LogEvent::Truncated { end });
                     }
                 }
             }

@@ -280,7 +280,6 @@ impl Node {
             LogError::Offline(_) => ResponseError::KafkaStorageError.code(),
             LogError::NotReady => ResponseError::NotLeaderOrFollower.code(),
             LogError::Batch(_) => ResponseError::CorruptMessage.code(),
-            _ => ResponseError::UnknownServerError.code(),
         };
     }
 

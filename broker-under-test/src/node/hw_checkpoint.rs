@@ -134,7 +134,7 @@ impl Node {
     }
 
     /// Once the logs are open: give each the high watermark it had.
-    pub(super) fn hw_checkpoint_apply(&mut self) {
+    pub(super) fn hw_checkpoint_apply(&mut self, out: &mut Vec<Output>) {
         let Some(restored) = self
             .cluster
             .as_mut()
@@ -142,13 +142,17 @@ impl Node {
         else {
             return;
         };
-        for p in self.partitions.values_mut() {
-            if let Some(hw) = restored.get(&(p.topic.clone(), p.index)) {
-                if matches!(p.log.state(), LogState::Online) {
-                    p.log.set_replicated(true);
-                    p.log.restore_high_watermark(*hw);
-                }
-            }
+        let parts: Vec<(super::PartId, i64)> = self
+            .partitions
+            .iter()
+            .filter(|(_, p)| matches!(p.log.state(), LogState::Online))
+            .filter_map(|(id, p)| Some((*id, *restored.get(&(p.topic.clone(), p.index))?)))
+            .collect();
+        for (part, hw) in parts {
+            self.with_log(part, out, |log, io| {
+                log.set_replicated(true);
+                log.restore_high_watermark(hw, io);
+            });
         }
     }
 

@@ -508,7 +508,7 @@ impl Node {
         {
             return;
         }
-        self.hw_checkpoint_apply();
+        self.hw_checkpoint_apply(out);
         // Recovered topics take their id from their first partition's metadata.
         for topic in self.topics.values_mut() {
             if topic.id.is_nil() {

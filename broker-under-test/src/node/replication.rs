@@ -247,20 +247,29 @@ impl Node {
         }
         let now_ms = now.mono_millis();
         let mut by_leader: BTreeMap<NodeId, Vec<PartId>> = BTreeMap::new();
+        // Leaders with a partition whose last answer is still being synced:
+        // their next fetch waits for it, so that it carries that partition
+        // too (sent without it, it would long-poll and hold the partition
+        // back for a whole fetch wait).
+        let mut settling: Vec<NodeId> = Vec::new();
         for (&part, p) in &self.partitions {
             let ReplicaRole::Follower(f) = &p.role else {
                 continue;
             };
-            let ready = !f.truncating
-                && f.backoff_until_ms <= now_ms
-                && matches!(p.log.state(), LogState::Online)
-                && p.log.local_end_offset() == p.log.log_end_offset();
-            if ready {
+            if f.truncating
+                || f.backoff_until_ms > now_ms
+                || !matches!(p.log.state(), LogState::Online)
+            {
+                continue;
+            }
+            if p.log.local_end_offset() == p.log.log_end_offset() {
                 by_leader.entry(f.leader).or_default().push(part);
+            } else {
+                settling.push(f.leader);
             }
         }
         for (leader, parts) in by_leader {
-            if parts.is_empty() {
+            if parts.is_empty() || settling.contains(&leader) {
                 continue;
             }
             let Some(cluster) = self.cluster.as_mut() else {
@@ -389,6 +398,29 @@ impl Node {
                     matches!(&p.role, ReplicaRole::Follower(f) if f.leader == leader)
                 });
                 if !following {
+                    continue;
+                }
+                let out_of_range =
+                    kafka_protocol::error::ResponseError::OffsetOutOfRange.code();
+                let behind_start = self
+                    .partitions
+                    .get(&part)
+                    .is_some_and(|p| pd.log_start_offset > p.log.log_end_offset());
+                if pd.error_code == out_of_range && behind_start {
+                    // The leader's log starts past our end (retention): start over there.
+                    info!(topic = %name, partition = pd.partition_index, leader,
+                        start = pd.log_start_offset, "starting over at the leader's log start");
+                    let start = pd.log_start_offset;
+                    let result = self
+                        .with_log(part, out, |log, io| log.truncate_fully_and_start_at(start, io))
+                        .unwrap_or(Err(LogError::NotReady));
+                    if result.is_ok() {
+                        if let Some(ReplicaRole::Follower(f)) =
+                            self.partitions.get_mut(&part).map(|p| &mut p.role)
+                        {
+                            f.truncating = true;
+                        }
+                    }
                     continue;
                 }
                 if pd.error_code != NONE {

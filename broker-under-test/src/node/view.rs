@@ -56,7 +56,7 @@ pub struct EntryDigest {
 }
 
 /// What a node's replica of a partition is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ReplicaRoleView {
     Leader,
     Follower,
