@@ -458,24 +458,32 @@ def leader_text(leaders):
 
 
 def failover_figures(rec, fault, until):
-    """(largest gap between acks from just before the fault to `until`,
-        fault -> first ack of a record sent after the fault on a moved partition,
-        acks of records sent after the fault, on any partition)."""
-    times = sorted(t for t in rec.ack_t if t > 0 and fault.at - 5 <= t <= until)
+    """What the client saw of one fault, up to `until` (the next fault or the end):
+    (largest gap between acknowledgements on the moved partitions, from the
+     last one before the fault; fault -> first acknowledgement on a moved
+     partition of a record sent after the fault; how many records sent after
+     the fault were acknowledged, on any partition)."""
+    moved = set(fault.moved)
+    times = []
+    first = None
+    after_count = 0
+    for s in range(len(rec.ack_t)):
+        t = rec.ack_t[s]
+        if t <= 0 or t > until:
+            continue
+        if rec.ack_part[s] in moved and t >= fault.at - 5:
+            times.append(t)
+        if rec.send_t[s] > fault.at:
+            after_count += 1
+            if rec.ack_part[s] in moved and (first is None or t < first):
+                first = t
+    times.sort()
     before = [t for t in times if t <= fault.at]
     after = [t for t in times if t > fault.at]
     gap = None
     if after:
-        points = ([before[-1]] if before else [fault.at]) + after
+        points = [before[-1] if before else fault.at] + after
         gap = max(b - a for a, b in zip(points, points[1:]))
-    moved = set(fault.moved)
-    first = None
-    after_count = 0
-    for s in range(len(rec.ack_t)):
-        if rec.ack_t[s] > 0 and rec.send_t[s] > fault.at and rec.ack_t[s] <= until:
-            after_count += 1
-            if rec.ack_part[s] in moved and (first is None or rec.ack_t[s] < first):
-                first = rec.ack_t[s]
     return gap, (None if first is None else first - fault.at), after_count
 
 
@@ -579,6 +587,22 @@ def verify(rec, got, strict_order):
     return figures, problems
 
 
+def print_partitions(rec, got, leaders):
+    acked, lost = {}, {}
+    present = {p: {seq for _, seq in records} for p, records in got.items()}
+    for s in rec.acked_seqs():
+        p = rec.ack_part[s]
+        acked[p] = acked.get(p, 0) + 1
+        if s not in present.get(p, ()):
+            lost[p] = lost.get(p, 0) + 1
+    print("  %-9s %6s %12s %10s %8s %s" % ("partition", "leader", "acknowledged", "read", "lost",
+                                         "highest acked offset"))
+    for p in sorted(got):
+        top = max((rec.ack_off[s] for s in rec.acked_seqs() if rec.ack_part[s] == p), default=-1)
+        print("  %-9d %6s %12d %10d %8d %d" % (p, leaders.get(p, "?"), acked.get(p, 0), len(got[p]),
+                                              lost.get(p, 0), top))
+
+
 def print_figures(figures):
     width = max(len(k) for k in figures)
     for k, v in figures.items():
@@ -648,22 +672,25 @@ def mode_check(cluster, meta):
     meta.wait_leaders(topic, partitions)
     got = read_back(cluster.bootstrap, topic, partitions)
     figures, problems = verify(rec, got, strict_order=env_int("REPL_MAX_IN_FLIGHT", 1) == 1)
+    leaders_now = meta.leaders(topic)
 
     print("\nreplication check: %d records, topic RF %d / min.insync.replicas %d, %d partitions"
           % (n, rf, min_isr, partitions), flush=True)
     print_figures(figures)
+    print_partitions(rec, got, leaders_now)
     for i, f in enumerate(faults):
         until = faults[i + 1].at if i + 1 < len(faults) else t_end
         gap, first, after = failover_figures(rec, f, until)
         print("  fault %d: %s node %d at t=%.1fs for %.1fs, moved partitions %s"
               % (i + 1, "kill -9" if f.kind == "kill" else "SIGSTOP", f.victim, f.at - t0,
                  (f.healed or t_end) - f.at, f.moved), flush=True)
-        print("    failover: largest gap between acks %s; kill->first ack on moved partitions %s; "
-              "records sent after it and acknowledged %d"
-              % (fmt_s(gap), fmt_s(first), after), flush=True)
-        if after == 0:
-            problems.append("nothing sent after fault %d (%s node %d) was acknowledged"
-                            % (i + 1, f.kind, f.victim))
+        print("    client saw: fault -> first ack on the moved partitions %s; largest gap between "
+              "their acks %s; records sent after the fault and acknowledged: %d"
+              % (fmt_s(first), fmt_s(gap), after), flush=True)
+        if after == 0 or (f.moved and first is None):
+            problems.append("nothing sent after fault %d (%s node %d) was acknowledged%s"
+                            % (i + 1, f.kind, f.victim, "" if after == 0 else
+                               " on the partitions it led (%s)" % f.moved))
     if problems:
         for p in problems:
             print("FAIL: %s" % p, flush=True)
