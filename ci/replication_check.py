@@ -51,11 +51,12 @@ Environment (defaults in brackets):
   REPL_REQUEST_TIMEOUT_MS [10000] REPL_MESSAGE_TIMEOUT_MS [120000]
   REPL_PORT_BASE [a free block in 20000-30000]  six ports from here
   REPL_KEEP [0]               1: keep the work dir (configs, data, logs)
-  REPL_BENCH_RECORDS [40000]  records per topic in the throughput run
+  REPL_BENCH_RECORDS [150000]  records per topic in the throughput run
   REPL_BENCH_RATE [500]       records/s in the latency run (REPL_BENCH_SECONDS [6])
   REPL_KILLS [10]             kills in `failover`; REPL_FAILOVER_RATE [2000]
                               records/s; REPL_FAILOVER_DOWN [3] seconds the
-                              killed node stays down after writes resumed
+                              killed node stays down after writes resumed;
+                              REPL_FAILOVER_WAIT [30] longest wait for them
 """
 
 import os
@@ -254,6 +255,17 @@ class Meta:
         t = md.topics.get(topic)
         return {} if t is None or t.error is not None else t.partitions
 
+    def state_text(self, topic, timeout=2.0):
+        """p0:L[isr] ... as the cluster reports it now."""
+        try:
+            parts = self.partitions(topic, timeout=timeout)
+        except Exception:  # noqa: BLE001
+            return "unknown"
+        if not parts:
+            return "unknown"
+        return " ".join("p%d:%s%s" % (p, parts[p].leader if parts[p].leader >= 0 else "none",
+                                       list(parts[p].isrs)) for p in sorted(parts))
+
     def brokers(self, timeout=5.0):
         try:
             return set(self.admin.list_topics(timeout=timeout).brokers)
@@ -411,7 +423,7 @@ class Fault:
     def __init__(self, kind, victim, moved, at):
         self.kind, self.victim, self.moved, self.at = kind, victim, moved, at
         self.healed = None
-        self.leaders_during = {}
+        self.state_during = "unknown"
 
 
 def run_schedule(cluster, meta, topic, events, t0, faults, errors):
@@ -436,7 +448,7 @@ def run_schedule(cluster, meta, topic, events, t0, faults, errors):
                     % (f.at - t0, victim, moved))
             faults.append(f)
             time.sleep(max(0.0, f.at + duration - time.monotonic() - 1.0))
-            f.leaders_during = meta.leaders(topic, timeout=1.0)
+            f.state_during = meta.state_text(topic, timeout=1.0)
             time.sleep(max(0.0, f.at + duration - time.monotonic()))
             if kind == "kill":
                 cluster.start(victim)
@@ -445,8 +457,8 @@ def run_schedule(cluster, meta, topic, events, t0, faults, errors):
                 cluster.sigcont(victim)
                 what = "SIGCONT node %d" % victim
             f.healed = time.monotonic()
-            say("t=%.1fs: %s (leaders just before: %s)"
-                % (f.healed - t0, what, leader_text(f.leaders_during)))
+            say("t=%.1fs: %s (leader[isr] just before: %s)"
+                % (f.healed - t0, what, f.state_during))
     except Exception as e:  # noqa: BLE001 - reported by the main thread
         errors.append(e)
 
@@ -714,7 +726,7 @@ def mode_bench(cluster, meta):
     from confluent_kafka import Producer
 
     partitions = env_int("REPL_PARTITIONS", 6)
-    n = env_int("REPL_BENCH_RECORDS", 40000)
+    n = env_int("REPL_BENCH_RECORDS", 150000)
     rate = env_int("REPL_BENCH_RATE", 500)
     lat_seconds = env_int("REPL_BENCH_SECONDS", 6)
     size = 1024
@@ -753,10 +765,10 @@ def mode_bench(cluster, meta):
                      percentile(lat, 50), percentile(lat, 99)))
         say("RF %d: %.1f MB/s" % (rf, mbps))
     print("\nproduce benchmark: 1 KB records, acks=all, %d partitions, loopback, 3 nodes" % partitions)
-    print("  %-14s %9s %8s %19s %26s" % ("topic", "acked", "MB/s", "p50/p99 under load",
+    print("  %-16s %13s %8s %19s %26s" % ("topic", "acked", "MB/s", "p50/p99 under load",
                                           "p50/p99 at %d rec/s" % rate))
     for rf, min_isr, acked, total, mbps, lp50, lp99, p50, p99 in rows:
-        print("  %-14s %9s %8.1f %10.1f/%6.1f ms %17.1f/%6.1f ms"
+        print("  %-16s %13s %8.1f %10.1f/%6.1f ms %17.1f/%6.1f ms"
               % ("RF %d, min.isr %d" % (rf, min_isr), "%d/%d" % (acked, total), mbps, lp50, lp99, p50, p99))
     if rows[1][4] > 0:
         print("  RF 3 throughput is %.0f%% of RF 1 (aim: >= 50%%)" % (100 * rows[0][4] / rows[1][4]))
@@ -772,6 +784,7 @@ def mode_failover(cluster, meta):
     min_isr = env_int("REPL_MIN_ISR", 2)
     rate = env_int("REPL_FAILOVER_RATE", 2000)
     down = float(os.environ.get("REPL_FAILOVER_DOWN", 3))
+    wait = float(os.environ.get("REPL_FAILOVER_WAIT", 30))
     topic = "replication-failover-%d" % os.getpid()
     meta.create_topic(topic, partitions, rf, topic_configs(min_isr))
     meta.wait_leaders(topic, partitions)
@@ -794,7 +807,7 @@ def mode_failover(cluster, meta):
                 f = Fault("kill", victim, moved, time.monotonic())
                 cluster.kill(victim)
                 first = None
-                deadline = f.at + 90
+                deadline = f.at + wait
                 moved_set = set(moved)
                 while first is None and time.monotonic() < deadline:
                     time.sleep(0.05)
@@ -805,8 +818,9 @@ def mode_failover(cluster, meta):
                             first = rec.ack_t[s] if first is None else min(first, rec.ack_t[s])
                 took = None if first is None else first - f.at
                 results.append((victim, moved, took))
-                say("kill %d: node %d (leader of %s): writes to its partitions resumed after %s"
-                    % (i + 1, victim, moved, fmt_s(took)))
+                say("kill %d: node %d (leader of %s): writes to its partitions resumed after %s%s"
+                    % (i + 1, victim, moved, fmt_s(took), "" if took is not None else
+                       " within %.0f s; leader[isr] now: %s" % (wait, meta.state_text(topic))))
                 time.sleep(down)
                 cluster.start(victim)
             time.sleep(3)
