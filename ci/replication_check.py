@@ -56,7 +56,10 @@ Environment (defaults in brackets):
   REPL_KILLS [10]             kills in `failover`; REPL_FAILOVER_RATE [2000]
                               records/s; REPL_FAILOVER_DOWN [3] seconds the
                               killed node stays down after writes resumed;
-                              REPL_FAILOVER_WAIT [30] longest wait for them
+                              REPL_FAILOVER_WAIT [30] longest wait for them;
+                              REPL_FAILOVER_ISR_WAIT [30] longest wait for the
+                              restarted node to be back in every ISR (then
+                              the next kill; else the mode stops and fails)
 """
 
 import os
@@ -791,8 +794,16 @@ def mode_failover(cluster, meta):
     cap = rate * 60 * kills  # far more than needed; the kills end the produce
     rec = Recorder(cap)
     producer = Producer(producer_config(cluster.bootstrap, rec))
-    results, errors = [], []
+    isr_wait = float(os.environ.get("REPL_FAILOVER_ISR_WAIT", 30))
+    results, errors, aborted = [], [], []
     done = threading.Event()
+
+    def isr_full():
+        try:
+            parts = meta.partitions(topic, timeout=2.0)
+        except Exception:  # noqa: BLE001
+            return False
+        return len(parts) == partitions and all(len(pm.isrs) >= rf for pm in parts.values())
 
     def killer():
         try:
@@ -803,6 +814,18 @@ def mode_failover(cluster, meta):
                 leaders = meta.wait_leaders(topic, partitions)
                 while time.monotonic() - rec.last_ack > 0.5:
                     time.sleep(0.1)
+                # Every replica back in the ISR: otherwise the next kill may
+                # take the last in-sync replica, and no leader may be elected.
+                deadline = time.monotonic() + isr_wait
+                while not isr_full() and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                if not isr_full():
+                    aborted.append("before kill %d: the ISR did not get back to %d replicas within %.0f s "
+                                   "(the restarted node never rejoined); leader[isr]: %s"
+                                   % (i + 1, rf, isr_wait, meta.state_text(topic)))
+                    say(aborted[-1])
+                    break
+                leaders = meta.wait_leaders(topic, partitions)
                 victim, moved = most_leading(leaders)
                 f = Fault("kill", victim, moved, time.monotonic())
                 cluster.kill(victim)
@@ -853,6 +876,7 @@ def mode_failover(cluster, meta):
         print("  failover time p50 %.2f s, max %.2f s (%d of %d kills recovered)"
               % (percentile(times, 50), max(times), len(times), len(results)))
     print_figures(figures)
+    problems += aborted
     if len(times) < len(results):
         problems.append("%d kills were never followed by writes on the moved partitions"
                         % (len(results) - len(times)))
