@@ -152,6 +152,22 @@ pub const CATALOGUE: &[(&str, &str)] = &[
         "unsafe-page-cache-correlated-power-loss",
         include_str!("../scenarios/unsafe-page-cache-correlated-power-loss.toml"),
     ),
+    (
+        "safe-acks-all-leader-crash",
+        include_str!("../scenarios/safe-acks-all-leader-crash.toml"),
+    ),
+    (
+        "unsafe-wipe-last-isr-member",
+        include_str!("../scenarios/unsafe-wipe-last-isr-member.toml"),
+    ),
+    (
+        "safe-clean-election",
+        include_str!("../scenarios/safe-clean-election.toml"),
+    ),
+    (
+        "safe-sync-correlated-power-loss",
+        include_str!("../scenarios/safe-sync-correlated-power-loss.toml"),
+    ),
 ];
 
 /// The catalogue scenarios about partition replication (`replication-*`,
@@ -159,7 +175,7 @@ pub const CATALOGUE: &[(&str, &str)] = &[
 /// ([`crate::replica::broker_replicates`]); until then the default suite
 /// and `cargo test` leave them out.
 pub fn needs_replication(name: &str) -> bool {
-    name.starts_with("replication-") || name.starts_with("unsafe-")
+    name.starts_with("replication-") || name.starts_with("unsafe-") || name.starts_with("safe-")
 }
 
 /// Load a scenario from a file path, or from the catalogue by name.

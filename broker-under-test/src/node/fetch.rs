@@ -348,11 +348,13 @@ impl Node {
                     records = data.records;
                 }
             }
-            let diverging = p.diverging.map_or_else(Default::default, |(epoch, end_offset)| {
-                kafka_protocol::messages::fetch_response::EpochEndOffset::default()
-                    .with_epoch(epoch)
-                    .with_end_offset(end_offset)
-            });
+            let diverging = p
+                .diverging
+                .map_or_else(Default::default, |(epoch, end_offset)| {
+                    kafka_protocol::messages::fetch_response::EpochEndOffset::default()
+                        .with_epoch(epoch)
+                        .with_end_offset(end_offset)
+                });
             by_topic[p.topic].push(
                 PartitionData::default()
                     .with_diverging_epoch(diverging)

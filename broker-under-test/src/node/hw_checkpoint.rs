@@ -84,7 +84,8 @@ impl Node {
             offset: 0,
             len: MAX_BYTES,
         });
-        self.disk_owner.insert(req, DiskOwner::HwCheckpoint(HwStep::Read));
+        self.disk_owner
+            .insert(req, DiskOwner::HwCheckpoint(HwStep::Read));
         if let Some(c) = self.cluster.as_mut() {
             c.hw_checkpoint.reading = true;
         }
@@ -110,7 +111,9 @@ impl Node {
                     },
                     Ok(_) => {}
                     Err(e) if e.kind == DiskErrorKind::NotFound => {}
-                    Err(e) => warn!(error = %e, "cannot read {FILE}; high watermarks start at zero"),
+                    Err(e) => {
+                        warn!(error = %e, "cannot read {FILE}; high watermarks start at zero")
+                    }
                 }
                 self.check_recovered(now, out);
             }
@@ -133,20 +136,26 @@ impl Node {
         }
     }
 
-    /// Once the logs are open: give each the high watermark it had.
+    /// Once the logs are open: give each the high watermark it had. A
+    /// partition the checkpoint does not list starts from its log start: what
+    /// it holds above that may never have been committed, and its leader will
+    /// say how far it was.
     pub(super) fn hw_checkpoint_apply(&mut self, out: &mut Vec<Output>) {
-        let Some(restored) = self
-            .cluster
-            .as_mut()
-            .and_then(|c| c.hw_checkpoint.restored.take())
-        else {
+        let Some(c) = self.cluster.as_mut() else {
             return;
         };
+        let restored = c.hw_checkpoint.restored.take().unwrap_or_default();
         let parts: Vec<(super::PartId, i64)> = self
             .partitions
             .iter()
             .filter(|(_, p)| matches!(p.log.state(), LogState::Online))
-            .filter_map(|(id, p)| Some((*id, *restored.get(&(p.topic.clone(), p.index))?)))
+            .map(|(id, p)| {
+                let hw = restored
+                    .get(&(p.topic.clone(), p.index))
+                    .copied()
+                    .unwrap_or_else(|| p.log.log_start_offset());
+                (*id, hw)
+            })
             .collect();
         for (part, hw) in parts {
             self.with_log(part, out, |log, io| {
@@ -157,7 +166,12 @@ impl Node {
     }
 
     /// Write the checkpoint if it is due (or `force`) and anything changed.
-    pub(super) fn hw_checkpoint_maybe_write(&mut self, now: Now, force: bool, out: &mut Vec<Output>) {
+    pub(super) fn hw_checkpoint_maybe_write(
+        &mut self,
+        now: Now,
+        force: bool,
+        out: &mut Vec<Output>,
+    ) {
         let interval = self.config.replica_hw_checkpoint_interval_ms;
         let current: HighWatermarks = self
             .partitions

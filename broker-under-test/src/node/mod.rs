@@ -16,9 +16,9 @@ mod lifecycle;
 mod offsets;
 pub mod peers;
 mod produce;
-pub mod replication;
 pub mod quorum_store;
 pub mod quorum_wire;
+pub mod replication;
 mod versions;
 pub mod view;
 
@@ -446,7 +446,11 @@ impl Node {
                 return;
             }
         };
-        if self.cluster.is_some() && entries.iter().any(|e| !e.is_dir && e.name == hw_checkpoint::FILE) {
+        if self.cluster.is_some()
+            && entries
+                .iter()
+                .any(|e| !e.is_dir && e.name == hw_checkpoint::FILE)
+        {
             self.hw_checkpoint_read(out);
         }
         // Partition directories are named `<topic>-<partition>`.

@@ -394,14 +394,13 @@ impl Node {
                     continue;
                 };
                 // Only for the leader and epoch we are still following.
-                let following = self.partitions.get(&part).is_some_and(|p| {
-                    matches!(&p.role, ReplicaRole::Follower(f) if f.leader == leader)
-                });
+                let following = self.partitions.get(&part).is_some_and(
+                    |p| matches!(&p.role, ReplicaRole::Follower(f) if f.leader == leader),
+                );
                 if !following {
                     continue;
                 }
-                let out_of_range =
-                    kafka_protocol::error::ResponseError::OffsetOutOfRange.code();
+                let out_of_range = kafka_protocol::error::ResponseError::OffsetOutOfRange.code();
                 let behind_start = self
                     .partitions
                     .get(&part)
@@ -412,7 +411,9 @@ impl Node {
                         start = pd.log_start_offset, "starting over at the leader's log start");
                     let start = pd.log_start_offset;
                     let result = self
-                        .with_log(part, out, |log, io| log.truncate_fully_and_start_at(start, io))
+                        .with_log(part, out, |log, io| {
+                            log.truncate_fully_and_start_at(start, io)
+                        })
                         .unwrap_or(Err(LogError::NotReady));
                     if result.is_ok() {
                         if let Some(ReplicaRole::Follower(f)) =
@@ -595,9 +596,9 @@ impl Node {
 
     /// Whether this node leads `part` now (always, for the legacy broker).
     pub(super) fn leads(&self, part: PartId) -> bool {
-        self.partitions.get(&part).is_some_and(|p| {
-            matches!(p.role, ReplicaRole::Standalone | ReplicaRole::Leader(_))
-        })
+        self.partitions
+            .get(&part)
+            .is_some_and(|p| matches!(p.role, ReplicaRole::Standalone | ReplicaRole::Leader(_)))
     }
 
     /// The ISR size min.insync.replicas is checked against (1 for the legacy broker).
@@ -644,8 +645,9 @@ impl Node {
         let Some(cluster) = self.cluster.as_ref() else {
             return;
         };
-        let super::lifecycle::Registration::Registered { epoch: broker_epoch } =
-            cluster.lifecycle.registration
+        let super::lifecycle::Registration::Registered {
+            epoch: broker_epoch,
+        } = cluster.lifecycle.registration
         else {
             return;
         };
@@ -712,10 +714,7 @@ impl Node {
             if r.error_code != NONE {
                 return None;
             }
-            r.topics
-                .first()
-                .and_then(|t| t.partitions.first())
-                .cloned()
+            r.topics.first().and_then(|t| t.partitions.first()).cloned()
         });
         let Some(p) = self.partitions.get_mut(&part) else {
             return;
@@ -784,7 +783,9 @@ impl Node {
 
     /// Every local replica's role and offsets (empty for the legacy broker).
     pub fn replica_views(&self) -> Vec<ReplicaView> {
-        if self.cluster.is_none() {
+        // Before recovery is complete a log's high watermark is not yet the
+        // one it resumes from (see `hw_checkpoint_apply`).
+        if self.cluster.is_none() || self.phase != super::Phase::Running {
             return Vec::new();
         }
         self.partitions
@@ -792,8 +793,12 @@ impl Node {
             .filter(|p| matches!(p.log.state(), LogState::Online))
             .map(|p| {
                 let (role, leader_epoch, isr) = match &p.role {
-                    ReplicaRole::Leader(l) => (ReplicaRoleView::Leader, l.leader_epoch, l.maximal_isr()),
-                    ReplicaRole::Follower(f) => (ReplicaRoleView::Follower, f.leader_epoch, Vec::new()),
+                    ReplicaRole::Leader(l) => {
+                        (ReplicaRoleView::Leader, l.leader_epoch, l.maximal_isr())
+                    }
+                    ReplicaRole::Follower(f) => {
+                        (ReplicaRoleView::Follower, f.leader_epoch, Vec::new())
+                    }
                     ReplicaRole::Standalone | ReplicaRole::Offline => {
                         (ReplicaRoleView::None, -1, Vec::new())
                     }

@@ -15,7 +15,11 @@ pub trait EpochLookup {
 /// whether that settles it (`false`: the follower's own history for that
 /// epoch differs, so after truncating it fetches again and the leader checks
 /// the older epoch).
-pub fn truncation_for_diverging(log: &impl EpochLookup, epoch: i32, end_offset: i64) -> (i64, bool) {
+pub fn truncation_for_diverging(
+    log: &impl EpochLookup,
+    epoch: i32,
+    end_offset: i64,
+) -> (i64, bool) {
     let leo = log.log_end();
     if epoch < 0 || end_offset < 0 {
         // The leader has nothing for any epoch we know: keep what matches by offset.

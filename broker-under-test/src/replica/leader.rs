@@ -210,7 +210,12 @@ impl LeaderState {
             isr.insert(0, self.me);
         }
         // Keep replica order, as Kafka lists ISRs.
-        isr.sort_by_key(|r| self.replicas.iter().position(|x| x == r).unwrap_or(usize::MAX));
+        isr.sort_by_key(|r| {
+            self.replicas
+                .iter()
+                .position(|x| x == r)
+                .unwrap_or(usize::MAX)
+        });
         (isr != self.isr).then_some(isr)
     }
 

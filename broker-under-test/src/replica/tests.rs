@@ -15,7 +15,11 @@ impl EpochLookup for Epochs {
         if epoch > latest {
             return (-1, -1);
         }
-        let higher = self.0.iter().find(|(e, _)| *e > epoch).expect("below latest");
+        let higher = self
+            .0
+            .iter()
+            .find(|(e, _)| *e > epoch)
+            .expect("below latest");
         let floor = self.0.iter().rev().find(|(e, _)| *e <= epoch);
         (floor.map_or(epoch, |f| f.0), higher.1)
     }
@@ -33,7 +37,11 @@ fn high_watermark_waits_for_every_isr_member_to_fetch() {
     let mut l = leader(&[1, 2, 3]);
     assert_eq!(l.high_watermark(120), None);
     l.on_follower_fetch(2, 110, 120, 1_010);
-    assert_eq!(l.high_watermark(120), None, "3 has not fetched in this epoch");
+    assert_eq!(
+        l.high_watermark(120),
+        None,
+        "3 has not fetched in this epoch"
+    );
     l.on_follower_fetch(3, 105, 120, 1_020);
     assert_eq!(l.high_watermark(120), Some(105));
     // The leader's own (durable) end bounds it too.
@@ -57,7 +65,11 @@ fn a_lagging_member_is_dropped_after_the_lag_time_and_a_caught_up_one_is_added()
     l.on_follower_fetch(2, 120, 120, 40_000);
     assert_eq!(l.wanted_isr(40_000, 30_000, 90), Some(vec![1, 2]));
     l.on_alter_sent(vec![1, 2], 40_000);
-    assert_eq!(l.wanted_isr(40_000, 30_000, 90), None, "one change at a time");
+    assert_eq!(
+        l.wanted_isr(40_000, 30_000, 90),
+        None,
+        "one change at a time"
+    );
     // Until committed, the removed member still counts for the high watermark.
     assert_eq!(l.maximal_isr(), vec![1, 2, 3]);
     l.on_alter_accepted(11, vec![1, 2]);
