@@ -117,6 +117,10 @@ enum Command {
         /// Partitions of the bench topic (default 16).
         #[arg(long)]
         partitions: Option<u32>,
+        /// Simulated brokers (default 1); more than one makes a KRaft cluster
+        /// with the bench topic replicated (RF min(3, brokers), min.insync 2).
+        #[arg(long)]
+        brokers: Option<u32>,
         /// Most records per partition batch (default 16).
         #[arg(long)]
         batch_records: Option<usize>,
@@ -135,9 +139,11 @@ enum Command {
         /// Measure the simulator: simulated events and seconds per wall second.
         #[arg(long, conflicts_with = "failover")]
         speed: bool,
-        /// Measure metadata-quorum failover: for every fault that takes the
-        /// active controller out, simulated ms until another node leads
-        /// (use a cluster scenario, e.g. --scenario cluster-controller-kill).
+        /// Measure failover: for every fault that takes the active controller
+        /// out, simulated ms until another node leads (e.g. --scenario
+        /// cluster-controller-kill); for every fault that takes a partition
+        /// leader out, simulated ms until that partition's next acknowledged
+        /// write (e.g. --scenario replication-leader-kill).
         #[arg(long)]
         failover: bool,
         /// With --speed or --failover: the scenario to run.
@@ -193,6 +199,7 @@ fn main() -> ExitCode {
             warmup_seconds,
             connections,
             partitions,
+            brokers,
             batch_records,
             linger_ms,
             seed,
@@ -213,6 +220,7 @@ fn main() -> ExitCode {
                     warmup_seconds,
                     connections,
                     partitions,
+                    brokers,
                     batch_records,
                     linger_ms,
                     seed,
@@ -657,6 +665,7 @@ fn bench_failover(scenario_arg: &str, runs: u64) -> Result<ExitCode, String> {
         ));
     }
     let mut histogram = reports::LatencyHistogram::new();
+    let mut partitions = reports::LatencyHistogram::new();
     let started = std::time::Instant::now();
     let mut events = 0u64;
     for seed in 0..runs {
@@ -664,6 +673,9 @@ fn bench_failover(scenario_arg: &str, runs: u64) -> Result<ExitCode, String> {
         events += result.events;
         for ms in &result.failover_ms {
             histogram.record(ms * 1_000_000);
+        }
+        for ms in &result.partition_failover_ms {
+            partitions.record(ms * 1_000_000);
         }
         if (seed + 1) % 100 == 0 {
             eprintln!("bench --failover: {}/{runs} seeds", seed + 1);
@@ -676,10 +688,23 @@ fn bench_failover(scenario_arg: &str, runs: u64) -> Result<ExitCode, String> {
         scenario.name,
         histogram.len()
     );
-    println!(
-        "  simulated ms from the strike to a new leader: p50 {:.0}  p95 {:.0}  p99 {:.0}  max {:.0}",
-        p.p50, p.p95, p.p99, p.max
-    );
+    if !histogram.is_empty() {
+        println!(
+            "  simulated ms from the strike to a new leader: p50 {:.0}  p95 {:.0}  p99 {:.0}  max {:.0}",
+            p.p50, p.p95, p.p99, p.max
+        );
+    }
+    if !partitions.is_empty() {
+        let q = partitions.percentiles();
+        println!(
+            "  {} partition-leader strikes; simulated ms from the strike to the partition's next acknowledged write: p50 {:.0}  p95 {:.0}  p99 {:.0}  max {:.0}",
+            partitions.len(),
+            q.p50,
+            q.p95,
+            q.p99,
+            q.max
+        );
+    }
     println!(
         "  wall: {wall:.1} s ({:.0} seeds/min, {:.0} events/s)",
         runs as f64 * 60.0 / wall,
@@ -727,6 +752,7 @@ struct BenchShape {
     warmup_seconds: Option<f64>,
     connections: Option<u32>,
     partitions: Option<u32>,
+    brokers: Option<u32>,
     batch_records: Option<usize>,
     linger_ms: Option<u64>,
     seed: Option<u64>,
@@ -772,6 +798,12 @@ fn bench(
     if let Some(n) = shape.partitions {
         config.partitions = positive("partitions", n as u64)? as u32;
     }
+    if let Some(n) = shape.brokers {
+        if bootstrap.is_some() {
+            return Err("--brokers is for the simulator; --real measures the broker it is given".into());
+        }
+        config.brokers = positive("brokers", n as u64)? as u32;
+    }
     if let Some(n) = shape.batch_records {
         config.batch_records = positive("batch-records", n as u64)? as usize;
     }
@@ -797,8 +829,16 @@ fn bench(
     let report = reports::BenchReport {
         name: name.clone(),
         workload: format!(
-            "1 topic x {} partitions, {} B records, {} producer(s), batches of up to {} records",
-            config.partitions, config.message_bytes, config.producers, config.batch_records
+            "1 topic x {} partitions, {} B records, {} producer(s), batches of up to {} records{}",
+            config.partitions,
+            config.message_bytes,
+            config.producers,
+            config.batch_records,
+            if config.brokers > 1 {
+                format!(", {} brokers (replicated)", config.brokers)
+            } else {
+                String::new()
+            }
         ),
         steps: steps
             .iter()

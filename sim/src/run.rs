@@ -84,6 +84,11 @@ pub struct RunResult {
     /// strike until another node leads the quorum.
     #[serde(default)]
     pub failover_ms: Vec<u64>,
+    /// For every fault that took a partition leader out (a kill, power loss,
+    /// pause, isolation or split targeted at `leader:P`): simulated ms from
+    /// the strike until a write to that partition was next acknowledged.
+    #[serde(default)]
+    pub partition_failover_ms: Vec<u64>,
     /// The admin workload's CreateTopics by outcome.
     #[serde(default)]
     pub creates: SendCounts,
@@ -1256,6 +1261,7 @@ impl Run {
             quorum_observed: self.world.monitor.quorum_observed(),
             election_ms,
             failover_ms: self.controller_failovers(),
+            partition_failover_ms: self.partition_failovers(history),
             creates,
         }
     }
@@ -1291,6 +1297,44 @@ impl Run {
                 .find(|(at, leader)| *at >= strike && leader.is_some_and(|(n, _)| n != *old));
             if let Some((at, _)) = next {
                 times.push((at - strike) / 1_000_000);
+            }
+        }
+        times
+    }
+
+    /// See [`RunResult::partition_failover_ms`].
+    pub fn partition_failovers(&self, history: &History) -> Vec<u64> {
+        use crate::fault::Target;
+        let mut times = Vec::new();
+        for (fault, struck) in self.faults.iter().zip(&self.struck) {
+            let takes_leader_out = matches!(
+                fault.kind,
+                FaultKind::Kill
+                    | FaultKind::Crash
+                    | FaultKind::Pause
+                    | FaultKind::Isolate
+                    | FaultKind::Split
+            );
+            let Target::Leader(partition) = fault.target else {
+                continue;
+            };
+            if !takes_leader_out || struck.is_empty() {
+                continue;
+            }
+            let strike = fault.start_ms * 1_000_000;
+            let next_ack = history
+                .events
+                .iter()
+                .filter(|e| e.is_ok())
+                .filter(|e| match &e.op {
+                    Op::Send { writes } => writes.iter().any(|w| i64::from(w.partition) == i64::from(partition)),
+                    _ => false,
+                })
+                .filter_map(|e| e.complete_nanos)
+                .filter(|&done| done > strike)
+                .min();
+            if let Some(done) = next_ack {
+                times.push((done - strike) / 1_000_000);
             }
         }
         times

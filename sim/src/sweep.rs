@@ -72,6 +72,7 @@ fn failed_to_start(scenario: &Scenario, seed: u64, error: String) -> RunResult {
         quorum_observed: false,
         election_ms: None,
         failover_ms: Vec::new(),
+        partition_failover_ms: Vec::new(),
         creates: Default::default(),
     }
 }

@@ -121,6 +121,10 @@ scenario_tests! {
     unsafe_min_insync_1_isolated_leader => "unsafe-min-insync-1-isolated-leader",
     unsafe_unclean_election => "unsafe-unclean-election",
     unsafe_page_cache_correlated_power_loss => "unsafe-page-cache-correlated-power-loss",
+    unsafe_wipe_last_isr_member => "unsafe-wipe-last-isr-member",
+    safe_acks_all_leader_crash => "safe-acks-all-leader-crash",
+    safe_clean_election => "safe-clean-election",
+    safe_sync_correlated_power_loss => "safe-sync-correlated-power-loss",
 }
 
 /// Seeds that once failed, each a regular test now.

@@ -188,8 +188,10 @@ impl Node {
                 }
             }
         }
-        // Requests parked on a replica whose role changed re-check it.
+        // A new leader's high watermark may move at once (a leader alone in
+        // its ISR); requests parked on a replica whose role changed re-check it.
         for part in changed {
+            self.replica_log_activity(part, now, out);
             self.wake(part, now, out);
         }
         self.pump_fetchers(now, out);
