@@ -97,6 +97,9 @@ pub struct BrokerRegistrationReq {
     pub incarnation_id: Uuid,
     pub endpoints: Vec<Endpoint>,
     pub rack: Option<String>,
+    /// The directory ids of the broker's log directories (BrokerRegistration
+    /// v2+ `LogDirs`); empty if it sent none.
+    pub log_dirs: Vec<Uuid>,
 }
 
 /// A BrokerHeartbeat request.
@@ -293,6 +296,7 @@ impl Controller {
                 broker_epoch: next_offset,
                 endpoints: req.endpoints,
                 rack: req.rack,
+                log_dirs: req.log_dirs,
             },
         );
         self.remove_from_partitions(req.broker_id, &mut out);

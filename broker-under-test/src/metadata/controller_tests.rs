@@ -39,6 +39,7 @@ fn reg_req(id: i32, gen: u8) -> BrokerRegistrationReq {
             port: 9092,
         }],
         rack: None,
+        log_dirs: Vec::new(),
     }
 }
 
