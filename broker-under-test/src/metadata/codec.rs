@@ -40,6 +40,9 @@ pub enum DecodeError {
     ChecksumMismatch { stored: u32, computed: u32 },
     /// A snapshot's header disagrees with its body.
     InconsistentSnapshot(&'static str),
+    /// A value in an encoding this version never writes (every value has
+    /// exactly one encoding).
+    NonCanonical(&'static str),
 }
 
 impl fmt::Display for DecodeError {
@@ -71,6 +74,7 @@ impl fmt::Display for DecodeError {
             DecodeError::InconsistentSnapshot(what) => {
                 write!(f, "inconsistent metadata snapshot: {what}")
             }
+            DecodeError::NonCanonical(what) => write!(f, "non-canonical encoding: {what}"),
         }
     }
 }

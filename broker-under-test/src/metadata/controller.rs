@@ -97,6 +97,9 @@ pub struct BrokerRegistrationReq {
     pub incarnation_id: Uuid,
     pub endpoints: Vec<Endpoint>,
     pub rack: Option<String>,
+    /// The directory ids of the broker's log directories (BrokerRegistration
+    /// v2+ `LogDirs`); empty if it sent none.
+    pub log_dirs: Vec<Uuid>,
 }
 
 /// A BrokerHeartbeat request.
@@ -262,6 +265,14 @@ impl Controller {
     /// The registration is fenced until a heartbeat shows the broker caught
     /// up. A re-registration replaces the old one: the old registration's
     /// leaderships and ISR memberships are removed as when it is fenced.
+    ///
+    /// A new incarnation is refused (DUPLICATE_BROKER_REGISTRATION) while
+    /// the old registration is unfenced and its session lives, as Kafka
+    /// does, so that two processes cannot both claim one broker id; unless
+    /// both name the same non-empty set of log directories: the same
+    /// storage, so this is the broker restarted (say after a kill -9) and
+    /// the old process is gone. A broker whose data directory was wiped has
+    /// a new directory id and still waits for the old session to expire.
     pub fn register_broker(
         &mut self,
         now_ms: u64,
@@ -280,6 +291,7 @@ impl Controller {
             if existing.incarnation_id != req.incarnation_id
                 && !existing.fenced
                 && self.session_valid(req.broker_id, now_ms)
+                && !same_storage(&existing.log_dirs, &req.log_dirs)
             {
                 return (Vec::new(), Err(DUPLICATE_BROKER_REGISTRATION));
             }
@@ -293,6 +305,7 @@ impl Controller {
                 broker_epoch: next_offset,
                 endpoints: req.endpoints,
                 rack: req.rack,
+                log_dirs: req.log_dirs,
             },
         );
         self.remove_from_partitions(req.broker_id, &mut out);
@@ -1241,3 +1254,22 @@ fn partition_change(
         replicas: None,
     })
 }
+
+/// Whether two registrations name the same storage: the same non-empty set
+/// of log directory ids. Kafka reserves the first 100 UUIDs (unassigned,
+/// lost, migrating, ...) as directory ids that name no directory: a list
+/// holding one proves nothing.
+fn same_storage(a: &[Uuid], b: &[Uuid]) -> bool {
+    let real = |dirs: &[Uuid]| {
+        !dirs.is_empty() && dirs.iter().all(|d| d.as_u128() >= RESERVED_DIRECTORY_IDS)
+    };
+    if !real(a) || !real(b) {
+        return false;
+    }
+    let a: BTreeSet<&Uuid> = a.iter().collect();
+    let b: BTreeSet<&Uuid> = b.iter().collect();
+    a == b
+}
+
+/// Directory ids below this are reserved (Kafka's `DirectoryId`).
+const RESERVED_DIRECTORY_IDS: u128 = 100;

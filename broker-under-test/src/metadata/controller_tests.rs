@@ -39,6 +39,20 @@ fn reg_req(id: i32, gen: u8) -> BrokerRegistrationReq {
             port: 9092,
         }],
         rack: None,
+        log_dirs: Vec::new(),
+    }
+}
+
+/// A log directory id of broker `id`'s storage number `disk` (ids outside
+/// Kafka's reserved range).
+fn dir(id: i32, disk: u8) -> Uuid {
+    Uuid::from_u128(0xd000_0000_0000_0000_0000_0000_0000_0000 | ((disk as u128) << 32) | id as u128)
+}
+
+fn reg_req_dirs(id: i32, gen: u8, log_dirs: Vec<Uuid>) -> BrokerRegistrationReq {
+    BrokerRegistrationReq {
+        log_dirs,
+        ..reg_req(id, gen)
     }
 }
 
@@ -103,8 +117,12 @@ impl Harness {
     }
 
     fn register(&mut self, now: u64, id: i32, gen: u8) -> Result<i64, i16> {
+        self.register_req(now, reg_req(id, gen))
+    }
+
+    fn register_req(&mut self, now: u64, req: BrokerRegistrationReq) -> Result<i64, i16> {
         let next = self.c.working().applied_offset + 1;
-        let (recs, res) = self.c.register_broker(now, next, reg_req(id, gen));
+        let (recs, res) = self.c.register_broker(now, next, req);
         self.record(recs);
         res
     }
@@ -300,6 +318,119 @@ fn a_fenced_registration_does_not_block_the_next_incarnation() {
     let epoch = h.register(200, 9, 2).unwrap();
     let b = h.c.working().broker(9).unwrap();
     assert_eq!((b.epoch, b.incarnation_id), (epoch, incarnation(9, 2)));
+    h.check_replay();
+}
+
+/// Brokers 1..=3 registered at time 0 with log directories `dir(id, 0)`
+/// (broker 3 with two), unfenced, and a topic "t" of 6 partitions over all three.
+fn with_brokers_on_disks(seed: u64) -> Harness {
+    let mut h = Harness::new(seed);
+    for id in 1..=3 {
+        let mut dirs = vec![dir(id, 0)];
+        if id == 3 {
+            dirs.push(dir(id, 1));
+        }
+        h.register_req(0, reg_req_dirs(id, 0, dirs)).unwrap();
+        assert!(!h.heartbeat_caught_up(0, id).is_fenced);
+    }
+    assert_eq!(h.create_one("t", 6, 3).error, NONE);
+    h
+}
+
+#[test]
+fn a_restart_on_the_same_storage_replaces_the_live_registration_at_once() {
+    // Found by the simulator (cluster-controller-kill): a combined
+    // broker+controller killed again and again was refused as a duplicate
+    // for as long as each new controller granted its old registration a
+    // fresh session, and never served again. Its log directory ids show it
+    // is the same broker restarted.
+    let mut h = with_brokers_on_disks(3);
+    assert!(h.leaders("t").contains(&2));
+    let old = h.epoch(2);
+    let epoch = h
+        .register_req(1000, reg_req_dirs(2, 1, vec![dir(2, 0)]))
+        .unwrap();
+    assert!(epoch > old);
+    let b = h.c.working().broker(2).unwrap();
+    assert_eq!(
+        (b.epoch, b.incarnation_id, b.fenced, b.log_dirs.clone()),
+        (epoch, incarnation(2, 1), true, vec![dir(2, 0)])
+    );
+    // As after a session expiry: the old registration leads nothing and is
+    // in no ISR any more; its leaderships moved to other ISR members.
+    for p in h.c.working().topic("t").unwrap().partitions.values() {
+        assert_ne!(p.leader, 2);
+        assert_ne!(p.leader, NO_LEADER);
+        assert!(!p.isr.contains(&2));
+    }
+    // The old epoch is stale; the new one unfences once caught up.
+    let stale = HeartbeatReq {
+        broker_epoch: old,
+        ..h.hb(2)
+    };
+    assert_eq!(h.heartbeat(1100, stale).error, STALE_BROKER_EPOCH);
+    assert!(!h.heartbeat_caught_up(1200, 2).is_fenced);
+    // The same set of directories in another order is the same storage.
+    h.register_req(1300, reg_req_dirs(3, 1, vec![dir(3, 1), dir(3, 0)]))
+        .unwrap();
+    h.check_replay();
+}
+
+#[test]
+fn other_or_no_storage_is_still_a_duplicate_while_the_session_lives() {
+    let mut h = with_brokers_on_disks(5);
+    let refused = [
+        // A wiped broker formats a new directory id.
+        (2, vec![dir(2, 9)]),
+        // No log directories (an older broker, or an unknown id).
+        (2, Vec::new()),
+        // Only part of the storage, or more than it.
+        (3, vec![dir(3, 0)]),
+        (2, vec![dir(2, 0), dir(2, 1)]),
+        // Another broker's storage.
+        (2, vec![dir(1, 0)]),
+    ];
+    for (id, dirs) in refused {
+        assert_eq!(
+            h.register_req(1000, reg_req_dirs(id, 1, dirs.clone())),
+            Err(DUPLICATE_BROKER_REGISTRATION),
+            "broker {id} with {dirs:?}"
+        );
+    }
+    // Kafka's reserved directory ids (unassigned, lost, ...) name no
+    // storage, even when both registrations carry the same one.
+    let lost = vec![Uuid::from_u128(1)];
+    h.register_req(1000, reg_req_dirs(4, 0, lost.clone()))
+        .unwrap();
+    assert!(!h.heartbeat_caught_up(1000, 4).is_fenced);
+    assert_eq!(
+        h.register_req(1100, reg_req_dirs(4, 1, lost)),
+        Err(DUPLICATE_BROKER_REGISTRATION)
+    );
+    h.check_replay();
+    // A registration without directories never matches one, either way.
+    let mut h = Harness::with_brokers(1, 1);
+    assert_eq!(
+        h.register_req(1000, reg_req_dirs(1, 1, vec![dir(1, 0)])),
+        Err(DUPLICATE_BROKER_REGISTRATION)
+    );
+    h.check_replay();
+}
+
+#[test]
+fn other_storage_is_accepted_once_the_session_expired() {
+    let mut h = with_brokers_on_disks(6);
+    let wiped = reg_req_dirs(2, 1, vec![dir(2, 9)]);
+    assert_eq!(
+        h.register_req(TIMEOUT, wiped.clone()),
+        Err(DUPLICATE_BROKER_REGISTRATION)
+    );
+    let epoch = h.register_req(TIMEOUT + 1, wiped).unwrap();
+    let b = h.c.working().broker(2).unwrap();
+    assert_eq!(
+        (b.epoch, b.log_dirs.clone(), b.fenced),
+        (epoch, vec![dir(2, 9)], true)
+    );
     h.check_replay();
 }
 

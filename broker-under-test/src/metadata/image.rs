@@ -33,6 +33,9 @@ pub struct BrokerInfo {
     pub epoch: i64,
     pub endpoints: Vec<Endpoint>,
     pub rack: Option<String>,
+    /// The directory ids of the broker's log directories, as registered
+    /// (empty if it sent none).
+    pub log_dirs: Vec<Uuid>,
     pub fenced: bool,
     pub in_controlled_shutdown: bool,
 }
@@ -227,6 +230,7 @@ impl MetadataImage {
                 broker_epoch,
                 endpoints,
                 rack,
+                log_dirs,
             } => {
                 self.brokers.insert(
                     *broker_id,
@@ -236,6 +240,7 @@ impl MetadataImage {
                         epoch: *broker_epoch,
                         endpoints: endpoints.clone(),
                         rack: rack.clone(),
+                        log_dirs: log_dirs.clone(),
                         fenced: true,
                         in_controlled_shutdown: false,
                     },
@@ -398,6 +403,7 @@ impl MetadataImage {
                 broker_epoch: b.epoch,
                 endpoints: b.endpoints.clone(),
                 rack: b.rack.clone(),
+                log_dirs: b.log_dirs.clone(),
             });
             if !b.fenced {
                 out.push(MetadataRecord::UnfenceBroker {
@@ -532,6 +538,12 @@ mod tests {
                 port: 9092,
             }],
             rack: None,
+            // Broker 2 registers with a log directory (RegisterBroker v1).
+            log_dirs: if id == 2 {
+                vec![Uuid::from_u128(0xd12)]
+            } else {
+                Vec::new()
+            },
         }
     }
 

@@ -7,9 +7,14 @@
 //! type: u8 | version: u8 | fields of that (type, version), in declaration order
 //! ```
 //!
-//! Every record type is at version 0. A decoder refuses unknown types,
-//! unknown versions and trailing bytes, so a record is either understood
-//! whole or not at all.
+//! Every record type is at version 0, but for `RegisterBroker`, which has
+//! two: version 0 (no log directories) and version 1 (adds `log_dirs`, a
+//! count and that many UUIDs, after `rack`). A `RegisterBroker` with no log
+//! directories is written at version 0, so that every record keeps exactly
+//! one encoding (and logs written before version 1 existed read the same);
+//! version 1 with an empty `log_dirs` is refused as non-canonical. A
+//! decoder refuses unknown types, unknown versions and trailing bytes, so a
+//! record is either understood whole or not at all.
 
 use super::codec::{
     put_i32_array, put_opt_string, put_string, put_uuid, put_varint, DecodeError, Reader,
@@ -43,6 +48,9 @@ pub enum MetadataRecord {
         broker_epoch: i64,
         endpoints: Vec<Endpoint>,
         rack: Option<String>,
+        /// The directory ids (KIP-858 `directory.id`) of the broker's log
+        /// directories: the storage it runs on. Empty if it sent none.
+        log_dirs: Vec<Uuid>,
     },
     /// The registration with this epoch is removed.
     UnregisterBroker { broker_id: i32, broker_epoch: i64 },
@@ -100,8 +108,13 @@ const T_REMOVE_TOPIC: u8 = 9;
 const T_CONFIG: u8 = 10;
 const T_NO_OP: u8 = 11;
 
-/// The version every record type is written at.
+/// The version every record type is written at (but see
+/// [`REGISTER_BROKER_WITH_DIRS`]).
 const VERSION: u8 = 0;
+/// The version of a `RegisterBroker` that carries log directories.
+const REGISTER_BROKER_WITH_DIRS: u8 = 1;
+/// Encoded size of a UUID.
+const UUID_SIZE: usize = 16;
 
 /// Smallest encoding of an [`Endpoint`]: three empty strings' lengths plus
 /// the port.
@@ -131,10 +144,20 @@ impl MetadataRecord {
         b.freeze()
     }
 
+    /// The version this record is written at.
+    fn version(&self) -> u8 {
+        match self {
+            MetadataRecord::RegisterBroker { log_dirs, .. } if !log_dirs.is_empty() => {
+                REGISTER_BROKER_WITH_DIRS
+            }
+            _ => VERSION,
+        }
+    }
+
     /// Appends the encoding of the record to `b`.
     pub fn encode_into(&self, b: &mut BytesMut) {
         b.put_u8(self.type_byte());
-        b.put_u8(VERSION);
+        b.put_u8(self.version());
         match self {
             MetadataRecord::RegisterBroker {
                 broker_id,
@@ -142,6 +165,7 @@ impl MetadataRecord {
                 broker_epoch,
                 endpoints,
                 rack,
+                log_dirs,
             } => {
                 b.put_i32(*broker_id);
                 put_uuid(b, incarnation_id);
@@ -153,6 +177,12 @@ impl MetadataRecord {
                     b.put_u16(e.port);
                 }
                 put_opt_string(b, rack.as_deref());
+                if !log_dirs.is_empty() {
+                    put_varint(b, log_dirs.len() as u64);
+                    for dir in log_dirs {
+                        put_uuid(b, dir);
+                    }
+                }
             }
             MetadataRecord::UnregisterBroker {
                 broker_id,
@@ -251,7 +281,9 @@ impl MetadataRecord {
             return Err(DecodeError::UnknownRecordType(record_type));
         }
         let version = r.u8()?;
-        if version != VERSION {
+        let known = version == VERSION
+            || (record_type == T_REGISTER_BROKER && version == REGISTER_BROKER_WITH_DIRS);
+        if !known {
             return Err(DecodeError::UnsupportedVersion {
                 record_type,
                 version,
@@ -277,12 +309,25 @@ impl MetadataRecord {
                     });
                 }
                 let rack = r.opt_string()?;
+                let mut log_dirs = Vec::new();
+                if version == REGISTER_BROKER_WITH_DIRS {
+                    let n = r.count(UUID_SIZE)?;
+                    if n == 0 {
+                        return Err(DecodeError::NonCanonical(
+                            "RegisterBroker version 1 without log directories",
+                        ));
+                    }
+                    for _ in 0..n {
+                        log_dirs.push(r.uuid()?);
+                    }
+                }
                 MetadataRecord::RegisterBroker {
                     broker_id,
                     incarnation_id,
                     broker_epoch,
                     endpoints,
                     rack,
+                    log_dirs,
                 }
             }
             T_UNREGISTER_BROKER
@@ -380,6 +425,15 @@ mod tests {
                     port: 9092,
                 }],
                 rack: Some("r1".into()),
+                log_dirs: Vec::new(),
+            },
+            MetadataRecord::RegisterBroker {
+                broker_id: 2,
+                incarnation_id: id,
+                broker_epoch: 43,
+                endpoints: Vec::new(),
+                rack: None,
+                log_dirs: vec![Uuid::from_u128(7), id],
             },
             MetadataRecord::UnregisterBroker {
                 broker_id: 1,
@@ -474,6 +528,64 @@ mod tests {
             MetadataRecord::decode(&[T_NO_OP, 0]),
             Ok(MetadataRecord::NoOp)
         );
+    }
+
+    #[test]
+    fn register_broker_is_version_0_without_log_dirs_and_1_with() {
+        let mut rec = MetadataRecord::RegisterBroker {
+            broker_id: 5,
+            incarnation_id: Uuid::from_u128(1),
+            broker_epoch: 9,
+            endpoints: Vec::new(),
+            rack: None,
+            log_dirs: Vec::new(),
+        };
+        // A record as written before log directories existed: version 0,
+        // ending with the rack. It still decodes, with no log directories.
+        let mut v0 = BytesMut::new();
+        v0.put_u8(T_REGISTER_BROKER);
+        v0.put_u8(0);
+        v0.put_i32(5);
+        v0.put_slice(Uuid::from_u128(1).as_bytes());
+        v0.put_i64(9);
+        put_varint(&mut v0, 0);
+        v0.put_u8(0);
+        assert_eq!(rec.encode(), v0.clone().freeze());
+        assert_eq!(MetadataRecord::decode(&v0), Ok(rec.clone()));
+
+        // With log directories: version 1, the ids after the rack.
+        let dir = Uuid::from_u128(0xd1);
+        if let MetadataRecord::RegisterBroker { log_dirs, .. } = &mut rec {
+            log_dirs.push(dir);
+        }
+        let mut v1 = v0.clone();
+        v1[1] = 1;
+        put_varint(&mut v1, 1);
+        v1.put_slice(dir.as_bytes());
+        assert_eq!(rec.encode(), v1.clone().freeze());
+        assert_eq!(MetadataRecord::decode(&v1), Ok(rec));
+
+        // Version 1 with an empty list is never written: refused.
+        let mut empty = v0.clone();
+        empty[1] = 1;
+        put_varint(&mut empty, 0);
+        assert!(matches!(
+            MetadataRecord::decode(&empty),
+            Err(DecodeError::NonCanonical(_))
+        ));
+        // Version 1 of any other record type is unknown.
+        assert!(matches!(
+            MetadataRecord::decode(&[T_FENCE_BROKER, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1]),
+            Err(DecodeError::UnsupportedVersion { .. })
+        ));
+        // A version-1 log_dirs count larger than the bytes left.
+        let mut hostile = v0.clone();
+        hostile[1] = 1;
+        put_varint(&mut hostile, u64::MAX);
+        assert!(matches!(
+            MetadataRecord::decode(&hostile),
+            Err(DecodeError::LengthTooLarge { .. })
+        ));
     }
 
     #[test]

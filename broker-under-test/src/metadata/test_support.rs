@@ -29,15 +29,17 @@ pub(crate) fn arb_record() -> impl Strategy<Value = MetadataRecord> {
             any::<i64>(),
             proptest::collection::vec(arb_endpoint(), 0..4),
             proptest::option::of(".{0,6}"),
+            proptest::collection::vec(arb_uuid(), 0..3),
         )
             .prop_map(
-                |(broker_id, incarnation_id, broker_epoch, endpoints, rack)| {
+                |(broker_id, incarnation_id, broker_epoch, endpoints, rack, log_dirs)| {
                     MetadataRecord::RegisterBroker {
                         broker_id,
                         incarnation_id,
                         broker_epoch,
                         endpoints,
                         rack,
+                        log_dirs,
                     }
                 }
             ),
@@ -136,8 +138,8 @@ fn pool_brokers() -> impl Strategy<Value = Vec<i32>> {
 /// ones before, and some deliberately do not.
 pub(crate) fn arb_pooled_record() -> impl Strategy<Value = MetadataRecord> {
     prop_oneof![
-        3 => (0..5i32, 0..3u8, 0..4i64, proptest::option::of(0..2u8)).prop_map(
-            |(broker_id, inc, broker_epoch, rack)| MetadataRecord::RegisterBroker {
+        3 => (0..5i32, 0..3u8, 0..4i64, proptest::option::of(0..2u8), proptest::option::of(0..2u8)).prop_map(
+            |(broker_id, inc, broker_epoch, rack, dir)| MetadataRecord::RegisterBroker {
                 broker_id,
                 incarnation_id: pool_uuid(100 + inc),
                 broker_epoch,
@@ -147,6 +149,7 @@ pub(crate) fn arb_pooled_record() -> impl Strategy<Value = MetadataRecord> {
                     port: 9092,
                 }],
                 rack: rack.map(|r| format!("rack-{r}")),
+                log_dirs: dir.map(|d| pool_uuid(200 + d)).into_iter().collect(),
             }
         ),
         4 => (0..5i32, 0..4i64, 0..4u8).prop_map(|(broker_id, broker_epoch, k)| match k {

@@ -71,6 +71,7 @@ impl Cluster {
                 &config.cluster_id,
                 config.node_id,
                 config.durability == Durability::Sync,
+                seed,
             ),
             raft: None,
             peers: Peers::new(config.node_id),

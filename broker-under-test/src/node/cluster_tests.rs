@@ -152,6 +152,63 @@ fn restart_recovers_the_metadata_log_and_hosted_topics() {
     assert_eq!(values(data.records.unwrap()), vec![(0, "x".to_string())]);
 }
 
+/// Broker 0 as the image has it: (incarnation, epoch, log dirs, fenced).
+fn registration(h: &Harness) -> Option<(uuid::Uuid, i64, Vec<uuid::Uuid>, bool)> {
+    let b = h.node.cluster.as_ref()?.image.broker(0)?;
+    Some((b.incarnation_id, b.epoch, b.log_dirs.clone(), b.fenced))
+}
+
+#[test]
+fn a_restart_on_the_same_storage_serves_without_waiting_out_the_old_session() {
+    // Found by the simulator (cluster-controller-kill): a killed combined
+    // broker+controller came back as a new incarnation while the new
+    // controller held its old, unfenced registration in session; refused
+    // as a duplicate, it could not serve until that session ran out (and
+    // never, with the controller killed again and again). Its directory id
+    // shows the controller it is the same broker.
+    let config = cluster_config("c1");
+    let mut h = Harness::new(config.clone());
+    h.connect(1);
+    wait_until_serving(&mut h, 1);
+    create(&mut h, 1, "t", 1, 1);
+    let dir = h.node.cluster.as_ref().unwrap().store.directory_id();
+    let dir = dir.expect("a directory id once recovered");
+    let (_, old_epoch, dirs, fenced) = registration(&h).unwrap();
+    assert_eq!((dirs, fenced), (vec![dir], false));
+    let mut disk = std::mem::take(&mut h.disk);
+    disk.crash();
+
+    let mut h = Harness::on_disk(config, disk);
+    // The harness seeds every node alike: give this life an incarnation of
+    // its own, as a new process would have.
+    let incarnation = uuid::Uuid::from_u128(0x5e_c0dd);
+    h.node.cluster.as_mut().unwrap().lifecycle.incarnation = incarnation;
+    h.connect(1);
+    let start = h.now.mono_millis();
+    let session = h.node.config().broker_session_timeout_ms;
+    loop {
+        let life = &h.node.cluster.as_ref().unwrap().lifecycle;
+        let (inc, epoch, dirs, fenced) = registration(&h).unwrap();
+        if inc == incarnation && !fenced && life.unfenced_once {
+            assert!(epoch > old_epoch);
+            assert_eq!(dirs, vec![dir]);
+            break;
+        }
+        let waited = h.now.mono_millis() - start;
+        assert!(
+            waited < session / 3,
+            "not registered again after {waited} ms (session {session} ms)"
+        );
+        h.advance_millis(50);
+    }
+    assert_eq!(
+        h.node.cluster.as_ref().unwrap().store.directory_id(),
+        Some(dir)
+    );
+    let r = produce(&mut h, 1, "t", 0, batch(&["after"]));
+    assert_eq!(r.error_code, 0, "{r:?}");
+}
+
 #[test]
 fn a_data_dir_of_another_cluster_is_refused() {
     let mut h = Harness::new(cluster_config("first"));

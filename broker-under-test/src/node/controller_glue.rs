@@ -274,6 +274,8 @@ impl Node {
                 })
                 .collect(),
             rack: request.rack.as_ref().map(|r| r.to_string()),
+            // Present from v2; empty (the default) before.
+            log_dirs: request.log_dirs.clone(),
         };
         let (records, result) = controller.register_broker(now.mono_millis(), next_offset, req);
         let response = match result {
@@ -804,6 +806,7 @@ mod tests {
                 incarnation_id: Uuid::from_u128(1),
                 endpoints: Vec::new(),
                 rack: None,
+                log_dirs: Vec::new(),
             },
         );
         let epoch = epoch.unwrap();

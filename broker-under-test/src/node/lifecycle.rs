@@ -26,6 +26,12 @@ const BROKER_ID_NOT_REGISTERED: i16 = 102;
 /// Retry soon after a failure or while no controller is known.
 const RETRY_MS: u64 = 100;
 
+/// The BrokerRegistration version sent: v2 is the first with `LogDirs`
+/// (KIP-858), which lets the controller recognize a restart of this broker
+/// on the same storage. (v1 adds only `IsMigratingZkBroker`, v3
+/// `PreviousBrokerEpoch`, neither used here.)
+const REGISTRATION_VERSION: i16 = 2;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Registration {
     Unregistered,
@@ -122,6 +128,7 @@ impl Node {
         let Some(cluster) = self.cluster.as_mut() else {
             return;
         };
+        let log_dirs: Vec<Uuid> = cluster.store.directory_id().into_iter().collect();
         let Some(controller) = cluster.leader() else {
             return self.lifecycle_again_in(now, RETRY_MS, out);
         };
@@ -146,14 +153,15 @@ impl Node {
                                     .with_port(e.port)
                             })
                             .collect(),
-                    );
+                    )
+                    .with_log_dirs(log_dirs);
                 debug!(controller, "registering with the controller");
                 cluster.peers.send(
                     now.mono_nanos,
                     controller,
                     &addr,
                     ApiKey::BrokerRegistration,
-                    0,
+                    REGISTRATION_VERSION,
                     &request,
                     PeerTag::BrokerRegistration,
                     out,

@@ -8,6 +8,12 @@
 //!   recovery, truncated by the quorum at a divergent suffix;
 //! - `snapshot`: `[crc32c u32][end offset i64][epoch i32][data]`, replaced atomically.
 //!
+//! and, at the top of the data directory, `meta.properties` (Kafka's format
+//! step): `version=1`, `cluster.id`, `node.id` and `directory.id` (KIP-858),
+//! a random UUID drawn when the directory is formatted that names this
+//! storage for as long as it lives: the broker registers with it, and the
+//! controller recognizes a restart of the same broker by it.
+//!
 //! The quorum core (`raft`) decides what to persist; this module turns its
 //! actions into disk requests and tells it when they are durable. In
 //! `page-cache` durability nothing is synced and writes count as durable once
@@ -16,7 +22,10 @@
 use std::collections::BTreeMap;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use tracing::{error, info, warn};
+use uuid::Uuid;
 
 use super::quorum_wire::{read_frame, write_frame};
 use crate::diskio::DiskIo;
@@ -85,6 +94,10 @@ pub struct QuorumStore {
     cluster_id: String,
     node_id: NodeId,
     sync: bool,
+    /// Draws the directory id if this start formats the directory.
+    seed: u64,
+    /// This data directory's `directory.id`, once read or drawn.
+    directory_id: Option<Uuid>,
     step: Step,
     pending: BTreeMap<DiskReqId, Purpose>,
     /// Byte position in `log` of each entry's frame, by offset.
@@ -102,11 +115,15 @@ pub struct QuorumStore {
 }
 
 impl QuorumStore {
-    pub fn new(cluster_id: &str, node_id: NodeId, sync: bool) -> QuorumStore {
+    /// `seed` comes from the node's seeded randomness (a fresh one per
+    /// process start); a directory formatted by this start gets its id from it.
+    pub fn new(cluster_id: &str, node_id: NodeId, sync: bool, seed: u64) -> QuorumStore {
         QuorumStore {
             cluster_id: cluster_id.to_string(),
             node_id,
             sync,
+            seed,
+            directory_id: None,
             step: Step::Idle,
             pending: BTreeMap::new(),
             positions: BTreeMap::new(),
@@ -118,6 +135,27 @@ impl QuorumStore {
             reads_left: 0,
             recovered: None,
         }
+    }
+
+    /// The data directory's `directory.id`: known once recovery has read
+    /// `meta.properties` (or formatted the directory); `None` before, or if
+    /// the file holds one that does not parse.
+    pub fn directory_id(&self) -> Option<Uuid> {
+        self.directory_id
+    }
+
+    /// A new random directory id (RFC 4122 version 4, as Kafka's
+    /// `Uuid.randomUuid`), from this start's seed on a stream of its own so
+    /// that it is independent of every other draw made from the seed. Never
+    /// one of the ids Kafka reserves (the first 100).
+    fn draw_directory_id(&self) -> Uuid {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        rng.set_stream(DIRECTORY_ID_STREAM);
+        let mut bytes = [0u8; 16];
+        rng.fill_bytes(&mut bytes);
+        bytes[6] = (bytes[6] & 0x0f) | 0x40;
+        bytes[8] = (bytes[8] & 0x3f) | 0x80;
+        Uuid::from_bytes(bytes)
     }
 
     pub fn owns(&self, req: DiskReqId) -> bool {
@@ -148,11 +186,25 @@ impl QuorumStore {
         );
     }
 
-    fn meta_text(&self) -> String {
+    fn meta_text(&self, directory_id: Uuid) -> String {
         format!(
-            "# written by stormlog on first start (Kafka's format step)\nversion=1\ncluster.id={}\nnode.id={}\n",
-            self.cluster_id, self.node_id
+            "# written by stormlog on first start (Kafka's format step)\nversion=1\ncluster.id={}\nnode.id={}\ndirectory.id={}\n",
+            self.cluster_id, self.node_id, directory_id
         )
+    }
+
+    /// Write `meta.properties` durably in every mode (a torn one would keep
+    /// the node from starting), then go on to list the quorum's directory.
+    fn write_meta(&mut self, io: &mut DiskIo, text: String) {
+        self.step = Step::WriteMeta;
+        self.replace_with(
+            io,
+            META_TMP,
+            META,
+            Bytes::from(text),
+            Purpose::Listing,
+            true,
+        );
     }
 
     /// Replace `path` atomically with `data` through `tmp`; the last request
@@ -220,7 +272,35 @@ impl QuorumStore {
             Purpose::Meta => match result {
                 Ok(DiskReply::Data(bytes)) => {
                     match check_meta(&bytes, &self.cluster_id, self.node_id) {
-                        Ok(()) => self.list_dir(io),
+                        Ok(DirectoryId::Found(id)) => {
+                            self.directory_id = Some(id);
+                            self.list_dir(io);
+                        }
+                        Ok(DirectoryId::Malformed(value)) => {
+                            // Not ours to overwrite (it may be evidence of
+                            // corruption): run without one. The broker then
+                            // registers without log directories, which only
+                            // costs a restart the wait for the old session.
+                            warn!(
+                                value,
+                                "{META} has a directory.id that does not parse; running without one"
+                            );
+                            self.list_dir(io);
+                        }
+                        Ok(DirectoryId::Missing) => {
+                            // Written before directory ids existed: give
+                            // the directory one now, kept as the rest of
+                            // the file is.
+                            let id = self.draw_directory_id();
+                            info!(directory_id = %id, "{META} has no directory.id; adding one");
+                            self.directory_id = Some(id);
+                            let mut text = String::from_utf8_lossy(&bytes).into_owned();
+                            if !text.is_empty() && !text.ends_with('\n') {
+                                text.push('\n');
+                            }
+                            text.push_str(&format!("directory.id={id}\n"));
+                            self.write_meta(io, text);
+                        }
                         Err(why) => {
                             self.step = Step::Failed;
                             events.push(StoreEvent::Refused(why));
@@ -228,13 +308,13 @@ impl QuorumStore {
                     }
                 }
                 _ if not_found => {
-                    info!(cluster_id = %self.cluster_id, "formatting a fresh data directory");
-                    self.step = Step::WriteMeta;
-                    let text = Bytes::from(self.meta_text());
+                    let id = self.draw_directory_id();
+                    info!(cluster_id = %self.cluster_id, directory_id = %id, "formatting a fresh data directory");
+                    self.directory_id = Some(id);
                     self.submit(io, DiskOp::CreateDir { path: DIR.into() }, Purpose::Step);
-                    // Kafka's format step: durable in every mode (a torn
-                    // meta.properties would keep the node from starting).
-                    self.replace_with(io, META_TMP, META, text, Purpose::Listing, true);
+                    // Kafka's format step.
+                    let text = self.meta_text(id);
+                    self.write_meta(io, text);
                 }
                 other => self.fail(events, format!("reading {META}: {other:?}")),
             },
@@ -538,15 +618,34 @@ impl QuorumStore {
     }
 }
 
-fn check_meta(bytes: &[u8], cluster_id: &str, node_id: NodeId) -> Result<(), String> {
+/// `ChaCha8Rng` stream of the directory id draw ("dir.id" in ASCII).
+const DIRECTORY_ID_STREAM: u64 = 0x6469_722e_6964;
+
+/// What `meta.properties` says of `directory.id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum DirectoryId {
+    Found(Uuid),
+    /// No `directory.id` line (a file from before directory ids).
+    Missing,
+    /// A value that is not a UUID.
+    Malformed(String),
+}
+
+fn check_meta(bytes: &[u8], cluster_id: &str, node_id: NodeId) -> Result<DirectoryId, String> {
     let text = String::from_utf8_lossy(bytes);
     let mut found_cluster = None;
     let mut found_node = None;
+    let mut directory = DirectoryId::Missing;
     for line in text.lines().map(str::trim) {
         if let Some(v) = line.strip_prefix("cluster.id=") {
             found_cluster = Some(v.to_string());
         } else if let Some(v) = line.strip_prefix("node.id=") {
             found_node = v.parse::<NodeId>().ok();
+        } else if let Some(v) = line.strip_prefix("directory.id=") {
+            directory = match Uuid::parse_str(v.trim()) {
+                Ok(id) => DirectoryId::Found(id),
+                Err(_) => DirectoryId::Malformed(v.to_string()),
+            };
         }
     }
     match (found_cluster, found_node) {
@@ -557,7 +656,7 @@ fn check_meta(bytes: &[u8], cluster_id: &str, node_id: NodeId) -> Result<(), Str
             "the data directory belongs to node {n}, but this node is node.id={node_id}; refusing to start"
         )),
         (None, _) => Err(format!("{META} has no cluster.id; refusing to start")),
-        _ => Ok(()),
+        _ => Ok(directory),
     }
 }
 
@@ -709,9 +808,136 @@ mod tests {
     #[test]
     fn another_clusters_data_dir_is_refused() {
         let meta = "version=1\ncluster.id=abc\nnode.id=1\n";
-        assert!(check_meta(meta.as_bytes(), "abc", 1).is_ok());
+        assert_eq!(
+            check_meta(meta.as_bytes(), "abc", 1),
+            Ok(DirectoryId::Missing)
+        );
         let err = check_meta(meta.as_bytes(), "xyz", 1).unwrap_err();
         assert!(err.contains("cluster `abc`"), "{err}");
         assert!(check_meta(meta.as_bytes(), "abc", 2).is_err());
+    }
+
+    #[test]
+    fn meta_directory_id_is_read_or_found_missing_or_malformed() {
+        let id = Uuid::from_u128(0x1234_5678_9abc_4def_8123_4567_89ab_cdef);
+        let meta = format!("version=1\ncluster.id=abc\nnode.id=1\ndirectory.id={id}\n");
+        assert_eq!(
+            check_meta(meta.as_bytes(), "abc", 1),
+            Ok(DirectoryId::Found(id))
+        );
+        let meta = "version=1\ncluster.id=abc\nnode.id=1\ndirectory.id=not-a-uuid\n";
+        assert_eq!(
+            check_meta(meta.as_bytes(), "abc", 1),
+            Ok(DirectoryId::Malformed("not-a-uuid".into()))
+        );
+    }
+
+    use crate::memdisk::MemDisk;
+    use crate::seam::{DiskExecutor, Output};
+
+    /// Run a store's recovery over `disk` to the end, carrying out its disk
+    /// requests in issue order; returns the store and what it reported.
+    fn recover(disk: &mut MemDisk, seed: u64, sync: bool) -> (QuorumStore, Vec<StoreEvent>) {
+        let mut store = QuorumStore::new("c1", 3, sync, seed);
+        let mut next_req = 1;
+        let mut out = Vec::new();
+        let mut events = Vec::new();
+        store.start(&mut DiskIo::new(&mut next_req, &mut out));
+        while !out.is_empty() {
+            for o in std::mem::take(&mut out) {
+                let Output::Disk { req, op } = o else {
+                    panic!("unexpected output {o:?}");
+                };
+                let result = disk.execute(&op);
+                store.on_disk_done(
+                    req,
+                    result,
+                    &mut DiskIo::new(&mut next_req, &mut out),
+                    &mut events,
+                );
+            }
+        }
+        assert!(store.is_idle());
+        assert!(
+            events.iter().any(|e| matches!(e, StoreEvent::Recovered(_))),
+            "{events:?}"
+        );
+        (store, events)
+    }
+
+    fn meta_file(disk: &MemDisk) -> String {
+        String::from_utf8(disk.read_all(META).unwrap().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn a_formatted_directory_keeps_its_directory_id_across_restarts() {
+        for sync in [true, false] {
+            let mut disk = MemDisk::new();
+            let (store, _) = recover(&mut disk, 7, sync);
+            let id = store.directory_id().expect("a directory id on format");
+            assert_eq!(id.get_version_num(), 4);
+            assert!(
+                meta_file(&disk).contains(&format!("\ndirectory.id={id}\n")),
+                "{}",
+                meta_file(&disk)
+            );
+            // Power loss (durable in every mode: the format step syncs),
+            // then restarts with other seeds: the same id, and the file
+            // is not rewritten.
+            for seed in [8, 9] {
+                disk.crash();
+                let before = meta_file(&disk);
+                let (store, _) = recover(&mut disk, seed, sync);
+                assert_eq!(store.directory_id(), Some(id));
+                assert_eq!(meta_file(&disk), before);
+            }
+        }
+    }
+
+    #[test]
+    fn directory_ids_come_from_the_seed() {
+        let draw = |seed| recover(&mut MemDisk::new(), seed, true).0.directory_id();
+        assert_eq!(draw(7), draw(7));
+        // Another start's seed: a wiped (re-formatted) directory gets a new id.
+        assert_ne!(draw(7), draw(8));
+    }
+
+    fn put_meta(disk: &mut MemDisk, text: &str) {
+        for op in [
+            DiskOp::Create { path: META.into() },
+            DiskOp::Write {
+                path: META.into(),
+                offset: 0,
+                data: Bytes::copy_from_slice(text.as_bytes()),
+            },
+            DiskOp::SyncFile { path: META.into() },
+            DiskOp::SyncDir { path: "".into() },
+        ] {
+            disk.execute(&op).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_meta_properties_without_a_directory_id_gets_one_durably() {
+        // As written before directory ids existed (no final newline, even).
+        let old = "# written by stormlog on first start (Kafka's format step)\nversion=1\ncluster.id=c1\nnode.id=3";
+        let mut disk = MemDisk::new();
+        put_meta(&mut disk, old);
+        let (store, _) = recover(&mut disk, 5, false);
+        let id = store.directory_id().expect("an id added");
+        assert_eq!(meta_file(&disk), format!("{old}\ndirectory.id={id}\n"));
+        disk.crash();
+        let (store, _) = recover(&mut disk, 6, false);
+        assert_eq!(store.directory_id(), Some(id));
+    }
+
+    #[test]
+    fn a_malformed_directory_id_is_left_alone_and_unknown() {
+        let text = "version=1\ncluster.id=c1\nnode.id=3\ndirectory.id=zz\n";
+        let mut disk = MemDisk::new();
+        put_meta(&mut disk, text);
+        let (store, _) = recover(&mut disk, 5, true);
+        assert_eq!(store.directory_id(), None);
+        assert_eq!(meta_file(&disk), text);
     }
 }
