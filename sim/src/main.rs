@@ -800,7 +800,9 @@ fn bench(
     }
     if let Some(n) = shape.brokers {
         if bootstrap.is_some() {
-            return Err("--brokers is for the simulator; --real measures the broker it is given".into());
+            return Err(
+                "--brokers is for the simulator; --real measures the broker it is given".into(),
+            );
         }
         config.brokers = positive("brokers", n as u64)? as u32;
     }

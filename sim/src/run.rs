@@ -1327,7 +1327,9 @@ impl Run {
                 .iter()
                 .filter(|e| e.is_ok())
                 .filter(|e| match &e.op {
-                    Op::Send { writes } => writes.iter().any(|w| i64::from(w.partition) == i64::from(partition)),
+                    Op::Send { writes } => writes
+                        .iter()
+                        .any(|w| i64::from(w.partition) == i64::from(partition)),
                     _ => false,
                 })
                 .filter_map(|e| e.complete_nanos)

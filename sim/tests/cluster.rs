@@ -102,9 +102,9 @@ fn combined_and_separate_layouts_number_nodes_and_generate_kraft_properties() {
     assert!(p0.contains("listeners=PLAINTEXT://node-0:9092\n"));
     assert!(p0.contains("controller.listener.names=PLAINTEXT\n"));
     assert!(p0.contains("default.replication.factor=3\n"));
-    // Follows the workload topic's replication factor (1 until partitions
-    // replicate): a broker-wide 2 would refuse acks=all on that topic.
-    assert!(p0.contains("min.insync.replicas=1\n"));
+    // Follows the workload topic's replication factor (3 here): 2 from
+    // three replicas, as the catalogue's safe configurations use.
+    assert!(p0.contains("min.insync.replicas=2\n"), "{p0}");
     let p3 = combined.node_properties(3, |_| true);
     assert!(p3.contains("process.roles=broker\n"), "{p3}");
     // A key the broker does not know yet is left out.
@@ -194,7 +194,7 @@ fn every_cluster_catalogue_scenario_builds() {
             continue;
         }
         assert!(
-            ["cluster-", "replication-", "unsafe-"]
+            ["cluster-", "replication-", "unsafe-", "safe-"]
                 .iter()
                 .any(|p| s.name.starts_with(p)),
             "{}",

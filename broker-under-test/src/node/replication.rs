@@ -117,18 +117,9 @@ impl Node {
                 .and_then(|c| c.image.partition(&p.topic, p.index))
                 .cloned();
             let online = matches!(p.log.state(), LogState::Online);
-            let target = match image {
-                Some(ip) if serving && online && ip.replicas.contains(&me) => {
-                    if ip.leader == me {
-                        Some(ip)
-                    } else if ip.leader >= 0 {
-                        Some(ip)
-                    } else {
-                        None
-                    }
-                }
-                _ => None,
-            };
+            // Acting needs a leader (this node or another) and an open log.
+            let target =
+                image.filter(|ip| serving && online && ip.replicas.contains(&me) && ip.leader >= 0);
             let Some(p) = self.partitions.get_mut(&part) else {
                 continue;
             };
