@@ -116,9 +116,9 @@ fn combined_and_separate_layouts_number_nodes_and_generate_kraft_properties() {
     assert_eq!(separate.node_count(), 5);
     assert_eq!(separate.voters(), vec![2, 3, 4]);
     assert_eq!(separate.bootstrap(), "node-0:9092,node-1:9092");
-    // The workload topic keeps one replica until partitions replicate; the
-    // brokers' default (the admin workload's topics) is min(3, brokers).
-    assert_eq!(separate.replication_factor(), 1);
+    // The workload topic and the brokers' default (the admin workload's
+    // topics) both get min(3, brokers) replicas.
+    assert_eq!(separate.replication_factor(), 2);
     assert_eq!(separate.default_replication_factor(), 2);
     let c = separate.node_properties(2, |_| true);
     assert!(c.contains("process.roles=controller\n"), "{c}");

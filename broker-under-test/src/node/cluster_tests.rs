@@ -41,7 +41,14 @@ fn metadata(h: &mut Harness, conn: u64, topics: Option<&[&str]>) -> MetadataResp
 fn wait_until_serving(h: &mut Harness, conn: u64) -> u64 {
     for step in 0..200 {
         let m = metadata(h, conn, Some(&[]));
-        if !m.brokers.is_empty() {
+        // Registered, and acting for every partition it holds (a restarted
+        // broker takes its replica roles once the controller unfenced it).
+        let acting = h
+            .node
+            .replica_views()
+            .iter()
+            .all(|v| v.role != crate::node::view::ReplicaRoleView::None);
+        if !m.brokers.is_empty() && acting {
             return step * 50;
         }
         h.advance_millis(50);
