@@ -499,15 +499,35 @@ impl PartitionLog {
             recovery_point: self.durable,
             log_start_offset: self.log_start,
         };
-        let tmp = self.path(CHECKPOINT_TMP);
         self.checkpoint_in_flight = true;
+        self.replace_file(
+            io,
+            CHECKPOINT_TMP,
+            CHECKPOINT,
+            Bytes::from(cp.encode()),
+            Pending::Checkpoint(cp),
+        )
+    }
+
+    /// Replace the small file `name` with `data` so that a crash leaves the
+    /// old or the new one whole: write `tmp`, sync it, rename it over, sync
+    /// the directory (that last request carries `last`, and is returned).
+    fn replace_file(
+        &mut self,
+        io: &mut DiskIo,
+        tmp: &str,
+        name: &str,
+        data: Bytes,
+        last: Pending,
+    ) -> DiskReqId {
+        let tmp = self.path(tmp);
         self.submit(io, DiskOp::Create { path: tmp.clone() }, Pending::Step);
         self.submit(
             io,
             DiskOp::Write {
                 path: tmp.clone(),
                 offset: 0,
-                data: Bytes::from(cp.encode()),
+                data,
             },
             Pending::Step,
         );
@@ -516,12 +536,12 @@ impl PartitionLog {
             io,
             DiskOp::Rename {
                 from: tmp,
-                to: self.path(CHECKPOINT),
+                to: self.path(name),
             },
             Pending::Step,
         );
         let dir = self.dir.clone();
-        self.submit(io, DiskOp::SyncDir { path: dir }, Pending::Checkpoint(cp))
+        self.submit(io, DiskOp::SyncDir { path: dir }, last)
     }
 
     /// Validate, assign offsets and write `records`; rolls first if needed.

@@ -424,28 +424,8 @@ impl PartitionLog {
     /// Write the epoch file (tmp, sync, rename, sync dir). Disk requests
     /// complete in order, so it is durable before any data synced after it.
     pub(super) fn write_epochs(&mut self, io: &mut DiskIo) {
-        let tmp = self.path(EPOCH_FILE_TMP);
-        self.submit(io, DiskOp::Create { path: tmp.clone() }, Pending::Step);
-        self.submit(
-            io,
-            DiskOp::Write {
-                path: tmp.clone(),
-                offset: 0,
-                data: Bytes::from(self.epochs.encode()),
-            },
-            Pending::Step,
-        );
-        self.submit(io, DiskOp::SyncFile { path: tmp.clone() }, Pending::Step);
-        self.submit(
-            io,
-            DiskOp::Rename {
-                from: tmp,
-                to: self.path(EPOCH_FILE),
-            },
-            Pending::Step,
-        );
-        let dir = self.dir.clone();
-        self.submit(io, DiskOp::SyncDir { path: dir }, Pending::Step);
+        let data = Bytes::from(self.epochs.encode());
+        self.replace_file(io, EPOCH_FILE_TMP, EPOCH_FILE, data, Pending::Step);
     }
 
     /// A truncation is in progress (appends and replica reads answer `NotReady`).
