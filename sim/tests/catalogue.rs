@@ -188,4 +188,35 @@ mod regressions {
     fn cluster_page_cache_power_loss_seed_0x1_nodes_start_again_after_power_loss() {
         must_pass("cluster-page-cache-power-loss", 0x1);
     }
+
+    /// Replication: a killed combined node came back, and every new active
+    /// controller renewed its old registration's session, so its new
+    /// incarnation was refused (DUPLICATE_BROKER_REGISTRATION) to the end and
+    /// its replicas never served. A restart on the same storage (its
+    /// directory.id) now replaces the live registration at once.
+    #[test]
+    fn cluster_power_loss_seed_0x0_a_restart_on_the_same_storage_registers_at_once() {
+        must_pass("cluster-power-loss", 0x0);
+    }
+
+    /// The same stall with separate controllers (no write acknowledged after the heal).
+    #[test]
+    fn cluster_5_separate_seed_0x0_a_restarted_broker_serves_again() {
+        must_pass("cluster-5-separate", 0x0);
+    }
+
+    /// The same stall under the kitchen sink.
+    #[test]
+    fn cluster_kitchen_sink_seed_0x8_a_restarted_broker_serves_again() {
+        must_pass("cluster-kitchen-sink", 0x8);
+    }
+
+    /// A restarted replica recovered with its high watermark at its log end
+    /// (above what was committed), then lowered it to the checkpointed value
+    /// (hw-regression, and a window where uncommitted data was readable).
+    #[test]
+    fn replication_leader_kill_seed_0x0_a_restarted_replica_resumes_from_its_checkpointed_high_watermark(
+    ) {
+        must_pass("replication-leader-kill", 0x0);
+    }
 }
