@@ -161,6 +161,14 @@ impl MetadataImage {
     }
 
     /// The configs of one resource (empty map if it has none).
+    /// One config of one resource, if set (no copy of the resource's map).
+    pub fn resource_config(&self, resource_type: i8, name: &str, key: &str) -> Option<&str> {
+        self.configs
+            .get(&(resource_type, name.to_owned()))?
+            .get(key)
+            .map(String::as_str)
+    }
+
     pub fn resource_configs(&self, resource_type: i8, name: &str) -> BTreeMap<String, String> {
         self.configs
             .get(&(resource_type, name.to_owned()))

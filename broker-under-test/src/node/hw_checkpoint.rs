@@ -173,6 +173,14 @@ impl Node {
         out: &mut Vec<Output>,
     ) {
         let interval = self.config.replica_hw_checkpoint_interval_ms;
+        // Cheap checks first: this runs on every replication tick.
+        let Some(cp) = self.cluster.as_ref().map(|c| &c.hw_checkpoint) else {
+            return;
+        };
+        let due = force || now.mono_millis().saturating_sub(cp.last_write_ms) >= interval;
+        if !due || cp.writing.is_some() || cp.reading {
+            return;
+        }
         let current: HighWatermarks = self
             .partitions
             .values()
@@ -186,8 +194,7 @@ impl Node {
             return;
         };
         let cp = &mut c.hw_checkpoint;
-        let due = force || now.mono_millis().saturating_sub(cp.last_write_ms) >= interval;
-        if !due || cp.writing.is_some() || cp.reading || current == cp.written {
+        if current == cp.written {
             return;
         }
         cp.last_write_ms = now.mono_millis();

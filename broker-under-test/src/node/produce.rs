@@ -67,26 +67,14 @@ impl Node {
                     Err((ResponseError::InvalidTopicException, Some(why)))
                 } else {
                     match self.leader_lookup(&name, data.index) {
-                        Ok(part) if !self.leads(part) => {
-                            Err((ResponseError::NotLeaderOrFollower, None))
-                        }
-                        Ok(part)
-                            if acks == -1
-                                && self.insync_count(part) < self.min_insync_replicas(part) =>
-                        {
-                            Err((
-                                ResponseError::NotEnoughReplicas,
-                                Some(format!(
-                                    "the in-sync replicas are {} of the {} min.insync.replicas requires",
-                                    self.insync_count(part),
-                                    self.min_insync_replicas(part)
-                                )),
-                            ))
-                        }
-                        Ok(part) => {
-                            result.part = Some(part);
-                            self.append_one(part, data.records, now, out)
-                        }
+                        Ok(part) => match self.admit_produce(part, acks) {
+                            Ok(min_insync) => {
+                                result.part = Some(part);
+                                result.min_insync = min_insync;
+                                self.append_one(part, data.records, now, out)
+                            }
+                            Err(refused) => Err(refused),
+                        },
                         Err(error) => Err((error, None)),
                     }
                 };
@@ -96,7 +84,6 @@ impl Node {
                         result.log_start_offset = info.log_start_offset;
                         result.awaiting = Some(info.last_offset);
                         if let Some(part) = result.part {
-                            result.min_insync = self.min_insync_replicas(part);
                             waiting_on.push(part);
                         }
                     }
@@ -145,6 +132,30 @@ impl Node {
         }
         self.produce_poll(id, false, out);
         Ok(())
+    }
+
+    /// Whether this replica may take a produce now: it must lead, and for
+    /// acks=all its ISR must be at least `min.insync.replicas` (which is
+    /// returned, to check again once the write is replicated).
+    fn admit_produce(
+        &self,
+        part: PartId,
+        acks: i16,
+    ) -> Result<usize, (ResponseError, Option<String>)> {
+        if !self.leads(part) {
+            return Err((ResponseError::NotLeaderOrFollower, None));
+        }
+        let min_insync = self.min_insync_replicas(part);
+        let insync = self.insync_count(part);
+        if acks == -1 && insync < min_insync {
+            return Err((
+                ResponseError::NotEnoughReplicas,
+                Some(format!(
+                    "the in-sync replicas are {insync} of the {min_insync} min.insync.replicas requires"
+                )),
+            ));
+        }
+        Ok(min_insync)
     }
 
     fn append_one(

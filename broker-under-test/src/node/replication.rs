@@ -613,9 +613,13 @@ impl Node {
             .as_ref()
             .and_then(|c| {
                 c.image
-                    .resource_configs(crate::metadata::records::RESOURCE_TOPIC, &p.topic)
-                    .get("min.insync.replicas")
-                    .and_then(|v| v.parse::<usize>().ok())
+                    .resource_config(
+                        crate::metadata::records::RESOURCE_TOPIC,
+                        &p.topic,
+                        "min.insync.replicas",
+                    )?
+                    .parse::<usize>()
+                    .ok()
             })
             .unwrap_or(broker)
             .max(1)
