@@ -219,4 +219,14 @@ mod regressions {
     ) {
         must_pass("replication-leader-kill", 0x0);
     }
+
+    /// Found while trying a change (a replica joining the ISR only on its
+    /// own fetch, reverted): a replica elected from the ISR held less than
+    /// the high watermark, and the others truncated acknowledged writes to
+    /// it (acked-write-truncated). It passes without that change; kept so
+    /// the change cannot come back unexplained.
+    #[test]
+    fn replication_one_way_to_leader_seed_0x73_no_acknowledged_write_is_truncated() {
+        must_pass("replication-one-way-to-leader", 0x73);
+    }
 }
