@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod diskio;
+pub mod group;
 pub mod log;
 pub mod memdisk;
 pub mod metadata;

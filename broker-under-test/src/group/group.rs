@@ -1,0 +1,1 @@
+//! One classic group: members, generation and Kafka's state machine.

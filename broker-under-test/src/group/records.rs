@@ -1,0 +1,1 @@
+//! `__consumer_offsets` record keys and values in Kafka's own formats.
