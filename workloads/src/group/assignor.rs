@@ -254,10 +254,7 @@ fn cooperative_sticky(
         }
         target.insert(id, keep);
     }
-    for p in 0..n {
-        if taken[p] {
-            continue;
-        }
+    for (p, _) in taken.iter().enumerate().filter(|(_, t)| !**t) {
         // The member furthest below its quota, then the lowest member id.
         let pick = by_owned
             .iter()

@@ -301,6 +301,8 @@ pub struct GroupConsumer {
     last_error: Option<String>,
     /// The member wants to close once its commit is done.
     closing: bool,
+    /// Cooperative: partitions to revoke once the commit in flight is answered.
+    pending_revoke: Option<Vec<i32>>,
 }
 
 impl GroupConsumer {
@@ -342,6 +344,7 @@ impl GroupConsumer {
             next_tag: 0,
             last_error: None,
             closing: false,
+            pending_revoke: None,
         }
     }
 
@@ -699,6 +702,9 @@ impl GroupConsumer {
 
     /// Give partitions up: forget their positions and unprocessed records.
     fn drop_partitions(&mut self, _now: Now, partitions: &[i32]) {
+        if let Some(pending) = &mut self.pending_revoke {
+            pending.retain(|p| !partitions.contains(p));
+        }
         for p in partitions {
             self.owned.remove(p);
             self.committed.remove(p);
@@ -1313,20 +1319,30 @@ impl GroupConsumer {
             }
         }
         if !revoked.is_empty() {
-            // Cooperative: commit what they processed, give them up, rejoin.
-            let offsets: BTreeMap<i32, i64> = self
-                .commit_offsets(true)
-                .into_iter()
-                .filter(|(p, _)| revoked.contains(p))
-                .collect();
-            if !offsets.is_empty()
-                && !self.commit_in_flight()
-                && self.send_commit(now, offsets, After::Revoke(revoked.clone()), out)
-            {
-                return;
-            }
-            self.after_commit(now, After::Revoke(revoked), out);
+            self.revoke(now, revoked, out);
         }
+    }
+
+    /// Cooperative: commit what the revoked partitions processed, give them
+    /// up, rejoin. A commit in flight is waited for first (its answer must
+    /// not land after the partitions' next owner read the committed offset).
+    fn revoke(&mut self, now: Now, revoked: Vec<i32>, out: &mut Vec<Output>) {
+        if self.commit_in_flight() {
+            self.pending_revoke = Some(revoked);
+            return;
+        }
+        let offsets: BTreeMap<i32, i64> = self
+            .commit_offsets(true)
+            .into_iter()
+            .filter(|(p, _)| revoked.contains(p))
+            .collect();
+        if !offsets.is_empty()
+            && self.can_send_group()
+            && self.send_commit(now, offsets, After::Revoke(revoked.clone()), out)
+        {
+            return;
+        }
+        self.after_commit(now, After::Revoke(revoked), out);
     }
 
     fn on_commit(
@@ -1437,7 +1453,14 @@ impl GroupConsumer {
 
     fn after_commit(&mut self, now: Now, after: After, out: &mut Vec<Output>) {
         match after {
-            After::Nothing => {}
+            After::Nothing => {
+                if let Some(revoked) = self.pending_revoke.take() {
+                    self.revoke(now, revoked, out);
+                } else if self.phase == Phase::Revoking {
+                    // An eager revoke waited for this commit: now its own.
+                    self.phase = Phase::Unjoined;
+                }
+            }
             After::Join => {
                 let all: Vec<i32> = self.owned.keys().copied().collect();
                 self.drop_partitions(now, &all);
