@@ -631,6 +631,7 @@ fn suite() -> Result<ExitCode, String> {
         .iter()
         .map(|(name, _)| name.to_string())
         .filter(|name| replicates || !catalogue::needs_replication(name))
+        .filter(|name| sim::run::broker_has_groups() || !catalogue::needs_groups(name))
         .collect();
     if !replicates {
         println!(

@@ -33,6 +33,8 @@ pub enum Actor {
     Producer(Box<Producer>),
     Consumer(Box<Consumer>),
     Admin(Box<workloads::admin::Admin>),
+    /// A member of the scenario's consumer group.
+    GroupConsumer(Box<workloads::group::GroupConsumer>),
 }
 
 /// A broker machine: the node (absent while down), its config and its disk.
@@ -393,6 +395,7 @@ impl World {
             Actor::Producer(producer) => producer.step(now, input, &mut out),
             Actor::Consumer(consumer) => consumer.step(now, input, &mut out),
             Actor::Admin(admin) => admin.step(now, input, &mut out),
+            Actor::GroupConsumer(member) => member.step(now, input, &mut out),
         }
         for output in out {
             self.carry_out(proc, output);

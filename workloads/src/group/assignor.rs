@@ -157,6 +157,21 @@ pub fn decode_assignment(bytes: &Bytes, topic: &str) -> Option<Vec<i32>> {
     Some(partitions)
 }
 
+/// Every (topic, partition) an assignment gives (whatever the topic), in
+/// its order; empty bytes are an empty assignment.
+pub fn decode_assignment_all(bytes: &Bytes) -> Option<Vec<(String, i32)>> {
+    if bytes.is_empty() {
+        return Some(Vec::new());
+    }
+    let a: ConsumerProtocolAssignment = versioned(bytes)?;
+    Some(
+        a.assigned_partitions
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| (t.topic.0.to_string(), *p)))
+            .collect(),
+    )
+}
+
 /// The leader's assignment of partitions `0..partitions` of the topic:
 /// member id -> partitions (sorted); every member appears.
 pub fn assign(
