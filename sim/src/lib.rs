@@ -6,6 +6,7 @@ pub mod bench;
 pub mod catalogue;
 pub mod disk;
 pub mod fault;
+pub mod group_bench;
 pub mod monitor;
 pub mod net;
 pub mod real_bench;
