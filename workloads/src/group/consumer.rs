@@ -63,6 +63,8 @@ use crate::session::{decode_body, split_addrs, Session, SessionEvent, SESSION_TI
 /// The first session slot of the group sessions (the cluster's are below
 /// [`MAX_SESSIONS`]).
 pub const GROUP_SLOT_BASE: u64 = MAX_SESSIONS as u64;
+/// The "session index" of group requests sent over a cluster session.
+const VIA_CLUSTER: usize = usize::MAX;
 /// Connection ids a member needs from its `conn_base`.
 pub const CONN_RANGE: ConnId = 2_000_000;
 
@@ -648,11 +650,23 @@ impl GroupConsumer {
     }
 
     /// Forget the coordinator: it moved, failed or stopped answering.
+    /// Its connection is closed, as Kafka's clients do: what was in flight
+    /// there will not be answered.
     fn forget_coordinator(&mut self, now: Now, why: &str, out: &mut Vec<Output>) {
         self.last_error = Some(why.to_string());
-        if self.coordinator.take().is_some() {
+        if let Some(index) = self.coordinator_session() {
             tracing::debug!(process = self.config.process, why, "coordinator forgotten");
+            let lost: Vec<u64> = self
+                .requests
+                .iter()
+                .filter(|(_, (i, _))| *i == index)
+                .map(|(t, _)| *t)
+                .collect();
+            self.sessions[index].1.close(out);
+            self.coordinator = None;
+            self.on_lost(now, lost, out);
         }
+        self.coordinator = None;
         self.back_off_group(now, out);
     }
 
@@ -756,6 +770,30 @@ impl GroupConsumer {
         let request = FindCoordinatorRequest::default()
             .with_key(StrBytes::from_string(self.config.group_id.clone()))
             .with_key_type(0);
+        // Any broker will do: first the connections the fetches use.
+        let mut addrs = split_addrs(&self.config.bootstrap);
+        addrs.extend(self.cluster.brokers().values().cloned());
+        let ready = addrs
+            .iter()
+            .filter_map(|a| self.cluster.session_of(a))
+            .find(|id| self.cluster.session(*id).is_ready());
+        if let Some(id) = ready {
+            let tag = self.next_tag;
+            self.next_tag += 1;
+            if self.cluster.send(
+                now,
+                id,
+                ApiKey::FindCoordinator,
+                FIND_COORDINATOR_VERSION,
+                &request,
+                Some(tag),
+                out,
+            ) {
+                self.requests
+                    .insert(tag, (VIA_CLUSTER, GroupRequest::FindCoordinator));
+                return;
+            }
+        }
         if let Some(index) = (0..self.sessions.len()).find(|i| self.sessions[*i].1.is_ready()) {
             self.send_on(
                 now,
@@ -882,16 +920,6 @@ impl GroupConsumer {
             // Kafka's clients: no heartbeat answered for a session timeout
             // means the coordinator is gone; find it again.
             self.last_heartbeat_ok = now.mono_nanos;
-            if let Some(index) = self.coordinator_session() {
-                let lost: Vec<u64> = self
-                    .requests
-                    .iter()
-                    .filter(|(_, (i, _))| *i == index)
-                    .map(|(t, _)| *t)
-                    .collect();
-                self.sessions[index].1.close(out);
-                self.on_lost(now, lost, out);
-            }
             self.forget_coordinator(now, "heartbeats unanswered for a session timeout", out);
         }
     }
@@ -1558,6 +1586,10 @@ impl GroupConsumer {
                     body,
                     ..
                 } => {
+                    if let Some((VIA_CLUSTER, request)) = self.requests.remove(&tag) {
+                        self.on_response(now, VIA_CLUSTER, request, version, body, out);
+                        continue;
+                    }
                     let Some(fetch) = self.fetches.remove(&tag) else {
                         continue;
                     };
@@ -1567,9 +1599,10 @@ impl GroupConsumer {
                     }
                 }
                 ClusterEvent::Lost { in_flight, .. } => {
-                    for tag in in_flight {
-                        self.fetches.remove(&tag);
+                    for tag in &in_flight {
+                        self.fetches.remove(tag);
                     }
+                    self.on_lost(now, in_flight, out);
                 }
             }
         }

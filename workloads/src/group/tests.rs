@@ -60,10 +60,12 @@ impl Wire {
             t: 0,
         };
         w.step(Input::Start);
+        // FindCoordinator goes with the first broker connection that is up.
         let out = w.step(Input::Connected { conn: BASE });
         let md = Wire::one(&out, ApiKey::Metadata);
-        let out = w.step(Input::Connected { conn: GROUP_CONN });
         let find = Wire::one(&out, ApiKey::FindCoordinator);
+        assert_eq!(find.conn, BASE);
+        w.step(Input::Connected { conn: GROUP_CONN });
         w.step(md.answer(&metadata(
             &[(1, "node-1:9092")],
             "events",
@@ -418,8 +420,8 @@ fn commit_before_processing_commits_what_it_fetched() {
     w.step(Input::Start);
     let out = w.step(Input::Connected { conn: BASE });
     let md = Wire::one(&out, ApiKey::Metadata);
-    let out = w.step(Input::Connected { conn: GROUP_CONN });
     let find = Wire::one(&out, ApiKey::FindCoordinator);
+    w.step(Input::Connected { conn: GROUP_CONN });
     w.step(md.answer(&metadata(
         &[(1, "node-1:9092")],
         "events",
@@ -445,4 +447,102 @@ fn commit_before_processing_commits_what_it_fetched() {
         "committed before processing"
     );
     assert!(!ops(&w.c).iter().any(|o| o.starts_with("poll")));
+}
+
+#[test]
+fn not_coordinator_finds_the_coordinator_again_and_goes_on_heartbeating() {
+    let (mut w, join) = Wire::up(Assignor::Range, CommitMode::Auto);
+    let offsets = w.join_alone(join, 1);
+    w.step(offsets.answer(&offsets_answer(&[(0, 0), (1, 0), (2, 0)])));
+    let out = w.step(Input::TimerFired {
+        id: crate::session::SESSION_TIMER_LIMIT + 3,
+    });
+    let hb = Wire::one(&out, ApiKey::Heartbeat);
+    let out = w.step(hb.answer(&HeartbeatResponse::default().with_error_code(16)));
+    // The coordinator's connection is closed; after the backoff, find it again.
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Close { conn } if *conn == GROUP_CONN)));
+    assert_eq!(w.c.status().coordinator, None);
+    assert_eq!(w.c.status().phase, Phase::Stable, "still a member");
+    w.t += 100;
+    let out = w.step(Input::TimerFired {
+        id: crate::session::SESSION_TIMER_LIMIT + 6,
+    });
+    let find = Wire::one(&out, ApiKey::FindCoordinator);
+    assert_eq!(find.conn, BASE, "over the fetch connection");
+    let out = w.step(
+        find.answer(
+            &FindCoordinatorResponse::default()
+                .with_node_id(BrokerId(2))
+                .with_host(StrBytes::from_static_str("node-2"))
+                .with_port(9092),
+        ),
+    );
+    let new_conn = BASE + (GROUP_SLOT_BASE + 1) * CONN_SPAN;
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Connect { conn, addr } if *conn == new_conn && addr == "node-2:9092")));
+    w.step(Input::Connected { conn: new_conn });
+    let out = w.step(Input::TimerFired {
+        id: crate::session::SESSION_TIMER_LIMIT + 3,
+    });
+    let hb = Wire::one(&out, ApiKey::Heartbeat);
+    assert_eq!(hb.conn, new_conn);
+    let r: kafka_protocol::messages::HeartbeatRequest = hb.decode();
+    assert_eq!((r.generation_id, &*r.member_id), (1, "m-1"));
+}
+
+#[test]
+fn closing_commits_then_leaves_and_a_static_member_does_not_leave() {
+    for instance in [None, Some("i-7")] {
+        let (mut w, join) = Wire::up(Assignor::Range, CommitMode::Auto);
+        w.c = {
+            let mut config = w.c.config().clone();
+            config.instance_id = instance.map(str::to_string);
+            config.leave_at_nanos = Some(1_000_000_000);
+            GroupConsumer::new(config, BASE)
+        };
+        // Replay the start with the new config.
+        let mut w2 = Wire { c: w.c, t: 0 };
+        w2.step(Input::Start);
+        let out = w2.step(Input::Connected { conn: BASE });
+        let md = Wire::one(&out, ApiKey::Metadata);
+        let find = Wire::one(&out, ApiKey::FindCoordinator);
+        w2.step(Input::Connected { conn: GROUP_CONN });
+        w2.step(md.answer(&metadata(
+            &[(1, "node-1:9092")],
+            "events",
+            &[(0, 1, 1), (1, 1, 1), (2, 1, 1)],
+        )));
+        let out = w2.step(
+            find.answer(
+                &FindCoordinatorResponse::default()
+                    .with_node_id(BrokerId(1))
+                    .with_host(StrBytes::from_static_str("node-1"))
+                    .with_port(9092),
+            ),
+        );
+        let join2 = Wire::one(&out, ApiKey::JoinGroup);
+        let r: JoinGroupRequest = join2.decode();
+        assert_eq!(r.group_instance_id.as_deref(), instance);
+        drop(join);
+        let offsets = w2.join_alone(join2, 1);
+        let out = w2.step(offsets.answer(&offsets_answer(&[(0, 0), (1, 0), (2, 0)])));
+        let fetch = Wire::one(&out, ApiKey::Fetch);
+        w2.step(fetch_answer(&fetch, 0, 0, &["a"]));
+        let out = w2.step(Input::TimerFired {
+            id: crate::session::SESSION_TIMER_LIMIT + 7,
+        });
+        let commit = Wire::one(&out, ApiKey::OffsetCommit);
+        assert_eq!(committed(&commit), vec![(0, 1), (1, 0), (2, 0)]);
+        let out = w2.step(commit_answer(&commit, 0));
+        let leaves = requests_of(&out, ApiKey::LeaveGroup);
+        assert_eq!(
+            leaves.len(),
+            usize::from(instance.is_none()),
+            "{instance:?}"
+        );
+        assert_eq!(w2.c.status().phase, Phase::Closed);
+    }
 }
