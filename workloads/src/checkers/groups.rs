@@ -9,8 +9,8 @@
 //! - `committed-offset-regression`: an ok commit of a partition carries an
 //!   offset below one acknowledged to the group before it was invoked, with
 //!   no explicit `OffsetReset` of the partition in between.
-//! - `group-skip` (at-least-once across members): a commit (ok or unknown:
-//!   it may have taken effect) of offset `X` invoked at `t`, while some
+//! - `group-skip` (at-least-once across members): a commit (ok, unknown or
+//!   never answered: it may have taken effect) of offset `X` invoked at `t`, while some
 //!   record below `X` (above the last reset, if any) had not been processed
 //!   by any member of the group by `t`. The group's next owner starts at
 //!   `X`: that record would never be consumed.
@@ -298,8 +298,13 @@ fn skip(
         }
     }
     let resets = resets_of(history);
+    // A commit still in flight when the run ended (or its member died) may
+    // have taken effect too.
     let claims = commits_of(history, |e| {
-        matches!(e.outcome, Some(Outcome::Ok) | Some(Outcome::Unknown { .. }))
+        matches!(
+            e.outcome,
+            Some(Outcome::Ok) | Some(Outcome::Unknown { .. }) | None
+        )
     });
     for ((g, partition), commits) in claims {
         if g != group {
@@ -346,7 +351,11 @@ fn skip(
                 .copied()
                 .filter(|o| reads.and_then(|r| r.get(o)).is_none())
                 .collect();
-            let outcome = if e.is_ok() { "ok" } else { "unknown" };
+            let outcome = match e.outcome {
+                Some(Outcome::Ok) => "ok",
+                Some(_) => "unknown",
+                None => "never answered",
+            };
             out.push(group_anomaly(
                 GROUP_SKIP,
                 Some(partition),

@@ -227,7 +227,9 @@ enum GroupRequest {
     Sync {
         generation: i32,
     },
-    Heartbeat,
+    Heartbeat {
+        sent: u64,
+    },
     /// `event`: the index of its `Commit` in the history.
     Commit {
         event: usize,
@@ -288,7 +290,6 @@ pub struct GroupConsumer {
     /// Group requests wait for this time (a backoff after an error).
     group_backoff_until: u64,
     group_timer_at: Option<u64>,
-    last_heartbeat_ok: u64,
     heartbeat_due: bool,
     owned: BTreeMap<i32, Owned>,
     next_epoch: u64,
@@ -334,7 +335,6 @@ impl GroupConsumer {
             requests: BTreeMap::new(),
             group_backoff_until: 0,
             group_timer_at: None,
-            last_heartbeat_ok: 0,
             heartbeat_due: false,
             owned: BTreeMap::new(),
             next_epoch: 0,
@@ -655,7 +655,12 @@ impl GroupConsumer {
     fn forget_coordinator(&mut self, now: Now, why: &str, out: &mut Vec<Output>) {
         self.last_error = Some(why.to_string());
         if let Some(index) = self.coordinator_session() {
-            tracing::debug!(process = self.config.process, why, "coordinator forgotten");
+            tracing::debug!(
+                ms = now.mono_nanos / 1_000_000,
+                process = self.config.process,
+                why,
+                "coordinator forgotten"
+            );
             let lost: Vec<u64> = self
                 .requests
                 .iter()
@@ -688,12 +693,16 @@ impl GroupConsumer {
             }
             return;
         }
+        tracing::debug!(
+            ms = now.mono_nanos / 1_000_000,
+            process = self.config.process,
+            "rejoining"
+        );
         self.phase = Phase::Unjoined;
         out.push(Output::CancelTimer {
             id: HEARTBEAT_TIMER,
         });
         self.heartbeat_due = false;
-        let _ = now;
     }
 
     /// The member was fenced: everything it owned is lost (not committed).
@@ -753,7 +762,9 @@ impl GroupConsumer {
         match self.phase {
             Phase::Unjoined => self.prepare_join(now, out),
             Phase::Stable => {
-                if self.heartbeat_due && !self.in_flight(|r| matches!(r, GroupRequest::Heartbeat)) {
+                if self.heartbeat_due
+                    && !self.in_flight(|r| matches!(r, GroupRequest::Heartbeat { .. }))
+                {
                     self.send_heartbeat(now, out);
                 }
                 self.maybe_commit(now, out);
@@ -899,7 +910,9 @@ impl GroupConsumer {
             ApiKey::Heartbeat,
             HEARTBEAT_VERSION,
             &request,
-            GroupRequest::Heartbeat,
+            GroupRequest::Heartbeat {
+                sent: now.mono_nanos,
+            },
             out,
         ) {
             self.heartbeat_due = false;
@@ -915,12 +928,20 @@ impl GroupConsumer {
             id: HEARTBEAT_TIMER,
             at_nanos: now.after_millis(self.config.heartbeat_interval_ms),
         });
-        let silent = now.mono_nanos.saturating_sub(self.last_heartbeat_ok);
-        if silent > self.config.session_timeout_ms.max(0) as u64 * 1_000_000 {
-            // Kafka's clients: no heartbeat answered for a session timeout
-            // means the coordinator is gone; find it again.
-            self.last_heartbeat_ok = now.mono_nanos;
-            self.forget_coordinator(now, "heartbeats unanswered for a session timeout", out);
+        // A heartbeat unanswered for a session timeout: the coordinator
+        // (or the way to it) is gone; find it again. (A member that was
+        // itself paused has no heartbeat out: it heartbeats, and learns.)
+        let oldest = self
+            .requests
+            .values()
+            .filter_map(|(_, r)| match r {
+                GroupRequest::Heartbeat { sent } => Some(*sent),
+                _ => None,
+            })
+            .min();
+        let limit = self.config.session_timeout_ms.max(0) as u64 * 1_000_000;
+        if oldest.is_some_and(|sent| now.mono_nanos.saturating_sub(sent) > limit) {
+            self.forget_coordinator(now, "a heartbeat unanswered for a session timeout", out);
         }
     }
 
@@ -1092,7 +1113,7 @@ impl GroupConsumer {
                     self.after_commit(now, after, out);
                 }
                 GroupRequest::FindCoordinator
-                | GroupRequest::Heartbeat
+                | GroupRequest::Heartbeat { .. }
                 | GroupRequest::OffsetFetch { .. }
                 | GroupRequest::Leave => {}
             }
@@ -1145,14 +1166,21 @@ impl GroupConsumer {
                 let response: Option<SyncGroupResponse> = decode_body(&body, version);
                 self.on_sync(now, generation, response, out);
             }
-            GroupRequest::Heartbeat => {
+            GroupRequest::Heartbeat { .. } => {
                 let Some(r): Option<HeartbeatResponse> = decode_body(&body, version) else {
                     return;
                 };
+                if r.error_code != 0 {
+                    tracing::debug!(
+                        ms = now.mono_nanos / 1_000_000,
+                        process = self.config.process,
+                        error = r.error_code,
+                        "Heartbeat answered"
+                    );
+                }
                 match r.error_code {
-                    0 => self.last_heartbeat_ok = now.mono_nanos,
+                    0 => {}
                     REBALANCE_IN_PROGRESS => {
-                        self.last_heartbeat_ok = now.mono_nanos;
                         if self.phase == Phase::Stable {
                             self.rejoin(now, out);
                         }
@@ -1183,6 +1211,14 @@ impl GroupConsumer {
     }
 
     fn on_join(&mut self, now: Now, response: Option<JoinGroupResponse>, out: &mut Vec<Output>) {
+        tracing::debug!(
+            ms = now.mono_nanos / 1_000_000,
+            process = self.config.process,
+            phase = ?self.phase,
+            error = response.as_ref().map(|r| r.error_code),
+            generation = response.as_ref().map(|r| r.generation_id),
+            "JoinGroup answered"
+        );
         if self.phase != Phase::Joining {
             return;
         }
@@ -1278,6 +1314,14 @@ impl GroupConsumer {
         response: Option<SyncGroupResponse>,
         out: &mut Vec<Output>,
     ) {
+        tracing::debug!(
+            ms = now.mono_nanos / 1_000_000,
+            process = self.config.process,
+            phase = ?self.phase,
+            generation,
+            error = response.as_ref().map(|r| r.error_code),
+            "SyncGroup answered"
+        );
         if self.phase != Phase::Syncing || generation != self.generation {
             return;
         }
@@ -1321,7 +1365,6 @@ impl GroupConsumer {
             },
         });
         self.phase = Phase::Stable;
-        self.last_heartbeat_ok = now.mono_nanos;
         self.heartbeat_due = false;
         out.push(Output::SetTimer {
             id: HEARTBEAT_TIMER,
@@ -1418,6 +1461,12 @@ impl GroupConsumer {
             return;
         }
         let first = failed.values().next().copied().unwrap_or(-1);
+        tracing::debug!(
+            ms = now.mono_nanos / 1_000_000,
+            process = self.config.process,
+            error = first,
+            "OffsetCommit failed"
+        );
         let describe = |code: i16| {
             if code == -1 {
                 "no answer for the partition".to_string()
