@@ -43,7 +43,7 @@ pub fn partition_for(group_id: &str, partitions: i32) -> i32 {
 }
 
 /// What the coordinator is configured with (Kafka's broker config names).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GroupConfig {
     /// `offsets.topic.num.partitions`.
     pub offsets_partitions: i32,

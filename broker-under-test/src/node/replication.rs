@@ -187,6 +187,7 @@ impl Node {
         }
         self.pump_fetchers(now, out);
         self.arm_replication_timer(now, out);
+        self.groups_reconcile(now, out);
     }
 
     /// After a log's activity: move its high watermark, and let a follower
