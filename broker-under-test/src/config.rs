@@ -571,8 +571,9 @@ impl BrokerConfig {
                         i32::try_from(positive()?).map_err(|_| bad("out of range"))?
                 }
                 "group.initial.rebalance.delay.ms" => {
-                    self.group.initial_rebalance_delay_ms =
-                        i32::try_from(int()?.max(-1)).map_err(|_| bad("out of range"))?.max(0)
+                    self.group.initial_rebalance_delay_ms = i32::try_from(int()?.max(-1))
+                        .map_err(|_| bad("out of range"))?
+                        .max(0)
                 }
                 "group.min.session.timeout.ms" => {
                     self.group.min_session_timeout_ms =

@@ -9,8 +9,7 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-    TimestampType,
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use tracing::{info, warn};
 
@@ -28,10 +27,15 @@ const LOAD_READ_BYTES: usize = 1 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LoadPhase {
     /// Replaying the log from `next` up to `target` (its end when leadership began).
-    Reading { next: i64, target: i64 },
+    Reading {
+        next: i64,
+        target: i64,
+    },
     /// Everything is replayed; waiting for the high watermark to reach
     /// `target`, so nothing served can still be lost with a leader change.
-    Settling { target: i64 },
+    Settling {
+        target: i64,
+    },
     Served,
 }
 
@@ -140,7 +144,11 @@ fn client_error_for_append(error: ResponseError) -> i16 {
 }
 
 /// One batch of records (key, value or tombstone) in the v2 format.
-fn encode_batch(records: &[(Bytes, Option<Bytes>)], leader_epoch: i32, wall_ms: i64) -> Option<Bytes> {
+fn encode_batch(
+    records: &[(Bytes, Option<Bytes>)],
+    leader_epoch: i32,
+    wall_ms: i64,
+) -> Option<Bytes> {
     let records: Vec<Record> = records
         .iter()
         .enumerate()
@@ -203,7 +211,9 @@ fn decode_batches(mut data: Bytes, from: i64) -> (Vec<(i64, Bytes, Option<Bytes>
                     }
                 }
             }
-            Err(e) => warn!(base, error = %e, "skipping a __consumer_offsets batch that does not decode"),
+            Err(e) => {
+                warn!(base, error = %e, "skipping a __consumer_offsets batch that does not decode")
+            }
         }
     }
     (out, next)
@@ -224,7 +234,10 @@ impl Node {
                     .get(&part)
                     .is_some_and(|p| matches!(p.log.state(), LogState::Online));
                 if online && self.leads(part) {
-                    wanted.insert(index, (part, self.partition_leader_epoch(OFFSETS_TOPIC, index)));
+                    wanted.insert(
+                        index,
+                        (part, self.partition_leader_epoch(OFFSETS_TOPIC, index)),
+                    );
                 }
             }
         }
@@ -236,7 +249,10 @@ impl Node {
             .collect();
         for (index, part, epoch) in current {
             if wanted.get(&index) != Some(&(part, epoch)) {
-                info!(partition = index, "no longer coordinating this __consumer_offsets partition");
+                info!(
+                    partition = index,
+                    "no longer coordinating this __consumer_offsets partition"
+                );
                 self.groups.loads.remove(&index);
                 self.groups.reads.retain(|_, i| *i != index);
                 let mut effects = Vec::new();
@@ -253,8 +269,13 @@ impl Node {
             };
             let target = p.log.log_end_offset();
             let next = p.log.log_start_offset();
-            info!(partition = index, leader_epoch, from = next, to = target,
-                "loading __consumer_offsets partition");
+            info!(
+                partition = index,
+                leader_epoch,
+                from = next,
+                to = target,
+                "loading __consumer_offsets partition"
+            );
             self.groups.loads.insert(
                 index,
                 Load {
@@ -314,14 +335,20 @@ impl Node {
                     .get(&part)
                     .map_or(-1, |p| p.log.high_watermark());
                 if hw >= target {
-                    info!(partition = index, end = target, "__consumer_offsets partition loaded");
+                    info!(
+                        partition = index,
+                        end = target,
+                        "__consumer_offsets partition loaded"
+                    );
                     if let Some(l) = self.groups.loads.get_mut(&index) {
                         l.phase = LoadPhase::Served;
                     }
                     let mut effects = Vec::new();
-                    self.groups
-                        .coordinator
-                        .finish_load(index, now.mono_millis() as i64, &mut effects);
+                    self.groups.coordinator.finish_load(
+                        index,
+                        now.mono_millis() as i64,
+                        &mut effects,
+                    );
                     self.groups.effects.extend(effects);
                 }
             }
@@ -368,7 +395,9 @@ impl Node {
                     };
                 }
             }
-            Err(e) => warn!(partition = index, error = ?e, "reading __consumer_offsets failed; retrying"),
+            Err(e) => {
+                warn!(partition = index, error = ?e, "reading __consumer_offsets failed; retrying")
+            }
         }
         self.group_load_step(index, now, out);
         self.pump_groups(now, out);
@@ -421,12 +450,9 @@ impl Node {
             self.groups.appends.remove(&token);
             let result = result.map_err(client_error_for_append);
             let mut effects = Vec::new();
-            self.groups.coordinator.on_append_done(
-                now_ms as i64,
-                token,
-                result,
-                &mut effects,
-            );
+            self.groups
+                .coordinator
+                .on_append_done(now_ms as i64, token, result, &mut effects);
             self.groups.effects.extend(effects);
         }
     }
@@ -562,7 +588,14 @@ mod tests {
         let (decoded, next) = decode_batches(batch.freeze(), 0);
         assert_eq!(next, Some(42));
         assert_eq!(decoded.len(), 2);
-        assert_eq!(decoded[0], (40, Bytes::from_static(b"k1"), Some(Bytes::from_static(b"v1"))));
+        assert_eq!(
+            decoded[0],
+            (
+                40,
+                Bytes::from_static(b"k1"),
+                Some(Bytes::from_static(b"v1"))
+            )
+        );
         assert_eq!(decoded[1], (41, Bytes::from_static(b"k2"), None));
         // Records before `from` are skipped; a partial tail is left for later.
         let (decoded, _) = decode_batches(

@@ -61,8 +61,7 @@ fn join_request(group: &str, member: &str) -> JoinGroupRequest {
 /// Join as a new member (twice: KIP-394 hands out the id first) and sync as
 /// the leader; returns (member id, generation).
 fn join_and_sync(h: &mut Harness, conn: ConnId, group: &str) -> (String, i32) {
-    let first: JoinGroupResponse =
-        h.call(conn, ApiKey::JoinGroup, 7, &join_request(group, ""));
+    let first: JoinGroupResponse = h.call(conn, ApiKey::JoinGroup, 7, &join_request(group, ""));
     assert_eq!(first.error_code, ResponseError::MemberIdRequired.code());
     let member = first.member_id.to_string();
     assert!(!member.is_empty());
@@ -138,7 +137,11 @@ fn find_coordinator_creates_the_offsets_topic_then_names_this_node() {
     let ready = find_ready(&mut h, 1, "g");
     assert_eq!(ready.node_id.0, h.node.config().node_id);
     assert!(ready.port > 0);
-    assert!(h.node.topic_names().iter().any(|t| t == "__consumer_offsets"));
+    assert!(h
+        .node
+        .topic_names()
+        .iter()
+        .any(|t| t == "__consumer_offsets"));
     // v4 batches keys.
     let mut r = FindCoordinatorRequest::default();
     r.coordinator_keys = vec![sb("a"), sb("b")];
@@ -275,8 +278,7 @@ fn bad_group_input_gets_kafka_errors_and_changes_nothing() {
     let bad: JoinGroupResponse = h.call(1, ApiKey::JoinGroup, 7, &r);
     assert_eq!(bad.error_code, ResponseError::InvalidSessionTimeout.code());
     // An unknown member.
-    let unknown: JoinGroupResponse =
-        h.call(1, ApiKey::JoinGroup, 7, &join_request("g", "nobody"));
+    let unknown: JoinGroupResponse = h.call(1, ApiKey::JoinGroup, 7, &join_request("g", "nobody"));
     assert_eq!(unknown.error_code, ResponseError::UnknownMemberId.code());
     let mut hb = HeartbeatRequest::default();
     hb.group_id = GroupId(sb("g"));
@@ -326,8 +328,12 @@ fn every_supported_version_of_every_group_api_answers() {
                     true
                 }
                 ApiKey::ListGroups => {
-                    let _: ListGroupsResponse =
-                        h.call(1, ApiKey::ListGroups, version, &ListGroupsRequest::default());
+                    let _: ListGroupsResponse = h.call(
+                        1,
+                        ApiKey::ListGroups,
+                        version,
+                        &ListGroupsRequest::default(),
+                    );
                     true
                 }
                 ApiKey::DescribeGroups => {

@@ -9,11 +9,11 @@ use kafka_protocol::messages::{
     describe_groups_response, join_group_response, leave_group_response, list_groups_response,
     offset_commit_response, offset_delete_response, offset_fetch_response, ApiKey, BrokerId,
     DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
-    FindCoordinatorRequest, FindCoordinatorResponse, GroupId, HeartbeatRequest,
-    HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
-    LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest,
-    OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest,
-    OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
+    FindCoordinatorRequest, FindCoordinatorResponse, GroupId, HeartbeatRequest, HeartbeatResponse,
+    JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
+    ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest,
+    OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest,
+    SyncGroupResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use tracing::info;
@@ -271,7 +271,11 @@ impl Node {
             }
             ApiKey::DeleteGroups => {
                 let r: DeleteGroupsRequest = decode(raw)?;
-                let groups = r.groups_names.into_iter().map(|g| g.0.to_string()).collect();
+                let groups = r
+                    .groups_names
+                    .into_iter()
+                    .map(|g| g.0.to_string())
+                    .collect();
                 let req = self.groups.register(reply, ApiKey::DeleteGroups);
                 self.groups
                     .coordinator
@@ -426,9 +430,9 @@ impl Node {
                 host: e.host.clone(),
                 port: e.port as i32,
             },
-            None => Located::unavailable(format!(
-                "{OFFSETS_TOPIC} partition {index} has no leader"
-            )),
+            None => {
+                Located::unavailable(format!("{OFFSETS_TOPIC} partition {index} has no leader"))
+            }
         }
     }
 
@@ -620,7 +624,8 @@ impl Node {
                     match r.topics.iter_mut().find(|t| t.name.0.as_str() == topic) {
                         Some(t) => t.partitions.push(p),
                         None => {
-                            let mut t = offset_commit_response::OffsetCommitResponseTopic::default();
+                            let mut t =
+                                offset_commit_response::OffsetCommitResponseTopic::default();
                             t.name = TopicName(sb(&topic));
                             t.partitions.push(p);
                             r.topics.push(t);
@@ -653,7 +658,8 @@ impl Node {
                     match r.topics.iter_mut().find(|t| t.name.0.as_str() == topic) {
                         Some(t) => t.partitions.push(p),
                         None => {
-                            let mut t = offset_delete_response::OffsetDeleteResponseTopic::default();
+                            let mut t =
+                                offset_delete_response::OffsetDeleteResponseTopic::default();
                             t.name = TopicName(sb(&topic));
                             t.partitions.push(p);
                             r.topics.push(t);

@@ -1073,6 +1073,6 @@ fn decode<T: kafka_protocol::protocol::Decodable>(raw: &RawRequest) -> Result<T,
 #[cfg(test)]
 mod cluster_tests;
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod group_tests;
+#[cfg(test)]
+mod tests;
