@@ -1,0 +1,3 @@
+//! Tests of the group coordinator.
+
+mod records;
