@@ -49,14 +49,16 @@ fn group_strategy() -> impl Strategy<Value = GroupValue> {
         any::<i64>(),
         proptest::collection::vec(member_strategy(), 0..4),
     )
-        .prop_map(|(pt, generation, protocol, leader, ts, members)| GroupValue {
-            protocol_type: pt,
-            generation,
-            protocol,
-            leader,
-            current_state_timestamp_ms: ts,
-            members,
-        })
+        .prop_map(
+            |(pt, generation, protocol, leader, ts, members)| GroupValue {
+                protocol_type: pt,
+                generation,
+                protocol,
+                leader,
+                current_state_timestamp_ms: ts,
+                members,
+            },
+        )
 }
 
 /// What survives writing `v` as `version`.
@@ -182,7 +184,10 @@ fn v1_offset_value_keeps_the_expire_timestamp() {
 fn unknown_versions_and_lengths_past_the_end_are_errors() {
     assert!(decode_offset_value(&[0, 9, 0, 0]).is_err());
     assert!(decode_group_value(&[0xff, 0xff]).is_err());
-    assert_eq!(decode_key(&[0, 5, 1, 2]).unwrap(), RecordKey::Other { version: 5 });
+    assert_eq!(
+        decode_key(&[0, 5, 1, 2]).unwrap(),
+        RecordKey::Other { version: 5 }
+    );
     // A string claiming more bytes than there are.
     assert!(decode_key(&[0, 2, 0x7f, 0xff, b'a']).is_err());
     // A member array claiming 2^31-1 members.
