@@ -1,1 +1,5 @@
+//! Tests of the group coordinator.
 
+mod harness;
+mod rebalance;
+mod records;
