@@ -161,7 +161,9 @@ fn encode_batch(
             producer_epoch: -1,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: -1,
+            // Offset minus sequence must be constant or the encoder splits
+            // the batch; the base sequence stays -1 (no producer id).
+            sequence: i as i32 - 1,
             timestamp: wall_ms,
             key: Some(key.clone()),
             value: value.clone(),
@@ -586,7 +588,7 @@ mod tests {
         // The log assigns offsets: put the batch at base offset 40.
         batch[0..8].copy_from_slice(&40i64.to_be_bytes());
         let (decoded, next) = decode_batches(batch.freeze(), 0);
-        assert_eq!(next, Some(42));
+        assert_eq!(next, Some(42), "{decoded:?}");
         assert_eq!(decoded.len(), 2);
         assert_eq!(
             decoded[0],
