@@ -241,7 +241,7 @@ impl Node {
             ApiKey::DescribeGroups => {
                 let r: DescribeGroupsRequest = decode(raw)?;
                 let mut response = DescribeGroupsResponse::default();
-                for id in r.groups {
+                for id in r.groups.clone() {
                     let g = self.groups.coordinator.describe(&id.0);
                     let mut d = describe_groups_response::DescribedGroup::default();
                     d.error_code = g.error;
@@ -249,7 +249,13 @@ impl Node {
                     d.group_state = sb(&g.state);
                     d.protocol_type = sb(&g.protocol_type);
                     d.protocol_data = sb(&g.protocol);
-                    d.authorized_operations = i32::MIN;
+                    // Without an authorizer every group operation is allowed:
+                    // READ (3), DELETE (6), DESCRIBE (8); MIN_VALUE when not asked.
+                    d.authorized_operations = if r.include_authorized_operations {
+                        (1 << 3) | (1 << 6) | (1 << 8)
+                    } else {
+                        i32::MIN
+                    };
                     d.members = g
                         .members
                         .into_iter()
