@@ -1,5 +1,6 @@
 //! Tests of the group coordinator.
 
 mod harness;
+mod offsets;
 mod rebalance;
 mod records;
