@@ -2,5 +2,6 @@
 
 mod harness;
 mod offsets;
+mod props;
 mod rebalance;
 mod records;
