@@ -43,6 +43,9 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// A group's committed offsets as its view shows them.
+type Offsets = Vec<((String, i32), i64)>;
+
 /// What one simulated consumer knows.
 #[derive(Debug, Default, Clone)]
 struct Client {
@@ -55,8 +58,8 @@ struct Client {
 
 enum Asked {
     Join(usize),
-    Sync(usize, i32),
-    Heartbeat(usize),
+    /// A SyncGroup for this generation.
+    Sync(i32),
     Other,
 }
 
@@ -106,7 +109,7 @@ impl World {
                     .map(|(m, a)| (m.as_str(), a.as_slice()))
                     .collect();
                 let req = self.h.sync(&c.member_id, c.generation, &refs);
-                self.asked.insert(req, Asked::Sync(i, c.generation));
+                self.asked.insert(req, Asked::Sync(c.generation));
             }
             Op::Heartbeat(i) => {
                 let c = self.clients[i].clone();
@@ -156,7 +159,7 @@ impl World {
         self.check();
     }
 
-    fn offsets(&self) -> Vec<(String, Vec<((String, i32), i64)>)> {
+    fn offsets(&self) -> Vec<(String, Offsets)> {
         let views = self.h.c.views().into_iter();
         views
             .filter(|v| !v.offsets.is_empty())
@@ -187,13 +190,13 @@ impl World {
                         c.member_id.clear();
                     }
                 }
-                (Asked::Sync(_, generation), Reply::Sync(r)) => {
+                (Asked::Sync(generation), Reply::Sync(r)) => {
                     // Never an assignment of another generation.
                     if r.error == 0 && !r.assignment.is_empty() {
                         assert_eq!(r.assignment[0], generation as u8);
                     }
                 }
-                (Asked::Heartbeat(_), _) | (Asked::Other, _) => {}
+                (Asked::Other, _) => {}
                 (_, other) => panic!("unexpected answer {other:?}"),
             }
         }
@@ -232,7 +235,7 @@ impl World {
     /// for a Stable group with nothing in flight.
     fn check_replay(&self) {
         let replayed = self.h.replayed();
-        let by_id = |c: &Coordinator| -> BTreeMap<String, Vec<((String, i32), i64)>> {
+        let by_id = |c: &Coordinator| -> BTreeMap<String, Offsets> {
             c.views()
                 .into_iter()
                 .filter(|v| !v.offsets.is_empty())
