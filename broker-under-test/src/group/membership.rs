@@ -277,7 +277,10 @@ pub(super) fn static_replace_done(
     s: StaticReplace,
     result: Result<(), i16>,
 ) {
-    let still_there = g.static_members.get(&s.instance_id) == Some(&s.new_id);
+    // If a rebalance started meanwhile, the member's JoinGroup is answered
+    // by it, with the next generation.
+    let still_there =
+        g.is(GroupState::Stable) && g.static_members.get(&s.instance_id) == Some(&s.new_id);
     let Some(m) = g.members.get_mut(&s.new_id).filter(|_| still_there) else {
         return;
     };

@@ -13,6 +13,8 @@ pub const SESSION: i32 = 10_000;
 pub const REBALANCE: i32 = 30_000;
 
 pub type Record = (i32, Bytes, Option<Bytes>);
+/// An append not completed yet: its partition and records.
+pub type Batch = (i32, Vec<(Bytes, Option<Bytes>)>);
 
 pub struct H {
     pub c: Coordinator,
@@ -21,7 +23,7 @@ pub struct H {
     /// Replies not looked at yet.
     pub replies: BTreeMap<ReqId, Reply>,
     /// Appends not completed yet: token -> (partition, records).
-    pub appends: BTreeMap<AppendToken, (i32, Vec<(Bytes, Option<Bytes>)>)>,
+    pub appends: BTreeMap<AppendToken, Batch>,
     /// Every record whose append succeeded, in order.
     pub log: Vec<Record>,
 }

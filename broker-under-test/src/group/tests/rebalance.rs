@@ -271,6 +271,28 @@ fn static_member_rejoining_replaces_itself_without_rebalance() {
 }
 
 #[test]
+fn static_replacement_overtaken_by_a_rebalance_is_answered_by_it() {
+    let mut h = H::new(config());
+    let ja = static_join(&mut h, "a");
+    h.advance(3_000);
+    let a = h.take_join(ja).member_id;
+    let s = h.sync(&a, 1, &[(&a, b"1")]);
+    h.complete_all();
+    h.take_sync(s);
+    let j = static_join(&mut h, "a");
+    // Everyone (the replaced member and the newcomer) is waiting: the
+    // rebalance completes at once and answers both.
+    let other = h.join("", None);
+    assert_eq!(h.state(), "CompletingRebalance");
+    let resp = h.take_join(j);
+    assert_eq!((resp.error, resp.generation_id), (0, 2));
+    assert_eq!(h.take_join(other).generation_id, 2);
+    // The replacement's record lands later: nobody is answered twice.
+    h.complete_all();
+    assert!(h.replies.is_empty());
+}
+
+#[test]
 fn static_member_with_new_protocol_triggers_a_rebalance() {
     let mut h = H::new(config());
     let ja = static_join(&mut h, "a");
