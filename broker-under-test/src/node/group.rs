@@ -182,7 +182,10 @@ fn encode_batch(
 /// The records of whole batches in `data` at or after `from`:
 /// (offset, key, value). Returns them and the offset after the last batch.
 /// A batch that does not decode is skipped with a warning.
-fn decode_batches(mut data: Bytes, from: i64) -> (Vec<(i64, Bytes, Option<Bytes>)>, Option<i64>) {
+/// A record read back: (offset, key, value or tombstone).
+type ReadRecord = (i64, Bytes, Option<Bytes>);
+
+fn decode_batches(mut data: Bytes, from: i64) -> (Vec<ReadRecord>, Option<i64>) {
     let mut out = Vec::new();
     let mut next = None;
     // Batch header: base offset (8), length (4), then `length` bytes.

@@ -86,6 +86,7 @@ fn join_and_sync(h: &mut Harness, conn: ConnId, group: &str) -> (String, i32) {
     (member, joined.generation_id)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn commit(
     h: &mut Harness,
     conn: ConnId,

@@ -456,10 +456,12 @@ impl Node {
                 }),
             })
         };
+        /// One partition's answer: (index, committed offset, error).
+        type PartitionAnswer = (i32, Option<group::CommittedOffset>, i16);
         // Partitions grouped by topic, in first-seen order.
         fn by_topic(
             parts: Vec<(String, i32, Option<group::CommittedOffset>, i16)>,
-        ) -> Vec<(String, Vec<(i32, Option<group::CommittedOffset>, i16)>)> {
+        ) -> Vec<(String, Vec<PartitionAnswer>)> {
             let mut topics: Vec<(String, Vec<_>)> = Vec::new();
             for (t, p, c, e) in parts {
                 match topics.iter_mut().find(|(n, _)| *n == t) {

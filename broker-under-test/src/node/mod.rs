@@ -188,7 +188,11 @@ impl Node {
                 Uuid::from_bytes(id),
             ))
         });
-        let groups = Box::new(group::GroupHost::new(config.group.clone(), rng.next_u64()));
+        // Its own stream (not drawn from `rng`, so adding groups moved no topic id).
+        let groups = Box::new(group::GroupHost::new(
+            config.group.clone(),
+            seed ^ 0x6772_6f75_7073,
+        ));
         Node {
             groups,
             cluster,
