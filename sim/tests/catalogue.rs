@@ -229,4 +229,14 @@ mod regressions {
     fn replication_one_way_to_leader_seed_0x73_no_acknowledged_write_is_truncated() {
         must_pass("replication-one-way-to-leader", 0x73);
     }
+
+    /// The leader's periodic ISR check added back a follower that was cut
+    /// off, on what its last fetch (before the cut) had shown: the ISR
+    /// flapped, and the wiped last ISR member was not the last one, so the
+    /// known loss went unfound. Only a follower's own fetch adds it now.
+    #[test]
+    fn unsafe_wipe_last_isr_member_seed_0x87_a_cut_off_follower_stays_out_of_the_isr() {
+        must_pass("unsafe-wipe-last-isr-member", 0x87);
+        must_pass("unsafe-min-insync-1-isolated-leader", 0x87);
+    }
 }

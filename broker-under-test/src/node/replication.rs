@@ -557,7 +557,7 @@ impl Node {
         }
         l.on_follower_fetch(follower, fetch_offset, leo, now.mono_millis());
         self.replica_log_activity(part, now, out);
-        self.maybe_alter_isr(part, now, out);
+        self.maybe_alter_isr(part, Some(follower), now, out);
         self.wake(part, now, out);
         Ok(None)
     }
@@ -625,8 +625,16 @@ impl Node {
             .max(1)
     }
 
-    /// Ask the controller for the ISR change the leader wants, if any.
-    fn maybe_alter_isr(&mut self, part: PartId, now: Now, out: &mut Vec<Output>) {
+    /// Ask the controller for the ISR change the leader wants, if any
+    /// (`fetched`: the follower whose fetch is being handled; see
+    /// [`LeaderState::wanted_isr`]).
+    fn maybe_alter_isr(
+        &mut self,
+        part: PartId,
+        fetched: Option<NodeId>,
+        now: Now,
+        out: &mut Vec<Output>,
+    ) {
         let lag = self.config.replica_lag_time_max_ms;
         let Some(p) = self.partitions.get(&part) else {
             return;
@@ -634,7 +642,8 @@ impl Node {
         let ReplicaRole::Leader(l) = &p.role else {
             return;
         };
-        let Some(isr) = l.wanted_isr(now.mono_millis(), lag, p.log.high_watermark()) else {
+        let Some(isr) = l.wanted_isr(now.mono_millis(), lag, p.log.high_watermark(), fetched)
+        else {
             return;
         };
         let (leader_epoch, partition_epoch) = (l.leader_epoch, l.partition_epoch);
@@ -763,7 +772,7 @@ impl Node {
             .map(|(id, _)| *id)
             .collect();
         for part in leaders {
-            self.maybe_alter_isr(part, now, out);
+            self.maybe_alter_isr(part, None, now, out);
         }
         self.pump_fetchers(now, out);
         self.hw_checkpoint_maybe_write(now, false, out);

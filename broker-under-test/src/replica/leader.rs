@@ -178,9 +178,19 @@ impl LeaderState {
     }
 
     /// The ISR change to ask for now, if any and none is pending: drop
-    /// members not caught up within `lag_ms`, add replicas that reached both
-    /// the high watermark and this epoch's start.
-    pub fn wanted_isr(&self, now_ms: u64, lag_ms: u64, hw: i64) -> Option<Vec<i32>> {
+    /// members not caught up within `lag_ms`; add `fetched` (the follower
+    /// whose fetch is being handled, as in Kafka: only a fetch shows a
+    /// replica live) if it reached both the high watermark and this epoch's
+    /// start. The periodic check passes `None` and only shrinks: a replica
+    /// cut off after its last fetch must not be added back on what that old
+    /// fetch showed.
+    pub fn wanted_isr(
+        &self,
+        now_ms: u64,
+        lag_ms: u64,
+        hw: i64,
+        fetched: Option<i32>,
+    ) -> Option<Vec<i32>> {
         if self.pending.is_some() {
             return None;
         }
@@ -197,7 +207,8 @@ impl LeaderState {
             })
             .collect();
         for (&r, f) in &self.followers {
-            if !isr.contains(&r)
+            if Some(r) == fetched
+                && !isr.contains(&r)
                 && !self.isr.contains(&r)
                 && f.log_end >= 0
                 && f.log_end >= hw

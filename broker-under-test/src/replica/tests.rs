@@ -61,12 +61,12 @@ fn a_lagging_member_is_dropped_after_the_lag_time_and_a_caught_up_one_is_added()
     l.on_follower_fetch(2, 120, 120, 1_000);
     l.on_follower_fetch(3, 90, 120, 1_000);
     // Within the lag window nothing changes.
-    assert_eq!(l.wanted_isr(20_000, 30_000, 90), None);
+    assert_eq!(l.wanted_isr(20_000, 30_000, 90, None), None);
     l.on_follower_fetch(2, 120, 120, 40_000);
-    assert_eq!(l.wanted_isr(40_000, 30_000, 90), Some(vec![1, 2]));
+    assert_eq!(l.wanted_isr(40_000, 30_000, 90, None), Some(vec![1, 2]));
     l.on_alter_sent(vec![1, 2], 40_000);
     assert_eq!(
-        l.wanted_isr(40_000, 30_000, 90),
+        l.wanted_isr(40_000, 30_000, 90, None),
         None,
         "one change at a time"
     );
@@ -76,7 +76,10 @@ fn a_lagging_member_is_dropped_after_the_lag_time_and_a_caught_up_one_is_added()
     assert_eq!(l.high_watermark(120), Some(120));
     // 3 catches up: it reaches the high watermark and the epoch start.
     l.on_follower_fetch(3, 120, 120, 41_000);
-    assert_eq!(l.wanted_isr(41_000, 30_000, 120), Some(vec![1, 2, 3]));
+    assert_eq!(
+        l.wanted_isr(41_000, 30_000, 120, Some(3)),
+        Some(vec![1, 2, 3])
+    );
 }
 
 #[test]
@@ -96,8 +99,8 @@ fn caught_up_as_of_the_previous_fetch_counts() {
     assert_eq!(l.follower(2).map(|f| f.last_caught_up_ms), Some(1_000));
     l.on_follower_fetch(2, 130, 140, 50_000);
     assert_eq!(l.follower(2).map(|f| f.last_caught_up_ms), Some(25_000));
-    assert_eq!(l.wanted_isr(50_000, 30_000, 130), None);
-    assert_eq!(l.wanted_isr(56_000, 30_000, 130), Some(vec![1]));
+    assert_eq!(l.wanted_isr(50_000, 30_000, 130, None), None);
+    assert_eq!(l.wanted_isr(56_000, 30_000, 130, None), Some(vec![1]));
 }
 
 #[test]
@@ -137,4 +140,20 @@ fn follower_truncation_cases() {
     assert_eq!(truncation_for_diverging(&other, 3, 55), (60, false));
     assert_eq!(last_fetched_epoch(0, |_| Some(1)), -1);
     assert_eq!(last_fetched_epoch(70, |o| (o == 69).then_some(4)), 4);
+}
+
+#[test]
+fn a_replica_is_added_back_only_on_its_own_fetch() {
+    // 3 left the ISR; its last fetch (before it was cut off) showed it at
+    // the high watermark. The periodic check must not add it back on that
+    // old fetch: only a fetch from 3 itself may.
+    let mut l = leader(&[1, 2]);
+    l.on_follower_fetch(3, 120, 120, 1_000);
+    l.on_follower_fetch(2, 120, 120, 5_000);
+    assert_eq!(l.wanted_isr(5_000, 30_000, 120, None), None);
+    assert_eq!(l.wanted_isr(5_000, 30_000, 120, Some(2)), None);
+    assert_eq!(
+        l.wanted_isr(5_000, 30_000, 120, Some(3)),
+        Some(vec![1, 2, 3])
+    );
 }
