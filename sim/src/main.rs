@@ -164,9 +164,15 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("STORMLOG_LOG")
+                // Each node's step is in a span naming the node and the
+                // simulated time: always on when anything is logged.
+                .map(|f| f.add_directive("sim::node=info".parse().expect("directive")))
                 .unwrap_or_else(|_| "off".into()),
         )
         .with_writer(std::io::stderr)
+        // Simulated time is in each node's span; the wall clock means nothing here.
+        .without_time()
+        .with_ansi(false)
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
