@@ -204,6 +204,10 @@ pub const CATALOGUE: &[(&str, &str)] = &[
         "group-unsafe-commit-before-process",
         include_str!("../scenarios/group-unsafe-commit-before-process.toml"),
     ),
+    (
+        "group-kitchen-sink",
+        include_str!("../scenarios/group-kitchen-sink.toml"),
+    ),
 ];
 
 /// The catalogue scenarios about partition replication (`replication-*`,

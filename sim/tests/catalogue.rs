@@ -295,6 +295,20 @@ mod groups {
         group_offsets_leader_move => "group-offsets-leader-move",
         group_static_restart => "group-static-restart",
         group_unsafe_commit_before_process => "group-unsafe-commit-before-process",
+        group_kitchen_sink => "group-kitchen-sink",
+    }
+
+    /// The same seed gives the same run, group members and all.
+    #[test]
+    fn a_group_run_is_deterministic() {
+        if !sim::run::broker_has_groups() {
+            return;
+        }
+        let scenario = catalogue::load("group-cooperative-join-leave").unwrap();
+        let a = run(&scenario, 1, &RunOptions::default()).unwrap();
+        let b = run(&scenario, 1, &RunOptions::default()).unwrap();
+        assert_eq!(a.trace_hash, b.trace_hash);
+        assert_eq!(a.events, b.events);
     }
 
     /// KIP-345: a static member restarted within its session timeout gets
