@@ -11,6 +11,10 @@
 //! node. `brokers = 1` without `[cluster]` is the legacy single broker, with
 //! exactly the `[broker]` table as its properties.
 //!
+//! Consumer groups: a `[group]` table adds members of one classic group
+//! reading the workload's topic, what happens to them and faults at the
+//! group's coordinator (see [`GroupSpec`]).
+//!
 //! Faults name whom they strike with a target (`[[schedule]] target = ...`,
 //! `[nemesis] targets = [...]`): `node:N`, `controller`, `leader:P`,
 //! `minority`, `majority`, `voters`, `all`, `any` (see [`Target`]).
