@@ -1,7 +1,8 @@
 //! `stormlog bench --groups`: rebalance time of a consumer group in the
 //! simulator, eager (`range`) against cooperative (`cooperative-sticky`).
 //!
-//! One broker, a topic of 20 partitions written at a steady rate, a group of
+//! One broker (or a cluster of `brokers`, the topic and `__consumer_offsets`
+//! at RF min(3, brokers)), a topic of 20 partitions written at a steady rate, a group of
 //! ten members that join at once. At `LEAVE_MS` member 0 closes (commit,
 //! LeaveGroup); at `JOIN_MS` an eleventh member joins. A rebalance's time is
 //! from the action until the last member got its assignment of the
@@ -20,13 +21,14 @@ pub const LEAVE_MS: u64 = 12_000;
 pub const JOIN_MS: u64 = 22_000;
 const END_MS: u64 = 32_000;
 
-/// The bench's scenario for `assignor`.
-pub fn scenario(assignor: &str) -> Scenario {
+/// The bench's scenario for `assignor` on `brokers` nodes.
+pub fn scenario(assignor: &str, brokers: u32) -> Scenario {
     let text = format!(
         r#"
 name = "bench-groups-{assignor}"
 duration_ms = {END_MS}
 quiet_ms = 0
+brokers = {brokers}
 [broker]
 "group.initial.rebalance.delay.ms" = 500
 [topic]
@@ -87,8 +89,8 @@ pub struct GroupBenchResult {
 }
 
 /// Run the bench for one assignor over seeds `0..runs`.
-pub fn run_group_bench(assignor: &str, runs: u64) -> GroupBenchResult {
-    let scenario = scenario(assignor);
+pub fn run_group_bench(assignor: &str, brokers: u32, runs: u64) -> GroupBenchResult {
+    let scenario = scenario(assignor, brokers.max(1));
     let mut result = GroupBenchResult {
         assignor: assignor.to_string(),
         runs,
@@ -137,7 +139,7 @@ mod tests {
     #[test]
     fn the_bench_scenarios_build() {
         for a in ["range", "cooperative-sticky"] {
-            let s = scenario(a);
+            let s = scenario(a, 1);
             assert_eq!(s.group.as_ref().unwrap().members, 11);
             Run::new(&s, 0, &RunOptions::default()).unwrap();
         }

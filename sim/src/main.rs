@@ -148,7 +148,8 @@ enum Command {
         failover: bool,
         /// Measure consumer-group rebalances: a 10-member group, one member
         /// leaving and one joining, eager (range) and cooperative
-        /// (cooperative-sticky); p50/p99 simulated ms over --runs seeds.
+        /// (cooperative-sticky); p50/p99 simulated ms over --runs seeds
+        /// (--brokers N: on a cluster).
         #[arg(long, conflicts_with_all = ["speed", "failover", "real"])]
         groups: bool,
         /// With --real: measure OffsetCommit (throughput and latency of the
@@ -230,7 +231,7 @@ fn main() -> ExitCode {
             ..
         }) => {
             if groups {
-                bench_groups(runs)
+                bench_groups(brokers.unwrap_or(1), runs)
             } else if speed {
                 bench_speed(&scenario, runs)
             } else if offset_commit {
@@ -743,18 +744,18 @@ fn bench_failover(scenario_arg: &str, runs: u64) -> Result<ExitCode, String> {
 }
 
 /// Rebalance time of a 10-member group, eager against cooperative.
-fn bench_groups(runs: u64) -> Result<ExitCode, String> {
+fn bench_groups(brokers: u32, runs: u64) -> Result<ExitCode, String> {
     if !sim::run::broker_has_groups() {
         return Err("bench --groups: the broker does not coordinate consumer groups yet".into());
     }
     println!(
-        "bench --groups: 10 members, 20 partitions; member 0 leaves at {} ms, an 11th joins at {} ms; {runs} seeds",
+        "bench --groups: {brokers} broker(s), 10 members, 20 partitions; member 0 leaves at {} ms, an 11th joins at {} ms; {runs} seeds",
         sim::group_bench::LEAVE_MS,
         sim::group_bench::JOIN_MS
     );
     println!("  simulated ms until the last member has its settled assignment:");
     for assignor in ["range", "cooperative-sticky"] {
-        let r = sim::group_bench::run_group_bench(assignor, runs);
+        let r = sim::group_bench::run_group_bench(assignor, brokers, runs);
         let show = |v: &[u64]| match sim::group_bench::p50_p99(v) {
             Some((p50, p99)) => format!("p50 {p50:>5}  p99 {p99:>5}"),
             None => "no data".to_string(),

@@ -194,7 +194,7 @@ fn every_cluster_catalogue_scenario_builds() {
             continue;
         }
         assert!(
-            ["cluster-", "replication-", "unsafe-", "safe-"]
+            ["cluster-", "replication-", "unsafe-", "safe-", "group-"]
                 .iter()
                 .any(|p| s.name.starts_with(p)),
             "{}",
