@@ -103,6 +103,13 @@ pub struct BrokerConfig {
     pub leader_imbalance_check_interval_ms: u64,
     /// `leader.imbalance.per.broker.percentage`.
     pub leader_imbalance_per_broker_percentage: u32,
+    /// `offsets.topic.replication.factor`: replicas of `__consumer_offsets`
+    /// (its creation waits until that many brokers are registered, as Kafka's).
+    pub offsets_topic_replication_factor: i16,
+    /// `offsets.commit.timeout.ms`: how long a group write waits for replication.
+    pub offsets_commit_timeout_ms: u64,
+    /// The group coordinator's settings (`offsets.topic.num.partitions`, `group.*`).
+    pub group: crate::group::GroupConfig,
 }
 
 /// One of `process.roles`.
@@ -305,6 +312,9 @@ impl Default for BrokerConfig {
             auto_leader_rebalance_enable: true,
             leader_imbalance_check_interval_ms: 300_000,
             leader_imbalance_per_broker_percentage: 10,
+            offsets_topic_replication_factor: 3,
+            offsets_commit_timeout_ms: 5000,
+            group: crate::group::GroupConfig::default(),
         }
     }
 }
@@ -381,10 +391,8 @@ pub const IGNORED_KAFKA_KEYS: &[&str] = &[
     "socket.send.buffer.bytes",
     "socket.receive.buffer.bytes",
     "num.recovery.threads.per.data.dir",
-    "offsets.topic.replication.factor",
     "transaction.state.log.replication.factor",
     "transaction.state.log.min.isr",
-    "group.initial.rebalance.delay.ms",
     "zookeeper.connect",
     "zookeeper.connection.timeout.ms",
 ];
@@ -552,6 +560,40 @@ impl BrokerConfig {
                         "page-cache" => Durability::PageCache,
                         _ => return Err(bad("expected `sync` or `page-cache`")),
                     }
+                }
+                "offsets.topic.replication.factor" => {
+                    self.offsets_topic_replication_factor =
+                        i16::try_from(positive()?).map_err(|_| bad("out of range"))?
+                }
+                "offsets.commit.timeout.ms" => self.offsets_commit_timeout_ms = positive()?,
+                "offsets.topic.num.partitions" => {
+                    self.group.offsets_partitions =
+                        i32::try_from(positive()?).map_err(|_| bad("out of range"))?
+                }
+                "group.initial.rebalance.delay.ms" => {
+                    self.group.initial_rebalance_delay_ms = i32::try_from(int()?.max(-1))
+                        .map_err(|_| bad("out of range"))?
+                        .max(0)
+                }
+                "group.min.session.timeout.ms" => {
+                    self.group.min_session_timeout_ms =
+                        i32::try_from(positive()?).map_err(|_| bad("out of range"))?
+                }
+                "group.max.session.timeout.ms" => {
+                    self.group.max_session_timeout_ms =
+                        i32::try_from(positive()?).map_err(|_| bad("out of range"))?
+                }
+                "group.max.size" => self.group.max_size = positive()? as usize,
+                "offsets.retention.minutes" => {
+                    self.group.offsets_retention_ms =
+                        i64::try_from(positive()?.saturating_mul(60_000)).unwrap_or(i64::MAX)
+                }
+                "offsets.retention.check.interval.ms" => {
+                    self.group.offsets_retention_check_interval_ms =
+                        i64::try_from(positive()?).unwrap_or(i64::MAX)
+                }
+                "offset.metadata.max.bytes" => {
+                    self.group.offset_metadata_max_bytes = positive()? as usize
                 }
                 other if IGNORED_KAFKA_KEYS.contains(&other) => {}
                 other => {

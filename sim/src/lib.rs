@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod catalogue;
+pub mod commit_bench;
 pub mod disk;
 pub mod fault;
 pub mod monitor;

@@ -146,6 +146,11 @@ enum Command {
         /// write (e.g. --scenario replication-leader-kill).
         #[arg(long)]
         failover: bool,
+        /// With --real: measure OffsetCommit (throughput and latency of the
+        /// group coordinator's replicated writes) instead of Produce;
+        /// --connections groups commit closed-loop for --step-seconds.
+        #[arg(long, requires = "real")]
+        offset_commit: bool,
         /// With --speed or --failover: the scenario to run.
         #[arg(long, default_value = "crash-restart")]
         scenario: String,
@@ -159,9 +164,15 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("STORMLOG_LOG")
+                // Each node's step is in a span naming the node and the
+                // simulated time: always on when anything is logged.
+                .map(|f| f.add_directive("sim::node=info".parse().expect("directive")))
                 .unwrap_or_else(|_| "off".into()),
         )
         .with_writer(std::io::stderr)
+        // Simulated time is in each node's span; the wall clock means nothing here.
+        .without_time()
+        .with_ansi(false)
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
@@ -209,10 +220,19 @@ fn main() -> ExitCode {
             failover,
             scenario,
             runs,
+            offset_commit,
             ..
         }) => {
             if speed {
                 bench_speed(&scenario, runs)
+            } else if offset_commit {
+                bench_offset_commit(
+                    bootstrap.unwrap_or_default(),
+                    step_seconds,
+                    warmup_seconds,
+                    connections,
+                    partitions,
+                )
             } else if failover {
                 bench_failover(&scenario, runs)
             } else {
@@ -744,6 +764,40 @@ fn bench_speed(scenario_arg: &str, runs: u64) -> Result<ExitCode, String> {
         scenario.duration_ms as f64 / 1000.0 + scenario.quiet_ms as f64 / 1000.0
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// OffsetCommit throughput and latency against a real broker.
+fn bench_offset_commit(
+    bootstrap: String,
+    step_seconds: Option<f64>,
+    warmup_seconds: Option<f64>,
+    connections: Option<u32>,
+    partitions: Option<u32>,
+) -> Result<ExitCode, String> {
+    let mut config = sim::bench::BenchConfig {
+        topic: "stormlog-bench-commits".into(),
+        partitions: partitions.unwrap_or(16).max(1),
+        producers: connections.unwrap_or(4).max(1),
+        ..sim::bench::BenchConfig::default()
+    };
+    if let Some(s) = step_seconds.filter(|s| *s > 0.0) {
+        config.step_ms = (s * 1000.0) as u64;
+    }
+    if let Some(s) = warmup_seconds.filter(|s| *s >= 0.0) {
+        config.warmup_ms = (s * 1000.0) as u64;
+    }
+    println!(
+        "bench --real --offset-commit against {bootstrap}: {} connection(s), {} partition offsets per commit",
+        config.producers, config.partitions
+    );
+    let result =
+        sim::commit_bench::run_commit_bench(&bootstrap, &config).map_err(|e| format!("{e:#}"))?;
+    println!("{result}");
+    Ok(if result.errors > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// The throughput/latency benchmark, simulated or against a real broker.

@@ -98,7 +98,7 @@ pub async fn run_real_bench_async(
     Ok(steps)
 }
 
-async fn connect(bootstrap: &str) -> anyhow::Result<TcpStream> {
+pub(crate) async fn connect(bootstrap: &str) -> anyhow::Result<TcpStream> {
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(bootstrap))
         .await
         .map_err(|_| {
@@ -113,7 +113,7 @@ async fn connect(bootstrap: &str) -> anyhow::Result<TcpStream> {
 }
 
 /// One request frame: length prefix, header, body.
-fn frame<T: Encodable + HeaderVersion>(
+pub(crate) fn frame<T: Encodable + HeaderVersion>(
     api_key: ApiKey,
     version: i16,
     correlation_id: i32,
@@ -137,7 +137,7 @@ fn frame<T: Encodable + HeaderVersion>(
 }
 
 /// Read one response frame; returns (correlation id, body after the header).
-async fn read_response<R: AsyncReadExt + Unpin>(
+pub(crate) async fn read_response<R: AsyncReadExt + Unpin>(
     reader: &mut R,
     api_key: ApiKey,
     version: i16,
@@ -158,7 +158,7 @@ async fn read_response<R: AsyncReadExt + Unpin>(
 }
 
 /// One request, one response, on its own connection.
-async fn round_trip<Req: Encodable + HeaderVersion, Resp: Decodable>(
+pub(crate) async fn round_trip<Req: Encodable + HeaderVersion, Resp: Decodable>(
     stream: &mut TcpStream,
     api_key: ApiKey,
     version: i16,
@@ -178,7 +178,7 @@ async fn round_trip<Req: Encodable + HeaderVersion, Resp: Decodable>(
 
 /// Create the topic (or accept that it exists) and wait until every
 /// partition has a leader; returns the partition count.
-async fn prepare_topic(bootstrap: &str, config: &BenchConfig) -> anyhow::Result<i32> {
+pub(crate) async fn prepare_topic(bootstrap: &str, config: &BenchConfig) -> anyhow::Result<i32> {
     let mut stream = connect(bootstrap).await?;
     let name = TopicName(StrBytes::from_string(config.topic.clone()));
     let create = CreateTopicsRequest::default()

@@ -385,6 +385,14 @@ impl World {
         match &mut self.procs[proc as usize].actor {
             Actor::Broker(host) => {
                 if let Some(node) = &mut host.node {
+                    // Log lines carry the node and the simulated time (ms).
+                    let _span = tracing::info_span!(
+                        target: "sim::node",
+                        "node",
+                        n = host.node_index,
+                        t = self.now / 1_000_000
+                    )
+                    .entered();
                     node.step(now, input, &mut out);
                     self.monitor
                         .observe(self.now, host.node_index, incarnation, node);

@@ -220,13 +220,29 @@ mod regressions {
         must_pass("replication-leader-kill", 0x0);
     }
 
-    /// Found while trying a change (a replica joining the ISR only on its
-    /// own fetch, reverted): a replica elected from the ISR held less than
-    /// the high watermark, and the others truncated acknowledged writes to
-    /// it (acked-write-truncated). It passes without that change; kept so
-    /// the change cannot come back unexplained.
+    /// A replica elected from the ISR held less than the high watermark, and
+    /// the others truncated acknowledged writes to it (acked-write-truncated).
+    /// The leader had asked to add it back to the ISR; its controller
+    /// resigned before committing and answered NOT_CONTROLLER, the leader
+    /// dropped the pending expansion and moved the high watermark past the
+    /// replica, but the next controller committed the expansion and later
+    /// elected that replica. An ISR change whose outcome is unknown now stays
+    /// pending (counted in the high watermark) and is sent again. Found once
+    /// only a follower's own fetch added it back: the periodic check had been
+    /// re-asking for the expansion at once, which hid it.
     #[test]
     fn replication_one_way_to_leader_seed_0x73_no_acknowledged_write_is_truncated() {
         must_pass("replication-one-way-to-leader", 0x73);
+    }
+
+    /// The leader's periodic ISR check added back a follower that was cut
+    /// off, on what its last fetch (before the cut) had shown: the ISR
+    /// flapped, and the wiped last ISR member was not the last one, so the
+    /// known loss went unfound. Only a follower's own fetch adds it now
+    /// (these known-unsafe scenarios pass when they find their anomaly).
+    #[test]
+    fn unsafe_wipe_last_isr_member_seed_0x87_a_cut_off_follower_stays_out_of_the_isr() {
+        must_pass("unsafe-wipe-last-isr-member", 0x87);
+        must_pass("unsafe-min-insync-1-isolated-leader", 0x87);
     }
 }

@@ -18,7 +18,10 @@
 //! Error codes are Kafka's (`kafka_protocol::error::ResponseError::code()`).
 
 pub mod coordinator;
+#[allow(clippy::module_inception)] // the folder is the coordinator; this file is one group
 pub mod group;
+mod membership;
+mod offsets;
 pub mod records;
 #[cfg(test)]
 mod tests;
@@ -43,7 +46,7 @@ pub fn partition_for(group_id: &str, partitions: i32) -> i32 {
 }
 
 /// What the coordinator is configured with (Kafka's broker config names).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GroupConfig {
     /// `offsets.topic.num.partitions`.
     pub offsets_partitions: i32,

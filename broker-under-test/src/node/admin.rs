@@ -54,6 +54,7 @@ impl Node {
         for name in names {
             let mut topic = MetadataResponseTopic::default()
                 .with_name(Some(TopicName(str_bytes(&name))))
+                .with_is_internal(name == super::group::OFFSETS_TOPIC)
                 .with_topic_authorized_operations(i32::MIN);
             if let Err(why) = validate_topic_name(&name) {
                 tracing::debug!(%why, "metadata for an invalid topic name");
@@ -160,7 +161,7 @@ impl Node {
     }
 
     /// Create a topic's partitions (their logs open asynchronously).
-    fn create_topic(
+    pub(super) fn create_topic(
         &mut self,
         name: &str,
         partitions: i32,

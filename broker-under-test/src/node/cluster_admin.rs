@@ -137,6 +137,7 @@ impl Node {
         for name in names {
             let mut topic = MetadataResponseTopic::default()
                 .with_name(Some(TopicName(sb(&name))))
+                .with_is_internal(name == super::group::OFFSETS_TOPIC)
                 .with_topic_authorized_operations(i32::MIN);
             if let Err(why) = validate_topic_name(&name) {
                 tracing::debug!(%why, "metadata for an invalid topic name");
@@ -210,20 +211,57 @@ impl Node {
     /// (`auto.create.topics.enable`); the client retries its Metadata.
     fn auto_create(&mut self, now: Now, names: Vec<String>, out: &mut Vec<Output>) {
         use kafka_protocol::messages::create_topics_request::CreatableTopic;
+        let topics = names
+            .iter()
+            .map(|n| {
+                CreatableTopic::default()
+                    .with_name(TopicName(sb(n)))
+                    .with_num_partitions(-1)
+                    .with_replication_factor(-1)
+            })
+            .collect();
+        tracing::info!(topics = ?names, "auto-creating topics");
+        self.ask_controller_to_create(now, topics, out);
+    }
+
+    /// Ask the controller to create `__consumer_offsets` (compacted, as Kafka's).
+    pub(super) fn create_offsets_topic(
+        &mut self,
+        now: Now,
+        partitions: i32,
+        replication_factor: i16,
+        out: &mut Vec<Output>,
+    ) {
+        use kafka_protocol::messages::create_topics_request::{
+            CreatableTopic, CreatableTopicConfig,
+        };
+        let topic = CreatableTopic::default()
+            .with_name(TopicName(sb(super::group::OFFSETS_TOPIC)))
+            .with_num_partitions(partitions)
+            .with_replication_factor(replication_factor)
+            .with_configs(vec![CreatableTopicConfig::default()
+                .with_name(sb("cleanup.policy"))
+                .with_value(Some(sb("compact")))]);
+        tracing::info!(
+            partitions,
+            replication_factor,
+            "asking the controller to create {}",
+            super::group::OFFSETS_TOPIC
+        );
+        self.ask_controller_to_create(now, vec![topic], out);
+    }
+
+    /// Send a CreateTopics nobody waits for to the active controller (or do it
+    /// here when this node is it); whoever needs the topics asks again.
+    fn ask_controller_to_create(
+        &mut self,
+        now: Now,
+        topics: Vec<kafka_protocol::messages::create_topics_request::CreatableTopic>,
+        out: &mut Vec<Output>,
+    ) {
         let request = CreateTopicsRequest::default()
             .with_timeout_ms(30_000)
-            .with_topics(
-                names
-                    .iter()
-                    .map(|n| {
-                        CreatableTopic::default()
-                            .with_name(TopicName(sb(n)))
-                            .with_num_partitions(-1)
-                            .with_replication_factor(-1)
-                    })
-                    .collect(),
-            );
-        tracing::info!(topics = ?names, "auto-creating topics");
+            .with_topics(topics);
         // No client waits for this answer: it goes nowhere.
         let sink = ReplyTo {
             conn: u64::MAX,

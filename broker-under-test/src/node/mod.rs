@@ -11,6 +11,8 @@ mod cluster;
 mod cluster_admin;
 mod controller_glue;
 mod fetch;
+mod group;
+mod group_wire;
 mod hw_checkpoint;
 mod lifecycle;
 mod offsets;
@@ -55,6 +57,8 @@ const TIMER_CONTROLLER: TimerId = 5;
 const TIMER_SHUTDOWN: TimerId = 6;
 /// Leaders' ISR checks and followers' fetch retries.
 const TIMER_REPLICATION: TimerId = 7;
+/// The group coordinator's next deadline (sessions, rebalances, writes).
+const TIMER_GROUP: TimerId = 8;
 
 /// How long an orderly stop waits for the controller to move leaderships away.
 const CONTROLLED_SHUTDOWN_MS: u64 = 5_000;
@@ -111,6 +115,8 @@ struct Connection {
     next_seq: u64,
     /// Frames that arrived before the node finished recovering.
     queued: VecDeque<Bytes>,
+    /// The client's address, as group members' `client_host`.
+    peer: String,
 }
 
 /// Where an answer goes.
@@ -165,6 +171,8 @@ pub struct Node {
     cluster: Option<Box<cluster::Cluster>>,
     /// An orderly stop no longer waits for the controller.
     shutdown_gave_up: bool,
+    /// The group coordinator over `__consumer_offsets`.
+    groups: Box<group::GroupHost>,
 }
 
 impl Node {
@@ -180,7 +188,13 @@ impl Node {
                 Uuid::from_bytes(id),
             ))
         });
+        // Its own stream (not drawn from `rng`, so adding groups moved no topic id).
+        let groups = Box::new(group::GroupHost::new(
+            config.group.clone(),
+            seed ^ 0x6772_6f75_7073,
+        ));
         Node {
+            groups,
             cluster,
             shutdown_gave_up: false,
             log_config: LogConfig::from_broker(&config),
@@ -337,6 +351,7 @@ impl Node {
                         answers: VecDeque::new(),
                         next_seq: 0,
                         queued: VecDeque::new(),
+                        peer: format!("/{peer}"),
                     },
                 );
             }
@@ -377,6 +392,7 @@ impl Node {
                 TIMER_CONTROLLER => self.on_controller_timer(now, out),
                 TIMER_SHUTDOWN => self.shutdown_gave_up = true,
                 TIMER_REPLICATION => self.on_replication_timer(now, out),
+                TIMER_GROUP => self.on_group_timer(now, out),
                 _ => {}
             },
             Input::DiskDone { req, result } => match self.disk_owner.remove(&req) {
@@ -546,6 +562,7 @@ impl Node {
         self.lifecycle_kick(now, out);
         self.pump_raft(now, out);
         self.reconcile_replicas(now, out);
+        self.groups_reconcile(now, out);
     }
 
     fn maintenance_interval_ms(&self) -> u64 {
@@ -742,6 +759,17 @@ impl Node {
             ApiKey::Fetch => self.handle_fetch(now, reply, &raw, out),
             ApiKey::ListOffsets => self.handle_list_offsets(now, reply, &raw, out),
             ApiKey::OffsetForLeaderEpoch => self.handle_offset_for_leader_epoch(reply, &raw, out),
+            ApiKey::FindCoordinator
+            | ApiKey::JoinGroup
+            | ApiKey::SyncGroup
+            | ApiKey::Heartbeat
+            | ApiKey::LeaveGroup
+            | ApiKey::OffsetCommit
+            | ApiKey::OffsetFetch
+            | ApiKey::ListGroups
+            | ApiKey::DescribeGroups
+            | ApiKey::DeleteGroups
+            | ApiKey::OffsetDelete => self.handle_group_api(now, reply, &raw, out),
             other => Err(FrameError::UnknownApiKey(other as i16)),
         };
         if let Err(e) = result {
@@ -881,6 +909,7 @@ impl Node {
         }
         self.replica_log_activity(part, now, out);
         self.wake(part, now, out);
+        self.groups_log_activity(part, now, out);
     }
 
     fn dispatch_log_event(
@@ -895,6 +924,7 @@ impl Node {
                 self.check_recovered(now, out);
                 if self.phase == Phase::Running {
                     self.reconcile_replicas(now, out);
+                    self.groups_reconcile(now, out);
                 }
             }
             LogEvent::Truncated { .. } => self.replica_truncated(part, now, out),
@@ -908,6 +938,8 @@ impl Node {
             LogEvent::ReadDone { token, result } => {
                 if let Some(op) = self.log_tokens.remove(&(part, token)) {
                     self.fetch_read_done(op, part, token, result, out);
+                } else if let Some(index) = self.groups.take_read(part, token) {
+                    self.group_read_done(index, result, now, out);
                 }
             }
             LogEvent::TimestampFound { token, result } => {
@@ -1044,5 +1076,7 @@ fn decode<T: kafka_protocol::protocol::Decodable>(raw: &RawRequest) -> Result<T,
 
 #[cfg(test)]
 mod cluster_tests;
+#[cfg(test)]
+mod group_tests;
 #[cfg(test)]
 mod tests;

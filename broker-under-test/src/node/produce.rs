@@ -65,6 +65,12 @@ impl Node {
                     Err((ResponseError::InvalidRequiredAcks, None))
                 } else if let Err(why) = protocol::validate_topic_name(&name) {
                     Err((ResponseError::InvalidTopicException, Some(why)))
+                } else if name == super::group::OFFSETS_TOPIC {
+                    // Only the group coordinator writes there (Kafka refuses too).
+                    Err((
+                        ResponseError::InvalidTopicException,
+                        Some(format!("cannot produce to the internal topic {name}")),
+                    ))
                 } else {
                     match self.leader_lookup(&name, data.index) {
                         Ok(part) => match self.admit_produce(part, acks) {
@@ -137,7 +143,7 @@ impl Node {
     /// Whether this replica may take a produce now: it must lead, and for
     /// acks=all its ISR must be at least `min.insync.replicas` (which is
     /// returned, to check again once the write is replicated).
-    fn admit_produce(
+    pub(super) fn admit_produce(
         &self,
         part: PartId,
         acks: i16,
@@ -158,7 +164,7 @@ impl Node {
         Ok(min_insync)
     }
 
-    fn append_one(
+    pub(super) fn append_one(
         &mut self,
         part: PartId,
         records: Option<bytes::Bytes>,

@@ -26,7 +26,7 @@ use super::view::{ReplicaRoleView, ReplicaView, TruncationEvent};
 use super::{Node, PartId, TIMER_REPLICATION};
 use crate::log::{LogError, LogState, PartitionLog};
 use crate::replica::follower::{last_fetched_epoch, truncation_for_diverging, EpochLookup};
-use crate::replica::leader::LeaderState;
+use crate::replica::leader::{AlterFailure, LeaderState};
 use crate::seam::{NodeId, Now, Output};
 
 /// The replica Fetch version followers send (last fetched epoch, diverging epoch).
@@ -35,6 +35,9 @@ const REPLICA_FETCH_VERSION: i16 = 12;
 const ALTER_PARTITION_VERSION: i16 = 2;
 /// How often leaders look at their ISR and fetchers retry.
 const REPLICATION_TICK_MS: u64 = 250;
+/// How long before an AlterPartition whose outcome is unknown is sent again
+/// (Kafka's `retry.backoff.ms` default).
+const ALTER_RETRY_BACKOFF_MS: u64 = 100;
 
 const NONE: i16 = 0;
 
@@ -187,6 +190,7 @@ impl Node {
         }
         self.pump_fetchers(now, out);
         self.arm_replication_timer(now, out);
+        self.groups_reconcile(now, out);
     }
 
     /// After a log's activity: move its high watermark, and let a follower
@@ -557,7 +561,7 @@ impl Node {
         }
         l.on_follower_fetch(follower, fetch_offset, leo, now.mono_millis());
         self.replica_log_activity(part, now, out);
-        self.maybe_alter_isr(part, now, out);
+        self.maybe_alter_isr(part, Some(follower), now, out);
         self.wake(part, now, out);
         Ok(None)
     }
@@ -625,8 +629,16 @@ impl Node {
             .max(1)
     }
 
-    /// Ask the controller for the ISR change the leader wants, if any.
-    fn maybe_alter_isr(&mut self, part: PartId, now: Now, out: &mut Vec<Output>) {
+    /// Ask the controller for the ISR change the leader wants, if any
+    /// (`fetched`: the follower whose fetch is being handled; see
+    /// [`LeaderState::wanted_isr`]).
+    fn maybe_alter_isr(
+        &mut self,
+        part: PartId,
+        fetched: Option<NodeId>,
+        now: Now,
+        out: &mut Vec<Output>,
+    ) {
         let lag = self.config.replica_lag_time_max_ms;
         let Some(p) = self.partitions.get(&part) else {
             return;
@@ -634,7 +646,12 @@ impl Node {
         let ReplicaRole::Leader(l) = &p.role else {
             return;
         };
-        let Some(isr) = l.wanted_isr(now.mono_millis(), lag, p.log.high_watermark()) else {
+        let now_ms = now.mono_millis();
+        let resend = l.isr_to_resend(now_ms);
+        let Some(isr) = resend
+            .clone()
+            .or_else(|| l.wanted_isr(now_ms, lag, p.log.high_watermark(), fetched))
+        else {
             return;
         };
         let (leader_epoch, partition_epoch) = (l.leader_epoch, l.partition_epoch);
@@ -657,8 +674,13 @@ impl Node {
         let Some(addr) = self.config.voter_address(controller).map(str::to_string) else {
             return;
         };
-        info!(topic = %topic, partition = index, ?isr, leader_epoch, partition_epoch,
-            "asking the controller for an ISR change");
+        if resend.is_some() {
+            info!(topic = %topic, partition = index, ?isr, leader_epoch, partition_epoch,
+                "asking the controller again for an ISR change whose outcome is unknown");
+        } else {
+            info!(topic = %topic, partition = index, ?isr, leader_epoch, partition_epoch,
+                "asking the controller for an ISR change");
+        }
         let request = AlterPartitionRequest::default()
             .with_broker_id(BrokerId(self.config.node_id))
             .with_broker_epoch(broker_epoch)
@@ -669,15 +691,18 @@ impl Node {
                     .with_leader_epoch(leader_epoch)
                     .with_new_isr(isr.iter().map(|&r| BrokerId(r)).collect())
                     .with_partition_epoch(partition_epoch)])]);
-        if let Some(ReplicaRole::Leader(l)) = self.partitions.get_mut(&part).map(|p| &mut p.role) {
-            l.on_alter_sent(isr, now.mono_millis());
-        }
         let Some(cluster) = self.cluster.as_mut() else {
             return;
         };
         let id = cluster.replication.next_alter;
         cluster.replication.next_alter += 1;
         cluster.replication.alters.insert(id, part);
+        if let Some(ReplicaRole::Leader(l)) = self.partitions.get_mut(&part).map(|p| &mut p.role) {
+            l.on_alter_sent(isr, id);
+        }
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
         cluster.peers.send(
             now.mono_nanos,
             controller,
@@ -707,12 +732,12 @@ impl Node {
             return;
         };
         let response = body.and_then(|b| decode_response::<AlterPartitionResponse>(b, version));
-        let answer = response.as_ref().and_then(|r| {
-            if r.error_code != NONE {
-                return None;
-            }
-            r.topics.first().and_then(|t| t.partitions.first()).cloned()
-        });
+        let top_level = response.as_ref().map(|r| r.error_code);
+        let answer = response
+            .as_ref()
+            .and_then(|r| r.topics.first())
+            .and_then(|t| t.partitions.first())
+            .cloned();
         let Some(p) = self.partitions.get_mut(&part) else {
             return;
         };
@@ -720,16 +745,24 @@ impl Node {
             return;
         };
         match answer {
-            Some(a) if a.error_code == NONE && a.leader_epoch == l.leader_epoch => {
+            Some(a) if top_level == Some(NONE) && a.error_code == NONE => {
                 let isr: Vec<i32> = a.isr.iter().map(|b| b.0).collect();
-                info!(topic = %p.topic, partition = p.index, ?isr,
-                    partition_epoch = a.partition_epoch, "ISR change committed");
-                l.on_alter_accepted(a.partition_epoch, isr);
+                if a.leader_epoch == l.leader_epoch {
+                    info!(topic = %p.topic, partition = p.index, ?isr,
+                        partition_epoch = a.partition_epoch, "ISR change committed");
+                    l.on_alter_accepted(id, a.partition_epoch, isr);
+                } else {
+                    // Another leader epoch: this leader's view is stale.
+                    debug!(topic = %p.topic, partition = p.index, ?isr,
+                        leader_epoch = a.leader_epoch, "ISR change answered for another leader epoch");
+                    l.on_alter_failed(id, AlterFailure::AwaitMetadata, 0);
+                }
             }
             other => {
-                debug!(topic = %p.topic, partition = p.index,
-                    error = ?other.map(|a| a.error_code), "ISR change not made");
-                l.on_alter_failed();
+                let failure = AlterFailure::of(top_level, other.as_ref().map(|a| a.error_code));
+                debug!(topic = %p.topic, partition = p.index, ?top_level,
+                    error = ?other.map(|a| a.error_code), ?failure, "ISR change not made");
+                l.on_alter_failed(id, failure, now.mono_millis() + ALTER_RETRY_BACKOFF_MS);
             }
         }
         self.replica_log_activity(part, now, out);
@@ -763,7 +796,7 @@ impl Node {
             .map(|(id, _)| *id)
             .collect();
         for part in leaders {
-            self.maybe_alter_isr(part, now, out);
+            self.maybe_alter_isr(part, None, now, out);
         }
         self.pump_fetchers(now, out);
         self.hw_checkpoint_maybe_write(now, false, out);

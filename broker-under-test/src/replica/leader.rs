@@ -19,11 +19,71 @@ pub struct FollowerProgress {
     leader_end_at_last_fetch: i64,
 }
 
-/// An AlterPartition sent and not yet answered.
+/// An ISR change asked of the controller whose outcome is not known yet
+/// (Kafka's `PendingPartitionChange`). It stays until the controller's
+/// answer or newer metadata settles it: an AlterPartition that failed in
+/// transit, or whose controller resigned before answering, may still be
+/// committed (a new controller commits what its predecessor appended), so
+/// until then the high watermark must count the members it adds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingIsr {
     pub isr: Vec<i32>,
-    pub sent_ms: u64,
+    /// The request carrying it now (the node's id for it); `None` while
+    /// none is in flight.
+    pub request: Option<u64>,
+    /// With no request in flight: when to send it again (`None`: not
+    /// again; newer metadata settles it).
+    pub retry_at_ms: Option<u64>,
+}
+
+/// How an AlterPartition that was not accepted leaves the pending change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlterFailure {
+    /// The controller says it did not apply it (`INELIGIBLE_REPLICA`,
+    /// `OPERATION_NOT_ATTEMPTED`) at the current partition epoch: no
+    /// controller, past or future, can have applied it. Back to the
+    /// committed ISR.
+    NotApplied,
+    /// The leader's view is stale (older leader or partition epoch, unknown
+    /// partition, refused request, an answer for another leader epoch):
+    /// keep the change pending until the metadata brings the committed state.
+    AwaitMetadata,
+    /// Unknown outcome (the request or its answer was lost, the controller
+    /// moved or resigned, anything unexpected): keep it pending and send it
+    /// again.
+    Retry,
+}
+
+impl AlterFailure {
+    /// Kafka's classification of an AlterPartition error: the top-level
+    /// error if any, else the partition's; `None`: no answer at all.
+    pub fn of(top_level: Option<i16>, partition: Option<i16>) -> AlterFailure {
+        use kafka_protocol::error::ResponseError as E;
+        let Some(top) = top_level else {
+            return AlterFailure::Retry;
+        };
+        if top != 0 {
+            return AlterFailure::Retry;
+        }
+        let Some(code) = partition else {
+            return AlterFailure::Retry;
+        };
+        match code {
+            c if c == E::OperationNotAttempted.code() || c == E::IneligibleReplica.code() => {
+                AlterFailure::NotApplied
+            }
+            c if c == E::UnknownTopicOrPartition.code()
+                || c == E::UnknownTopicId.code()
+                || c == E::FencedLeaderEpoch.code()
+                || c == E::InvalidUpdateVersion.code()
+                || c == E::InvalidRequest.code()
+                || c == E::NewLeaderElected.code() =>
+            {
+                AlterFailure::AwaitMetadata
+            }
+            _ => AlterFailure::Retry,
+        }
+    }
 }
 
 /// A partition this node leads, in one leader epoch.
@@ -177,10 +237,27 @@ impl LeaderState {
         Some(hw)
     }
 
+    /// A pending ISR change to send again now (its last request's outcome
+    /// is unknown and its retry time has come).
+    pub fn isr_to_resend(&self, now_ms: u64) -> Option<Vec<i32>> {
+        let p = self.pending.as_ref()?;
+        (p.request.is_none() && p.retry_at_ms.is_some_and(|at| at <= now_ms)).then(|| p.isr.clone())
+    }
+
     /// The ISR change to ask for now, if any and none is pending: drop
-    /// members not caught up within `lag_ms`, add replicas that reached both
-    /// the high watermark and this epoch's start.
-    pub fn wanted_isr(&self, now_ms: u64, lag_ms: u64, hw: i64) -> Option<Vec<i32>> {
+    /// members not caught up within `lag_ms`; add `fetched` (the follower
+    /// whose fetch is being handled, as in Kafka: only a fetch shows a
+    /// replica live) if it reached both the high watermark and this epoch's
+    /// start. The periodic check passes `None` and only shrinks: a replica
+    /// cut off after its last fetch must not be added back on what that old
+    /// fetch showed.
+    pub fn wanted_isr(
+        &self,
+        now_ms: u64,
+        lag_ms: u64,
+        hw: i64,
+        fetched: Option<i32>,
+    ) -> Option<Vec<i32>> {
         if self.pending.is_some() {
             return None;
         }
@@ -197,7 +274,8 @@ impl LeaderState {
             })
             .collect();
         for (&r, f) in &self.followers {
-            if !isr.contains(&r)
+            if Some(r) == fetched
+                && !isr.contains(&r)
                 && !self.isr.contains(&r)
                 && f.log_end >= 0
                 && f.log_end >= hw
@@ -219,21 +297,48 @@ impl LeaderState {
         (isr != self.isr).then_some(isr)
     }
 
-    pub fn on_alter_sent(&mut self, isr: Vec<i32>, now_ms: u64) {
+    /// `isr` asked of the controller by request `request` (a new change, or
+    /// the pending one sent again).
+    pub fn on_alter_sent(&mut self, isr: Vec<i32>, request: u64) {
         self.pending = Some(PendingIsr {
             isr,
-            sent_ms: now_ms,
+            request: Some(request),
+            retry_at_ms: None,
         });
     }
 
-    /// The AlterPartition failed or was refused: forget it (the next check
-    /// may ask again; metadata updates bring the committed state).
-    pub fn on_alter_failed(&mut self) {
-        self.pending = None;
+    /// Whether `request` carries the pending change (an answer to any other
+    /// is stale: the change it carried was settled since).
+    fn is_pending_request(&self, request: u64) -> bool {
+        self.pending
+            .as_ref()
+            .is_some_and(|p| p.request == Some(request))
     }
 
-    /// The controller accepted: its answer is the committed state.
-    pub fn on_alter_accepted(&mut self, partition_epoch: i32, isr: Vec<i32>) {
+    /// Request `request` was not accepted (`failure`: what that leaves;
+    /// `retry_at_ms`: when to send it again if it is retried). The pending
+    /// change is dropped only when the controller says it was not applied.
+    pub fn on_alter_failed(&mut self, request: u64, failure: AlterFailure, retry_at_ms: u64) {
+        if !self.is_pending_request(request) {
+            return;
+        }
+        match failure {
+            AlterFailure::NotApplied => self.pending = None,
+            AlterFailure::AwaitMetadata | AlterFailure::Retry => {
+                if let Some(p) = &mut self.pending {
+                    p.request = None;
+                    p.retry_at_ms = (failure == AlterFailure::Retry).then_some(retry_at_ms);
+                }
+            }
+        }
+    }
+
+    /// The controller accepted request `request`: its answer is the
+    /// committed state.
+    pub fn on_alter_accepted(&mut self, request: u64, partition_epoch: i32, isr: Vec<i32>) {
+        if !self.is_pending_request(request) {
+            return;
+        }
         if partition_epoch >= self.partition_epoch {
             self.partition_epoch = partition_epoch;
             self.isr = isr;
