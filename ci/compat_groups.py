@@ -55,6 +55,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 KEYS = 12
 SESSION_MS = 6000  # the broker's group.min.session.timeout.ms default
 HEARTBEAT_MS = 1000
+KCAT_AUTO_COMMIT_S = 5  # librdkafka's auto.commit.interval.ms default
 JOIN_TIMEOUT = 20  # seconds for a first assignment (initial rebalance delay is 0)
 CLIENTS = ["kafka-python", "confluent", "confluent-consumer", "aiokafka", "kcat", "kafkajs"]
 LABEL = {"confluent-consumer": "confluent[group.protocol=consumer]"}
@@ -147,6 +148,14 @@ def worker_kafka_python(a):
             for r in records:
                 emit("MSG %d %d %s %s" % (tp.partition, r.offset, r.key.decode(), r.value.decode()))
             drain.count(len(records))
+        if a.mode == "member" and batch:
+            # Commit what was read before polling again (the next poll may
+            # rebalance): the check expects no re-reads across owners.
+            try:
+                consumer.commit()
+                emit(fmt_committed({tp.partition: rs[-1].offset + 1 for tp, rs in batch.items() if rs}))
+            except Exception as e:  # noqa: BLE001
+                print("kafka-python commit failed: %s: %s" % (type(e).__name__, e), file=sys.stderr, flush=True)
         if a.mode == "drain" and drain.finished():
             break
     try:
@@ -192,7 +201,7 @@ def worker_confluent(a, protocol):
         if parts != last:
             emit(fmt_assignment(parts))
             last = parts
-        n = 0
+        n, read = 0, {}
         for m in msgs:
             if m.error():
                 if m.error().fatal():
@@ -200,8 +209,15 @@ def worker_confluent(a, protocol):
                 print("confluent consume error: %s" % m.error(), file=sys.stderr, flush=True)
                 continue
             emit("MSG %d %d %s %s" % (m.partition(), m.offset(), m.key().decode(), m.value().decode()))
+            read[m.partition()] = m.offset() + 1
             n += 1
         drain.count(n)
+        if a.mode == "member" and read:
+            try:
+                consumer.commit(asynchronous=False)
+                emit(fmt_committed(read))
+            except KafkaException as e:
+                print("confluent commit failed: %s" % e, file=sys.stderr, flush=True)
         if a.mode == "drain" and drain.finished():
             break
     try:
@@ -254,6 +270,12 @@ def worker_aiokafka(a):
                 for r in records:
                     emit("MSG %d %d %s %s" % (tp.partition, r.offset, r.key.decode(), r.value.decode()))
                 drain.count(len(records))
+            if a.mode == "member" and batch:
+                try:
+                    await consumer.commit()
+                    emit(fmt_committed({tp.partition: rs[-1].offset + 1 for tp, rs in batch.items() if rs}))
+                except Exception as e:  # noqa: BLE001
+                    print("aiokafka commit failed: %s: %s" % (type(e).__name__, e), file=sys.stderr, flush=True)
             if a.mode == "drain" and drain.finished():
                 break
         try:
@@ -354,7 +376,7 @@ class Worker:
             p, off, key, value = rest.split(" ", 3)
             self.msgs.append((int(p), int(off), key, value))
         elif word == "COMMITTED":
-            self.committed = {}
+            self.committed = dict(self.committed or {})
             for item in filter(None, rest.split(",")):
                 p, o = item.split("=")
                 self.committed[int(p)] = int(o) if o not in ("None", "null", "") else None
@@ -524,7 +546,11 @@ class Groups:
                 # auto-commit on close commits what was read.
                 argv += ["-e", "-X", "enable.partition.eof=true", "-X", "enable.auto.commit=true"]
             else:
-                argv += ["-X", "enable.auto.commit=false"]
+                # kcat cannot commit on demand, and its -X sets
+                # auto.commit.interval.ms on the topic (legacy) config, so
+                # librdkafka auto-commits every 5 s (default) and on revoke:
+                # before the kill the check waits that long.
+                argv += ["-X", "enable.auto.commit=true"]
             # kcat has no deadline of its own: timeout(1) gives it one.
             argv = ["timeout", "-s", "KILL", str(deadline)] + argv
             w = Worker(name, argv, kcat=True)
@@ -616,8 +642,71 @@ class Groups:
                 "a new member resumed with exactly the %d new ones; %.1fs"
                 % (len(w1.msgs), P, sorted(ends1.items()), len(w2.msgs), time.monotonic() - t0))
 
+    # --- split and kill: reads across owners ---------------------------------
+
+    @staticmethod
+    def reads(w):
+        """{key: [seq, ...]} in the order worker w read them."""
+        out = {}
+        for _p, _off, key, value in list(w.msgs):
+            out.setdefault(key, []).append(int(value.partition(":")[2]))
+        return out
+
+    def complete(self, workers, upto):
+        """Every key's seqs 0..upto-1 read by one of the workers."""
+        seen = set()
+        for w in workers:
+            for key, seqs in self.reads(w).items():
+                seen.update((key, s) for s in seqs if s < upto)
+        return len(seen) == KEYS * upto
+
+    def committed_reads(self, w):
+        """Has w committed every offset it read? (kcat cannot say: it
+        auto-commits every 5 s, and the caller waits past that.)"""
+        if self.client == "kcat":
+            return True
+        last = {}
+        for p, off, _k, _v in list(w.msgs):
+            last[p] = max(last.get(p, -1), off + 1)
+        committed = w.committed or {}
+        return all(committed.get(p) == o for p, o in last.items())
+
+    def settle(self, workers, upto, timeout, kcat_commit=False):
+        """Wait until the workers read every key's seqs below `upto` and
+        committed them; then a moment more for anything read twice. With
+        kcat_commit, wait out kcat's auto-commit interval too."""
+        ok = wait_for(lambda: self.complete(workers, upto)
+                      and all(self.committed_reads(w) for w in workers), timeout)
+        time.sleep(KCAT_AUTO_COMMIT_S + 0.5 if kcat_commit and self.client == "kcat" else 0.5)
+        return ok
+
+    def once_across(self, named, upto):
+        """Every key's seqs 0..upto-1 read exactly once over all the workers,
+        each worker reading a key's seqs in order. None, or what is wrong."""
+        problems = []
+        per = [(name, self.reads(w)) for name, w in named]
+        for i in range(KEYS):
+            key = key_name(i)
+            got = [s for _n, r in per for s in r.get(key, [])]
+            in_order = all(r.get(key, []) == sorted(r.get(key, [])) for _n, r in per)
+            if sorted(got) != list(range(upto)) or not in_order:
+                problems.append("%s (partition %d): %s" % (key, i % 4, ", ".join(
+                    "%s read %s" % (n, r.get(key, [])) for n, r in per)))
+        if problems:
+            return "every key's messages 0..%d should be read exactly once; %s%s" % (
+                upto - 1, "; ".join(problems[:3]),
+                " (+%d more keys)" % (len(problems) - 3) if len(problems) > 3 else "")
+        return None
+
     def check_split_kill(self):
-        """Returns (split result, kill result); each ("PASS"|"FAIL", detail)."""
+        """Returns (split result, kill result); each ("PASS"|"FAIL", detail).
+
+        Two seqs per key before the first member joins, two more once the
+        group is split, two more after the second member is killed. Members
+        commit what they read before they poll again, so across the two
+        handoffs (first -> second at the split, second -> first at the kill)
+        every message must be read exactly once: a new owner starts at the
+        old owner's committed offset."""
         P = 4
         allp = frozenset(range(P))
         topic = group = "compat-g-%s-split" % self.tag
@@ -628,6 +717,10 @@ class Groups:
             msg = "first member never owned all %d partitions within %ds (last %s): %s" % (
                 P, JOIN_TIMEOUT, fmt(a.assignment), a.why())
             return ("FAIL", msg), ("FAIL", "not run: " + msg)
+        if not self.settle([a], 2, 15):
+            msg = "first member (alone) did not read and commit the first %d messages within 15s: read %d, committed %s: %s" % (
+                2 * KEYS, len(a.msgs), a.committed, a.why(4))
+            return ("FAIL", msg), ("FAIL", "not run: " + msg)
         t0 = time.monotonic()
         b = self.start("%s-b" % self.tag, group, topic, "member", deadline=120)
 
@@ -636,17 +729,30 @@ class Groups:
                     and a.assignment | b.assignment == allp)
 
         limit = JOIN_TIMEOUT + SESSION_MS / 1000
-        if not a.wait(split, limit):
+        if not wait_for(split, limit):
             msg = "within %ds: first member %s, second %s; first: %s; second: %s" % (
                 limit, fmt(a.assignment), fmt(b.assignment), a.why(3), b.why(3))
             return ("FAIL", msg), ("FAIL", "not run: the group never split")
+        took = time.monotonic() - t0
         # Stable for a moment (no flapping back into overlap)?
         time.sleep(1.0)
         if not split():
             return (("FAIL", "split, then not: first member %s, second %s" % (fmt(a.assignment), fmt(b.assignment))),
                     ("FAIL", "not run: the group never split stably"))
-        split_res = ("PASS", "first member %s, second %s, %.1fs after the second joined"
-                     % (fmt(a.assignment), fmt(b.assignment), time.monotonic() - t0))
+        split_desc = "first member %s, second %s, %.1fs after the second joined" % (
+            fmt(a.assignment), fmt(b.assignment), took)
+        self.produce(topic, P, range(2, 4))
+        named = [("first", a), ("second", b)]
+        if not self.settle([a, b], 4, 15, kcat_commit=True):
+            msg = "%s; then 2 more messages per key were not all read and committed within 15s: %s; first: %s; second: %s" % (
+                split_desc, self.once_across(named, 4), a.why(3), b.why(3))
+            return ("FAIL", msg), ("FAIL", "not run: the split group did not consume")
+        wrong = self.once_across(named, 4)
+        if wrong:
+            msg = "%s; but %s" % (split_desc, wrong)
+            return ("FAIL", msg), ("FAIL", "not run: the split group did not consume exactly once")
+        split_res = ("PASS", "%s; each read its partitions from the committed offsets, every message once" % split_desc)
+
         moved = b.assignment
         b.kill()
         t1 = time.monotonic()
@@ -655,8 +761,17 @@ class Groups:
             return split_res, ("FAIL", "second member SIGKILLed; within %ds the first still owns %s (of %s): %s"
                                % (limit, fmt(a.assignment), fmt(allp), a.why(4)))
         took = time.monotonic() - t1
-        return split_res, ("PASS", "second member SIGKILLed; its %s moved to the first after %.1fs "
-                                   "(session.timeout.ms=%d)" % (fmt(moved), took, SESSION_MS))
+        kill_desc = "second member SIGKILLed; its %s moved to the first after %.1fs (session.timeout.ms=%d)" % (
+            fmt(moved), took, SESSION_MS)
+        self.produce(topic, P, range(4, 6))
+        if not self.settle([a, b], 6, 15):
+            return split_res, ("FAIL", "%s; then 2 more messages per key were not all read within 15s: %s; first: %s"
+                               % (kill_desc, self.once_across(named, 6), a.why(4)))
+        wrong = self.once_across(named, 6)
+        if wrong:
+            return split_res, ("FAIL", "%s; but %s" % (kill_desc, wrong))
+        return split_res, ("PASS", "%s; it resumed them at the dead member's committed offsets, every message once"
+                           % kill_desc)
 
     def run(self):
         skip = self.skip_reason()
@@ -696,6 +811,15 @@ class Groups:
             return ("the broker does not advertise ConsumerGroupHeartbeat (API key 68) in ApiVersions, "
                     "so librdkafka's group.protocol=consumer (KIP-848) cannot be used")
         return None
+
+
+def wait_for(pred, timeout, step=0.1):
+    end = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() >= end:
+            return False
+        time.sleep(step)
+    return True
 
 
 def fmt(parts):
