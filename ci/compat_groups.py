@@ -32,7 +32,9 @@ and logs on stderr. Every step has a deadline, so a broken broker fails in
 seconds to a minute instead of hanging. Messages are produced with
 confluent-kafka to explicit partitions, the same for every client.
 
-Clients: kafka-python, confluent (classic protocol), confluent-consumer
+Clients: kafka-python, confluent (classic protocol, eager range/roundrobin
+assignors), confluent-cooperative (classic protocol, cooperative-sticky
+assignor: incremental rebalances), confluent-consumer
 (`group.protocol=consumer`, KIP-848: skipped unless the broker advertises
 ConsumerGroupHeartbeat), aiokafka, kcat, kafkajs.
 
@@ -57,8 +59,12 @@ SESSION_MS = 6000  # the broker's group.min.session.timeout.ms default
 HEARTBEAT_MS = 1000
 KCAT_AUTO_COMMIT_S = 5  # librdkafka's auto.commit.interval.ms default
 JOIN_TIMEOUT = 20  # seconds for a first assignment (initial rebalance delay is 0)
-CLIENTS = ["kafka-python", "confluent", "confluent-consumer", "aiokafka", "kcat", "kafkajs"]
-LABEL = {"confluent-consumer": "confluent[group.protocol=consumer]"}
+CLIENTS = ["kafka-python", "confluent", "confluent-cooperative", "confluent-consumer", "aiokafka", "kcat",
+           "kafkajs"]
+LABEL = {
+    "confluent-consumer": "confluent[group.protocol=consumer]",
+    "confluent-cooperative": "confluent[cooperative-sticky]",
+}
 
 
 def key_name(i):
@@ -168,7 +174,7 @@ def worker_kafka_python(a):
     emit("DONE")
 
 
-def worker_confluent(a, protocol):
+def worker_confluent(a, protocol, assignor=None):
     from confluent_kafka import Consumer, KafkaException
 
     conf = {
@@ -185,6 +191,8 @@ def worker_confluent(a, protocol):
         # refuses them.
         conf["session.timeout.ms"] = a.session_ms
         conf["heartbeat.interval.ms"] = HEARTBEAT_MS
+    if assignor:
+        conf["partition.assignment.strategy"] = assignor
     try:
         consumer = Consumer(conf)
         consumer.subscribe([a.topic])
@@ -302,6 +310,8 @@ def worker_main(a):
         worker_kafka_python(a)
     elif a.client == "confluent":
         worker_confluent(a, "classic")
+    elif a.client == "confluent-cooperative":
+        worker_confluent(a, "classic", "cooperative-sticky")
     elif a.client == "confluent-consumer":
         worker_confluent(a, "consumer")
     elif a.client == "aiokafka":
