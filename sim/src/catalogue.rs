@@ -168,6 +168,46 @@ pub const CATALOGUE: &[(&str, &str)] = &[
         "safe-sync-correlated-power-loss",
         include_str!("../scenarios/safe-sync-correlated-power-loss.toml"),
     ),
+    (
+        "group-steady",
+        include_str!("../scenarios/group-steady.toml"),
+    ),
+    (
+        "group-join-leave",
+        include_str!("../scenarios/group-join-leave.toml"),
+    ),
+    (
+        "group-cooperative-join-leave",
+        include_str!("../scenarios/group-cooperative-join-leave.toml"),
+    ),
+    (
+        "group-zombie-pause",
+        include_str!("../scenarios/group-zombie-pause.toml"),
+    ),
+    (
+        "group-coordinator-crash",
+        include_str!("../scenarios/group-coordinator-crash.toml"),
+    ),
+    (
+        "group-coordinator-partition",
+        include_str!("../scenarios/group-coordinator-partition.toml"),
+    ),
+    (
+        "group-offsets-leader-move",
+        include_str!("../scenarios/group-offsets-leader-move.toml"),
+    ),
+    (
+        "group-static-restart",
+        include_str!("../scenarios/group-static-restart.toml"),
+    ),
+    (
+        "group-unsafe-commit-before-process",
+        include_str!("../scenarios/group-unsafe-commit-before-process.toml"),
+    ),
+    (
+        "group-kitchen-sink",
+        include_str!("../scenarios/group-kitchen-sink.toml"),
+    ),
 ];
 
 /// The catalogue scenarios about partition replication (`replication-*`,
@@ -176,6 +216,12 @@ pub const CATALOGUE: &[(&str, &str)] = &[
 /// and `cargo test` leave them out.
 pub fn needs_replication(name: &str) -> bool {
     name.starts_with("replication-") || name.starts_with("unsafe-") || name.starts_with("safe-")
+}
+
+/// The catalogue scenarios about consumer groups (`group-*`): they need a
+/// broker that coordinates groups ([`crate::run::broker_has_groups`]).
+pub fn needs_groups(name: &str) -> bool {
+    name.starts_with("group-")
 }
 
 /// Load a scenario from a file path, or from the catalogue by name.

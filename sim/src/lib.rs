@@ -7,6 +7,7 @@ pub mod catalogue;
 pub mod commit_bench;
 pub mod disk;
 pub mod fault;
+pub mod group_bench;
 pub mod monitor;
 pub mod net;
 pub mod real_bench;

@@ -146,6 +146,11 @@ enum Command {
         /// write (e.g. --scenario replication-leader-kill).
         #[arg(long)]
         failover: bool,
+        /// Measure consumer-group rebalances: a 10-member group, one member
+        /// leaving and one joining, eager (range) and cooperative
+        /// (cooperative-sticky); p50/p99 simulated ms over --runs seeds.
+        #[arg(long, conflicts_with_all = ["speed", "failover", "real"])]
+        groups: bool,
         /// With --real: measure OffsetCommit (throughput and latency of the
         /// group coordinator's replicated writes) instead of Produce;
         /// --connections groups commit closed-loop for --step-seconds.
@@ -218,12 +223,15 @@ fn main() -> ExitCode {
             report,
             speed,
             failover,
+            groups,
             scenario,
             runs,
             offset_commit,
             ..
         }) => {
-            if speed {
+            if groups {
+                bench_groups(runs)
+            } else if speed {
                 bench_speed(&scenario, runs)
             } else if offset_commit {
                 bench_offset_commit(
@@ -651,6 +659,7 @@ fn suite() -> Result<ExitCode, String> {
         .iter()
         .map(|(name, _)| name.to_string())
         .filter(|name| replicates || !catalogue::needs_replication(name))
+        .filter(|name| sim::run::broker_has_groups() || !catalogue::needs_groups(name))
         .collect();
     if !replicates {
         println!(
@@ -730,6 +739,34 @@ fn bench_failover(scenario_arg: &str, runs: u64) -> Result<ExitCode, String> {
         runs as f64 * 60.0 / wall,
         events as f64 / wall
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Rebalance time of a 10-member group, eager against cooperative.
+fn bench_groups(runs: u64) -> Result<ExitCode, String> {
+    if !sim::run::broker_has_groups() {
+        return Err("bench --groups: the broker does not coordinate consumer groups yet".into());
+    }
+    println!(
+        "bench --groups: 10 members, 20 partitions; member 0 leaves at {} ms, an 11th joins at {} ms; {runs} seeds",
+        sim::group_bench::LEAVE_MS,
+        sim::group_bench::JOIN_MS
+    );
+    println!("  simulated ms until the last member has its settled assignment:");
+    for assignor in ["range", "cooperative-sticky"] {
+        let r = sim::group_bench::run_group_bench(assignor, runs);
+        let show = |v: &[u64]| match sim::group_bench::p50_p99(v) {
+            Some((p50, p99)) => format!("p50 {p50:>5}  p99 {p99:>5}"),
+            None => "no data".to_string(),
+        };
+        println!(
+            "  {:<19} leave: {}   join: {}   unsettled: {}",
+            assignor,
+            show(&r.leave_ms),
+            show(&r.join_ms),
+            r.unsettled
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

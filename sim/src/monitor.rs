@@ -59,6 +59,8 @@ pub const TWO_LEADERS_ONE_PARTITION_EPOCH: &str = "two-leaders-one-partition-epo
 pub const HW_REGRESSION: &str = "hw-regression";
 pub const REPLICA_DIVERGENCE: &str = "replica-divergence";
 pub const ACKED_WRITE_TRUNCATED: &str = "acked-write-truncated";
+pub const GROUP_DOUBLE_ASSIGNMENT: &str = "group-double-assignment";
+pub const COMMITTED_OFFSET_REGRESSION: &str = "committed-offset-regression";
 
 /// A broken broker-side invariant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +80,24 @@ pub struct Monitor {
     per_kind: BTreeMap<String, usize>,
     quorum: Quorum,
     replicas: Replicas,
+    groups: Groups,
+}
+
+/// (topic, partition) -> committed offset, of one group.
+type GroupOffsets = BTreeMap<(String, i32), i64>;
+
+/// What the monitor knows of consumer groups, from the coordinators' views.
+#[derive(Debug, Default)]
+struct Groups {
+    /// Group scenarios only: the nodes' group views are read after each step.
+    watched: bool,
+    /// node -> (incarnation, group -> (topic, partition) -> committed offset
+    /// it shows), while the group is loaded there.
+    shown: BTreeMap<u32, (u32, BTreeMap<String, GroupOffsets>)>,
+    /// (group, topic, partition) -> the highest committed offset any node showed.
+    high: BTreeMap<(String, String, i32), i64>,
+    /// (group, generation) double assignments already reported.
+    reported: BTreeSet<(String, i32)>,
 }
 
 /// What the monitor knows of partition replicas.
@@ -460,6 +480,110 @@ impl Monitor {
         }
     }
 
+    /// Watch the nodes' consumer groups (see [`Monitor::observe_groups`]).
+    pub fn watch_groups(&mut self, watch: bool) {
+        self.groups.watched = watch;
+    }
+
+    pub fn watches_groups(&self) -> bool {
+        self.groups.watched
+    }
+
+    /// Check one node's group views after a step:
+    /// - `group-double-assignment`: two members of a group's current
+    ///   generation are assigned one partition;
+    /// - `committed-offset-regression`: a committed offset a node shows goes
+    ///   back while the group stays loaded there, or a node loading the
+    ///   group (becoming its coordinator) shows less than any node showed
+    ///   before (an acknowledged commit was lost). Deleted offsets are not
+    ///   judged.
+    pub fn observe_groups(
+        &mut self,
+        at_nanos: u64,
+        node_index: u32,
+        incarnation: u32,
+        views: &[broker::group::GroupView],
+    ) {
+        let mut found = Vec::new();
+        let (inc, shown) = self
+            .groups
+            .shown
+            .entry(node_index)
+            .or_insert_with(|| (incarnation, BTreeMap::new()));
+        if *inc != incarnation {
+            *inc = incarnation;
+            shown.clear();
+        }
+        let mut now_shown: BTreeMap<String, GroupOffsets> = BTreeMap::new();
+        for view in views {
+            // One owner per partition in the current generation.
+            let mut owner: BTreeMap<(String, i32), &str> = BTreeMap::new();
+            for (member, bytes) in &view.assignments {
+                let parts =
+                    workloads::group::assignor::decode_assignment_all(bytes).unwrap_or_default();
+                for tp in parts {
+                    if let Some(other) = owner.insert(tp.clone(), member) {
+                        if other != member
+                            && self
+                                .groups
+                                .reported
+                                .insert((view.group_id.clone(), view.generation_id))
+                        {
+                            found.push((
+                                GROUP_DOUBLE_ASSIGNMENT,
+                                format!(
+                                    "node {node_index}: group {} generation {} assigns {}-{} to members {other} and {member}",
+                                    view.group_id, view.generation_id, tp.0, tp.1
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
+            let before = shown.get(&view.group_id);
+            let mut offsets = BTreeMap::new();
+            for ((topic, partition), offset) in &view.offsets {
+                let key = (view.group_id.clone(), topic.clone(), *partition);
+                let high = self.groups.high.get(&key).copied();
+                match before {
+                    Some(before) => {
+                        if let Some(prev) = before.get(&(topic.clone(), *partition)) {
+                            if offset < prev {
+                                found.push((
+                                    COMMITTED_OFFSET_REGRESSION,
+                                    format!(
+                                        "node {node_index}: group {} {topic}-{partition}: committed offset went back from {prev} to {offset}",
+                                        view.group_id
+                                    ),
+                                ));
+                            }
+                        }
+                    }
+                    None => {
+                        if let Some(h) = high.filter(|h| offset < h) {
+                            found.push((
+                                COMMITTED_OFFSET_REGRESSION,
+                                format!(
+                                    "node {node_index} loaded group {} with {topic}-{partition} committed at {offset}, below the {h} shown before",
+                                    view.group_id
+                                ),
+                            ));
+                        }
+                    }
+                }
+                if high.is_none_or(|h| *offset > h) {
+                    self.groups.high.insert(key, *offset);
+                }
+                offsets.insert((topic.clone(), *partition), *offset);
+            }
+            now_shown.insert(view.group_id.clone(), offsets);
+        }
+        *shown = now_shown;
+        for (kind, explanation) in found {
+            self.violation(kind, at_nanos, explanation);
+        }
+    }
+
     /// A node whose disk was wiped starts from nothing: forget what it exposed.
     pub fn forget_node(&mut self, node_index: u32) {
         self.seen.retain(|(n, _, _), _| *n != node_index);
@@ -741,6 +865,88 @@ pub fn divergence(a: &[BatchDigest], b: &[BatchDigest], lo: i64, bound: i64) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn gv(
+        group: &str,
+        generation: i32,
+        members: &[(&str, &[i32])],
+        offsets: &[(i32, i64)],
+    ) -> broker::group::GroupView {
+        broker::group::GroupView {
+            group_id: group.into(),
+            state: "Stable".into(),
+            generation_id: generation,
+            protocol: Some("range".into()),
+            assignments: members
+                .iter()
+                .map(|(m, parts)| {
+                    (
+                        m.to_string(),
+                        workloads::group::assignor::encode_assignment("t", parts),
+                    )
+                })
+                .collect(),
+            offsets: offsets
+                .iter()
+                .map(|(p, o)| (("t".to_string(), *p), *o))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn group_views_that_assign_once_and_commit_forward_pass() {
+        let mut m = Monitor::default();
+        m.observe_groups(
+            1,
+            0,
+            0,
+            &[gv("g", 1, &[("a", &[0]), ("b", &[1])], &[(0, 3)])],
+        );
+        m.observe_groups(
+            2,
+            0,
+            0,
+            &[gv("g", 2, &[("a", &[0, 1]), ("b", &[])], &[(0, 5), (1, 2)])],
+        );
+        // A deposed coordinator keeps showing what it had; the new one loads more.
+        m.observe_groups(3, 1, 0, &[gv("g", 2, &[], &[(0, 7), (1, 2)])]);
+        m.observe_groups(4, 0, 0, &[gv("g", 2, &[], &[(0, 5), (1, 2)])]);
+        // Node 0 unloads, then loads again with everything.
+        m.observe_groups(5, 0, 0, &[]);
+        m.observe_groups(6, 0, 0, &[gv("g", 3, &[], &[(0, 7), (1, 2)])]);
+        assert!(m.violations.is_empty(), "{:?}", m.violations);
+    }
+
+    #[test]
+    fn group_double_assignment_and_committed_offset_regression_are_caught() {
+        let mut m = Monitor::default();
+        m.observe_groups(
+            1,
+            0,
+            0,
+            &[gv("g", 1, &[("a", &[0, 1]), ("b", &[1])], &[(0, 3)])],
+        );
+        m.observe_groups(
+            2,
+            0,
+            0,
+            &[gv("g", 1, &[("a", &[0, 1]), ("b", &[1])], &[(0, 2)])],
+        );
+        // Node 1 becomes the coordinator and loads less than was committed.
+        m.observe_groups(3, 1, 0, &[gv("g", 2, &[], &[(0, 1)])]);
+        let kinds: Vec<&str> = m.violations.iter().map(|v| v.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                GROUP_DOUBLE_ASSIGNMENT,
+                COMMITTED_OFFSET_REGRESSION,
+                COMMITTED_OFFSET_REGRESSION
+            ],
+            "{:?}",
+            m.violations
+        );
+        assert!(m.violations[2].explanation.contains("below the 3"));
+    }
 
     #[test]
     fn rising_offsets_pass() {

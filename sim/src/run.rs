@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use workloads::admin::{Admin, AdminConfig};
 use workloads::checkers::{check, Anomaly};
 use workloads::consumer::{Consumer, ConsumerConfig};
+use workloads::group::{GroupConsumer, GroupConsumerConfig};
 use workloads::history::{History, Op};
 use workloads::producer::{Producer, ProducerConfig};
 
@@ -27,6 +28,9 @@ pub enum WorldAction {
     Heal(usize),
     /// The operator's periodic look at the brokers (see [`Run::operate`]).
     OperatorCheck,
+    /// Group member action `i` of the scenario's `[[group.actions]]`:
+    /// strike (`true`) or its end (`false`: resume, restart).
+    Member(usize, bool),
 }
 
 /// How often the simulated operator looks for offline partitions.
@@ -118,6 +122,12 @@ pub struct Run {
     pub brokers: Vec<ProcId>,
     pub producers: Vec<ProcId>,
     pub consumers: Vec<ProcId>,
+    /// The consumer group's members, by member index.
+    pub members: Vec<ProcId>,
+    /// Restarts of each member so far (a fresh client each time).
+    member_restarts: Vec<u32>,
+    /// Faults (by index) that strike the group's coordinator.
+    coordinator_faults: BTreeSet<usize>,
     pub admin: ProcId,
     pub faults: Vec<PlannedFault>,
     /// The nodes each fault struck, by fault index (resolved at strike time).
@@ -175,6 +185,13 @@ fn broker_knows(key: &str) -> bool {
         .is_ok_and(|p| BrokerConfig::default().apply_properties(&p).is_ok())
 }
 
+/// Whether this build's broker coordinates consumer groups (it takes the
+/// coordinator's properties; before groups, `offsets.topic.num.partitions`
+/// and `group.min.session.timeout.ms` were refused); group scenarios need it.
+pub fn broker_has_groups() -> bool {
+    broker_knows("offsets.topic.num.partitions") && broker_knows("group.min.session.timeout.ms")
+}
+
 /// The config of node `node_index` a scenario asks for: the cluster's
 /// generated properties (roles, voters, listeners, replication) under the
 /// scenario's `[broker]` table; the legacy single broker gets the table alone.
@@ -200,6 +217,7 @@ impl Run {
         world
             .monitor
             .set_replicated(scenario.replication_factor() > 1);
+        world.monitor.watch_groups(scenario.group.is_some());
         let mut brokers = Vec::new();
         let mut clock_rng = derive_rng(seed, 7);
         for node in scenario.nodes() {
@@ -273,7 +291,43 @@ impl Run {
                 world.add_client(format!("consumer-{i}"), Actor::Consumer(Box::new(consumer))),
             );
         }
-        let faults = plan(scenario, &mut derive_rng(seed, 3));
+        let mut members = Vec::new();
+        let mut coordinator_faults = BTreeSet::new();
+        let mut faults = plan(scenario, &mut derive_rng(seed, 3));
+        if let Some(group) = &scenario.group {
+            for i in 0..group.members {
+                let config = member_config(scenario, i);
+                let member = GroupConsumer::new(config, member_conn_base(i, 0));
+                members.push(world.add_client(
+                    format!("member-{i}"),
+                    Actor::GroupConsumer(Box::new(member)),
+                ));
+            }
+            for (i, action) in group.actions.iter().enumerate() {
+                use crate::scenario::MemberActionKind as K;
+                if matches!(action.action, K::Pause | K::Kill) {
+                    world.schedule_action(action.at_ms * 1_000_000, WorldAction::Member(i, true));
+                    if let Some(d) = action.duration_ms {
+                        world.schedule_action(
+                            (action.at_ms + d) * 1_000_000,
+                            WorldAction::Member(i, false),
+                        );
+                    }
+                }
+            }
+            // Faults at the coordinator, resolved when they strike (the
+            // target here is a placeholder, replaced by the node struck).
+            for f in &group.coordinator_faults {
+                let end = scenario.duration_ms;
+                coordinator_faults.insert(faults.len());
+                faults.push(PlannedFault {
+                    kind: f.fault,
+                    target: Target::Node(0),
+                    start_ms: f.at_ms.min(end),
+                    end_ms: (f.at_ms + f.duration_ms).min(end),
+                });
+            }
+        }
         for (i, fault) in faults.iter().enumerate() {
             world.schedule_action(fault.start_ms * 1_000_000, WorldAction::Strike(i));
             world.schedule_action(fault.end_ms * 1_000_000, WorldAction::Heal(i));
@@ -285,6 +339,9 @@ impl Run {
             brokers,
             producers,
             consumers,
+            member_restarts: vec![0; members.len()],
+            members,
+            coordinator_faults,
             admin,
             struck: vec![Vec::new(); faults.len()],
             faults,
@@ -329,6 +386,7 @@ impl Run {
         self.producers
             .iter()
             .chain(&self.consumers)
+            .chain(&self.members)
             .copied()
             .collect()
     }
@@ -386,10 +444,21 @@ impl Run {
             WorldAction::Strike(i) => (i, true),
             WorldAction::Heal(i) => (i, false),
             WorldAction::OperatorCheck => return self.operate(),
+            WorldAction::Member(i, strike) => return self.member_action(i, strike),
         };
         let fault = self.faults[index].clone();
         if strike {
-            let nodes = self.resolve(fault.target);
+            let nodes = if self.coordinator_faults.contains(&index) {
+                let node = self.group_coordinator();
+                self.faults[index].target = Target::Node(node);
+                self.note(
+                    node,
+                    format!("target coordinator of the group: node {node}"),
+                );
+                vec![node]
+            } else {
+                self.resolve(fault.target)
+            };
             self.struck[index] = nodes;
             self.active.push(index);
         } else {
@@ -1059,6 +1128,26 @@ impl Run {
                     ));
                 }
                 Actor::Producer(_) => lines.push(format!("p{i} {} {:?}", p.name, p.state)),
+                Actor::GroupConsumer(m) => {
+                    let st = m.status();
+                    let progress: Vec<String> = m
+                        .progress()
+                        .iter()
+                        .map(|(p, (f, d))| format!("{p}:fetch={f},done={d}"))
+                        .collect();
+                    lines.push(format!(
+                        "p{i} {} {:?} group {:?} member={} generation={} coordinator={} owned={:?} {} (last error {:?})",
+                        p.name,
+                        p.state,
+                        st.phase,
+                        st.member_id,
+                        st.generation,
+                        st.coordinator.map_or("-".to_string(), |c| c.to_string()),
+                        st.owned,
+                        progress.join(" "),
+                        st.last_error
+                    ));
+                }
                 Actor::Admin(a) => {
                     let mut line = format!(
                         "p{i} {} {:?} topic created: {} (last error {:?})",
@@ -1101,6 +1190,7 @@ impl Run {
             Actor::Producer(x) => Some(x.history().clone()),
             Actor::Consumer(x) => Some(x.history().clone()),
             Actor::Admin(x) => Some(x.history().clone()),
+            Actor::GroupConsumer(x) => Some(x.history().clone()),
             Actor::Broker(_) => None,
         }))
     }
@@ -1138,6 +1228,7 @@ impl Run {
         let heal_nanos = self.scenario.duration_ms * 1_000_000;
         let mut reasons = Vec::new();
         let mut anomalies = check(history);
+        anomalies.extend(self.group_liveness(history));
         self.reclassify_truncated(&mut anomalies);
         let (truncated, notes) = self.acked_truncations(history);
         anomalies.extend(truncated);
@@ -1352,6 +1443,165 @@ impl Run {
             .monitor
             .leader_since(since)
             .map(|t| (t - since) / 1_000_000)
+    }
+}
+
+/// The config of group member `i` (of the scenario's `[group]`).
+pub fn member_config(scenario: &Scenario, i: u32) -> GroupConsumerConfig {
+    let group = scenario.group.as_ref().expect("a [group] table");
+    let process = scenario.workload.producers + scenario.workload.consumers + 1 + i;
+    let mut c = GroupConsumerConfig::new(
+        process,
+        &scenario.bootstrap(),
+        &scenario.topic.name,
+        &group.id,
+    );
+    c.instance_id = group.instance_id(i);
+    c.assignor = group.assignor();
+    c.commit = group.commit_mode();
+    c.session_timeout_ms = group.session_timeout_ms as i32;
+    c.rebalance_timeout_ms = group.rebalance_timeout_ms as i32;
+    c.heartbeat_interval_ms = group.heartbeat_interval_ms;
+    c.auto_commit_interval_ms = group.auto_commit_interval_ms;
+    c.processing_ms = group.processing_ms;
+    c.request_timeout_ms = scenario.workload.request_timeout_ms;
+    c.retry_backoff_ms = scenario.workload.retry_backoff_ms;
+    c.start_at_nanos = group.start_ms(i) * 1_000_000;
+    c.leave_at_nanos = group.leave_ms(i).map(|ms| ms * 1_000_000);
+    c
+}
+
+/// Connection ids of member `i` in its `restart`-th life.
+fn member_conn_base(i: u32, restart: u32) -> broker::seam::ConnId {
+    (2u64 << 40)
+        + u64::from(i) * (1 << 32)
+        + u64::from(restart) * workloads::group::consumer::CONN_RANGE
+}
+
+impl Run {
+    /// A `[[group.actions]]` entry strikes (or ends).
+    fn member_action(&mut self, index: usize, strike: bool) {
+        use crate::scenario::MemberActionKind as K;
+        let Some(group) = self.scenario.group.clone() else {
+            return;
+        };
+        let action = group.actions[index].clone();
+        let i = action.member;
+        let proc = self.members[i as usize];
+        let now = self.world.now;
+        let verb = if strike { "strike" } else { "heal" };
+        self.world.trace.world(
+            now,
+            proc,
+            format!("{verb} member {i} {:?}", action.action).to_lowercase(),
+        );
+        match (action.action, strike) {
+            (K::Pause, true) => self.world.pause(proc),
+            (K::Pause, false) => self.world.resume(proc),
+            (K::Kill, true) => self.world.crash(proc, false),
+            (K::Kill, false) => {
+                // A fresh client (the same instance id when static) goes on
+                // with the history of the one that died.
+                self.member_restarts[i as usize] += 1;
+                let restart = self.member_restarts[i as usize];
+                let mut config = member_config(&self.scenario, i);
+                config.start_at_nanos = 0;
+                if config.leave_at_nanos.is_some_and(|t| t <= now) {
+                    return;
+                }
+                let history = match &mut self.world.procs[proc as usize].actor {
+                    Actor::GroupConsumer(m) => m.take_history(),
+                    _ => return,
+                };
+                let member =
+                    GroupConsumer::new(config, member_conn_base(i, restart)).with_history(history);
+                self.world.procs[proc as usize].actor = Actor::GroupConsumer(Box::new(member));
+                self.world.restart(proc);
+            }
+            (K::Join | K::Leave, _) => {}
+        }
+    }
+
+    /// The node coordinating the scenario's group now: the leader of its
+    /// `__consumer_offsets` partition as the nodes' metadata says, else the
+    /// coordinator a member last found, else node 0.
+    pub fn group_coordinator(&self) -> u32 {
+        let Some(group) = &self.scenario.group else {
+            return 0;
+        };
+        if self.scenario.cluster_spec().is_none() {
+            return 0;
+        }
+        let partitions = self
+            .scenario
+            .broker
+            .get("offsets.topic.num.partitions")
+            .and_then(|v| v.as_integer())
+            .map_or(
+                broker::group::GroupConfig::default().offsets_partitions,
+                |n| n as i32,
+            );
+        let partition = broker::group::partition_for(&group.id, partitions);
+        let from_metadata = self
+            .brokers
+            .iter()
+            .filter_map(|p| self.world.broker(*p)?.node.as_ref())
+            .flat_map(|n| n.partition_leaders())
+            .filter(|(t, p, l, _)| t == "__consumer_offsets" && *p == partition && *l >= 0)
+            .max_by_key(|(_, _, l, epoch)| (*epoch, std::cmp::Reverse(*l)))
+            .map(|(_, _, l, _)| l as u32);
+        let from_members = || {
+            self.members
+                .iter()
+                .find_map(|m| match &self.world.procs[*m as usize].actor {
+                    Actor::GroupConsumer(c) => c.status().coordinator.map(|c| c as u32),
+                    _ => None,
+                })
+        };
+        from_metadata.or_else(from_members).unwrap_or(0)
+    }
+
+    /// The group's liveness (see `workloads::checkers::groups::liveness`).
+    fn group_liveness(&self, history: &History) -> Vec<Anomaly> {
+        use crate::scenario::MemberActionKind as K;
+        let Some(group) = &self.scenario.group else {
+            return Vec::new();
+        };
+        let heal = self.scenario.duration_ms;
+        // Members alive at the end: up, not closed.
+        let live: Vec<u32> = self
+            .members
+            .iter()
+            .filter(|m| match &self.world.procs[**m as usize] {
+                p if p.state == ProcState::Down => false,
+                p => match &p.actor {
+                    Actor::GroupConsumer(c) => c.status().phase != workloads::group::Phase::Closed,
+                    _ => false,
+                },
+            })
+            .map(|m| match &self.world.procs[*m as usize].actor {
+                Actor::GroupConsumer(c) => c.config().process,
+                _ => 0,
+            })
+            .collect();
+        let last_change = group
+            .actions
+            .iter()
+            .map(|a| match a.action {
+                K::Pause | K::Kill => a.at_ms + a.duration_ms.unwrap_or(0),
+                K::Join | K::Leave => a.at_ms,
+            })
+            .chain(std::iter::once(heal))
+            .max()
+            .unwrap_or(heal);
+        let spec = workloads::checkers::groups::GroupLiveness {
+            group: &group.id,
+            live,
+            partitions: self.scenario.topic.partitions as i32,
+            since_nanos: last_change * 1_000_000,
+            bound_nanos: group.settle_bound_ms * 1_000_000,
+        };
+        workloads::checkers::groups::liveness(history, &spec)
     }
 }
 

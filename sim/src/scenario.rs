@@ -11,6 +11,10 @@
 //! node. `brokers = 1` without `[cluster]` is the legacy single broker, with
 //! exactly the `[broker]` table as its properties.
 //!
+//! Consumer groups: a `[group]` table adds members of one classic group
+//! reading the workload's topic, what happens to them and faults at the
+//! group's coordinator (see [`GroupSpec`]).
+//!
 //! Faults name whom they strike with a target (`[[schedule]] target = ...`,
 //! `[nemesis] targets = [...]`): `node:N`, `controller`, `leader:P`,
 //! `minority`, `majority`, `voters`, `all`, `any` (see [`Target`]).
@@ -68,6 +72,132 @@ pub struct Scenario {
     /// lost write where no replica can repair a corrupted disk).
     #[serde(default)]
     pub allow: Vec<String>,
+    /// A consumer group reading the workload's topic (see [`GroupSpec`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<GroupSpec>,
+}
+
+/// `[group]`: members of one classic consumer group subscribed to the
+/// workload's topic (the group protocol's client side, with the assignor
+/// and commits named here), what happens to them (`[[group.actions]]`),
+/// and faults that strike the group's coordinator, resolved at strike time
+/// (`[[group.coordinator_faults]]`).
+///
+/// Members are processes `producers + consumers + 1 + i` in the history.
+/// Liveness: after the heal (or the last member action after it), the live
+/// members must share one generation with a full assignment, and every
+/// acknowledged record must be processed by the group, within
+/// `settle_bound_ms`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupSpec {
+    #[serde(default = "defaults::group_id")]
+    pub id: String,
+    #[serde(default = "defaults::group_members")]
+    pub members: u32,
+    /// `range` (eager) or `cooperative-sticky` (incremental, KIP-429).
+    #[serde(default = "defaults::assignor")]
+    pub assignor: String,
+    /// `auto`, `after-process`, or the known-unsafe `before-process`.
+    #[serde(default = "defaults::commit")]
+    pub commit: String,
+    #[serde(default = "defaults::session_timeout_ms")]
+    pub session_timeout_ms: u64,
+    #[serde(default = "defaults::rebalance_timeout_ms")]
+    pub rebalance_timeout_ms: u64,
+    #[serde(default = "defaults::heartbeat_interval_ms")]
+    pub heartbeat_interval_ms: u64,
+    #[serde(default = "defaults::auto_commit_interval_ms")]
+    pub auto_commit_interval_ms: u64,
+    /// Simulated time from a fetch to its records being processed.
+    #[serde(default)]
+    pub processing_ms: u64,
+    /// Members are static (`group.instance.id = {id}-member-{i}`).
+    #[serde(default)]
+    pub static_members: bool,
+    /// Members join at this time unless an action says otherwise.
+    #[serde(default)]
+    pub start_ms: u64,
+    /// How long the group may take to settle and consume after the heal.
+    #[serde(default = "defaults::settle_bound_ms")]
+    pub settle_bound_ms: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<MemberAction>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub coordinator_faults: Vec<CoordinatorFault>,
+}
+
+/// Something that happens to one member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberAction {
+    pub member: u32,
+    pub at_ms: u64,
+    pub action: MemberActionKind,
+    /// `pause`: resumed after this long; `kill`: restarted (a fresh client,
+    /// the same `group.instance.id` when static) after this long, or never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MemberActionKind {
+    /// The member starts (joins the group) only now.
+    Join,
+    /// `consumer.close()`: commit, then LeaveGroup (a static member does not leave).
+    Leave,
+    /// The member's process stops being scheduled (a GC pause).
+    Pause,
+    /// The member's process dies (no commit, no LeaveGroup).
+    Kill,
+}
+
+/// A fault striking the node that coordinates the group when it strikes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinatorFault {
+    pub at_ms: u64,
+    pub fault: FaultKind,
+    #[serde(default = "defaults::coordinator_fault_ms")]
+    pub duration_ms: u64,
+}
+
+impl GroupSpec {
+    pub fn assignor(&self) -> workloads::group::Assignor {
+        workloads::group::Assignor::parse(&self.assignor)
+            .unwrap_or(workloads::group::Assignor::Range)
+    }
+
+    pub fn commit_mode(&self) -> workloads::group::CommitMode {
+        workloads::group::CommitMode::parse(&self.commit)
+            .unwrap_or(workloads::group::CommitMode::Auto)
+    }
+
+    /// When member `i` joins.
+    pub fn start_ms(&self, member: u32) -> u64 {
+        self.actions
+            .iter()
+            .filter(|a| a.member == member && a.action == MemberActionKind::Join)
+            .map(|a| a.at_ms)
+            .min()
+            .unwrap_or(self.start_ms)
+    }
+
+    /// When member `i` closes, if it does.
+    pub fn leave_ms(&self, member: u32) -> Option<u64> {
+        self.actions
+            .iter()
+            .filter(|a| a.member == member && a.action == MemberActionKind::Leave)
+            .map(|a| a.at_ms)
+            .min()
+    }
+
+    /// Member `i`'s `group.instance.id`, if static.
+    pub fn instance_id(&self, member: u32) -> Option<String> {
+        self.static_members
+            .then(|| format!("{}-member-{member}", self.id))
+    }
 }
 
 /// A KRaft cluster: `controllers` voters of the metadata quorum.
@@ -399,6 +529,36 @@ mod defaults {
     pub fn fault_duration_ms() -> [u64; 2] {
         [500, 5_000]
     }
+    pub fn group_id() -> String {
+        "workload-group".into()
+    }
+    pub fn group_members() -> u32 {
+        3
+    }
+    pub fn assignor() -> String {
+        "range".into()
+    }
+    pub fn commit() -> String {
+        "auto".into()
+    }
+    pub fn session_timeout_ms() -> u64 {
+        6_000
+    }
+    pub fn rebalance_timeout_ms() -> u64 {
+        10_000
+    }
+    pub fn heartbeat_interval_ms() -> u64 {
+        1_000
+    }
+    pub fn auto_commit_interval_ms() -> u64 {
+        1_000
+    }
+    pub fn settle_bound_ms() -> u64 {
+        12_000
+    }
+    pub fn coordinator_fault_ms() -> u64 {
+        3_000
+    }
 }
 
 /// Broker properties of partition replication (Kafka's names). A `[broker]`
@@ -412,6 +572,20 @@ pub const REPLICATION_KEYS: &[&str] = &[
     "replica.socket.timeout.ms",
     "replica.high.watermark.checkpoint.interval.ms",
     "num.replica.fetchers",
+];
+
+/// Broker properties of consumer groups (Kafka's names), passed only to a
+/// broker that knows them.
+pub const GROUP_KEYS: &[&str] = &[
+    "offsets.topic.num.partitions",
+    "offsets.topic.replication.factor",
+    "offsets.commit.timeout.ms",
+    "offsets.retention.minutes",
+    "offsets.retention.check.interval.ms",
+    "group.initial.rebalance.delay.ms",
+    "group.min.session.timeout.ms",
+    "group.max.session.timeout.ms",
+    "group.max.size",
 ];
 
 /// A scenario file that cannot be used, with why.
@@ -466,6 +640,37 @@ impl Scenario {
             return bad(format!(
                 "topic.min_insync_replicas = {min_isr}: expected 1..={rf} (the replication factor)"
             ));
+        }
+        if let Some(group) = &self.group {
+            if workloads::group::Assignor::parse(&group.assignor).is_none() {
+                return bad(format!(
+                    "group.assignor = {:?}: expected \"range\" or \"cooperative-sticky\"",
+                    group.assignor
+                ));
+            }
+            if workloads::group::CommitMode::parse(&group.commit).is_none() {
+                return bad(format!(
+                    "group.commit = {:?}: expected \"auto\", \"after-process\" or \"before-process\"",
+                    group.commit
+                ));
+            }
+            if group.members == 0 {
+                return bad("group.members must be at least 1".into());
+            }
+            if group.heartbeat_interval_ms == 0 || group.auto_commit_interval_ms == 0 {
+                return bad(
+                    "group.heartbeat_interval_ms and auto_commit_interval_ms must be above 0"
+                        .into(),
+                );
+            }
+            for a in &group.actions {
+                if a.member >= group.members {
+                    return bad(format!(
+                        "group.actions: member {} does not exist (members = {})",
+                        a.member, group.members
+                    ));
+                }
+            }
         }
         if self.workload.admin_create_every_ms == Some(0) {
             return bad("workload.admin_create_every_ms must be above 0".into());
@@ -743,6 +948,12 @@ impl Scenario {
             // replication factor; a client's Metadata must not create it
             // first with the default one.
             props.insert("auto.create.topics.enable".into(), "false".into());
+            if knows("offsets.topic.replication.factor") {
+                props.insert(
+                    "offsets.topic.replication.factor".into(),
+                    self.default_replication_factor().to_string(),
+                );
+            }
             if knows("min.insync.replicas") {
                 props.insert(
                     "min.insync.replicas".into(),
@@ -754,7 +965,9 @@ impl Scenario {
             // Replication's properties reach a broker that knows them; one
             // built before replication leaves them out (so that the
             // replication scenarios run, and fail on what they check).
-            if REPLICATION_KEYS.contains(&k.as_str()) && !knows(k) {
+            if (REPLICATION_KEYS.contains(&k.as_str()) || GROUP_KEYS.contains(&k.as_str()))
+                && !knows(k)
+            {
                 continue;
             }
             let value = match v {

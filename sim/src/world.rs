@@ -33,6 +33,8 @@ pub enum Actor {
     Producer(Box<Producer>),
     Consumer(Box<Consumer>),
     Admin(Box<workloads::admin::Admin>),
+    /// A member of the scenario's consumer group.
+    GroupConsumer(Box<workloads::group::GroupConsumer>),
 }
 
 /// A broker machine: the node (absent while down), its config and its disk.
@@ -396,11 +398,17 @@ impl World {
                     node.step(now, input, &mut out);
                     self.monitor
                         .observe(self.now, host.node_index, incarnation, node);
+                    if self.monitor.watches_groups() {
+                        let views = node.group_views();
+                        self.monitor
+                            .observe_groups(self.now, host.node_index, incarnation, &views);
+                    }
                 }
             }
             Actor::Producer(producer) => producer.step(now, input, &mut out),
             Actor::Consumer(consumer) => consumer.step(now, input, &mut out),
             Actor::Admin(admin) => admin.step(now, input, &mut out),
+            Actor::GroupConsumer(member) => member.step(now, input, &mut out),
         }
         for output in out {
             self.carry_out(proc, output);

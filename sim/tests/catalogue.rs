@@ -71,6 +71,10 @@ macro_rules! scenario_tests {
         fn every_catalogue_scenario_is_tested() {
             let tested: Vec<&str> = vec![$($name,)* $($rname),*];
             for (name, _) in catalogue::CATALOGUE {
+                // The group scenarios are tested in `mod groups`.
+                if catalogue::needs_groups(name) {
+                    continue;
+                }
                 assert!(tested.contains(name), "add a test for catalogue scenario {name}");
             }
         }
@@ -244,5 +248,127 @@ mod regressions {
     fn unsafe_wipe_last_isr_member_seed_0x87_a_cut_off_follower_stays_out_of_the_isr() {
         must_pass("unsafe-wipe-last-isr-member", 0x87);
         must_pass("unsafe-min-insync-1-isolated-leader", 0x87);
+    }
+}
+
+/// The consumer-group scenarios (`group-*`), once the broker coordinates
+/// groups (`sim::run::broker_has_groups`); until then they are only built.
+mod groups {
+    use super::*;
+    use workloads::history::Op;
+
+    fn check_group_scenario(name: &str) {
+        assert!(catalogue::needs_groups(name));
+        if !sim::run::broker_has_groups() {
+            let scenario = catalogue::load(name).unwrap();
+            Run::new(&scenario, 0, &RunOptions::default()).unwrap();
+            eprintln!("{name}: not run: the broker does not coordinate groups yet");
+            return;
+        }
+        check_scenario(name);
+    }
+
+    macro_rules! group_tests {
+        ($($test:ident => $name:literal),* $(,)?) => {
+            $(#[test] fn $test() { check_group_scenario($name); })*
+
+            /// Every group scenario of the catalogue has a test here.
+            #[test]
+            fn every_group_scenario_is_tested() {
+                let tested: Vec<&str> = vec![$($name),*];
+                for (name, _) in catalogue::CATALOGUE {
+                    if catalogue::needs_groups(name) {
+                        assert!(tested.contains(name), "add a test for group scenario {name}");
+                    }
+                }
+            }
+        };
+    }
+
+    group_tests! {
+        group_steady => "group-steady",
+        group_join_leave => "group-join-leave",
+        group_cooperative_join_leave => "group-cooperative-join-leave",
+        group_zombie_pause => "group-zombie-pause",
+        group_coordinator_crash => "group-coordinator-crash",
+        group_coordinator_partition => "group-coordinator-partition",
+        group_offsets_leader_move => "group-offsets-leader-move",
+        group_static_restart => "group-static-restart",
+        group_unsafe_commit_before_process => "group-unsafe-commit-before-process",
+        group_kitchen_sink => "group-kitchen-sink",
+    }
+
+    /// The same seed gives the same run, group members and all.
+    #[test]
+    fn a_group_run_is_deterministic() {
+        if !sim::run::broker_has_groups() {
+            return;
+        }
+        let scenario = catalogue::load("group-cooperative-join-leave").unwrap();
+        let a = run(&scenario, 1, &RunOptions::default()).unwrap();
+        let b = run(&scenario, 1, &RunOptions::default()).unwrap();
+        assert_eq!(a.trace_hash, b.trace_hash);
+        assert_eq!(a.events, b.events);
+    }
+
+    /// KIP-345: a static member restarted within its session timeout gets
+    /// its assignment back in the same generation; nobody else rebalances.
+    #[test]
+    fn a_static_member_restarts_without_a_rebalance() {
+        if !sim::run::broker_has_groups() {
+            return;
+        }
+        let scenario = catalogue::load("group-static-restart").unwrap();
+        let (result, history) = Run::new(&scenario, 0, &RunOptions::default())
+            .unwrap()
+            .finish();
+        assert!(result.pass, "{:?}", result.reasons);
+        // Generations given out after the members first settled (5 s).
+        let mut generations: Vec<(u64, u32, i32)> = history
+            .events
+            .iter()
+            .filter_map(|e| match &e.op {
+                Op::Assignment { generation, .. } if e.is_ok() => {
+                    Some((e.invoke_nanos / 1_000_000, e.process, *generation))
+                }
+                _ => None,
+            })
+            .collect();
+        generations.sort_unstable();
+        let settled = generations
+            .iter()
+            .filter(|(t, _, _)| *t < 9_000)
+            .map(|(_, _, g)| *g)
+            .max()
+            .expect("the group formed before the first restart");
+        let later: Vec<&(u64, u32, i32)> = generations
+            .iter()
+            .filter(|(t, _, g)| *t >= 9_000 && *g != settled)
+            .collect();
+        assert!(
+            later.is_empty(),
+            "generation {settled} should survive the restarts: {later:?}"
+        );
+    }
+
+    /// A checker that cannot fail is a defect: the unsafe twin must be caught
+    /// on every default seed (check_scenario already demands it); here the
+    /// skipped records are also named.
+    #[test]
+    fn committing_before_processing_is_caught_as_a_group_skip() {
+        if !sim::run::broker_has_groups() {
+            return;
+        }
+        let scenario = catalogue::load("group-unsafe-commit-before-process").unwrap();
+        let result = run(&scenario, 0, &RunOptions::default()).unwrap();
+        let skip = result
+            .anomalies
+            .iter()
+            .find(|a| a.kind == "group-skip")
+            .expect("group-skip found");
+        assert!(
+            skip.explanation.contains("before any member processed"),
+            "{skip:?}"
+        );
     }
 }

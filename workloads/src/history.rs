@@ -56,12 +56,47 @@ pub enum Op {
     /// An admin's CreateTopics of one topic `name` (the admin workload). The
     /// data checkers ignore it; the run's liveness judgement reads it.
     CreateTopic { name: String },
+    /// A group member's assignment for one generation, as its SyncGroup
+    /// answer gave it (`partitions` of the workload's topic, sorted). The
+    /// member is `instance` (its `group.instance.id`) when static, else
+    /// `member` (its member id).
+    Assignment {
+        group: String,
+        generation: i32,
+        member: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        instance: Option<String>,
+        partitions: Vec<i32>,
+    },
+    /// A group member's OffsetCommit: partition -> the next offset to read.
+    Commit {
+        group: String,
+        generation: i32,
+        member: String,
+        offsets: BTreeMap<i32, i64>,
+    },
+    /// An operator's explicit reset of a group's committed offsets (e.g.
+    /// `kafka-consumer-groups --reset-offsets`): committed offsets may go
+    /// back across it.
+    OffsetReset {
+        group: String,
+        offsets: BTreeMap<i32, i64>,
+    },
 }
 
 impl Op {
     /// An admin operation (not a data operation the checkers judge).
     pub fn is_admin(&self) -> bool {
         matches!(self, Op::CreateTopic { .. })
+    }
+
+    /// A consumer-group operation (assignment, commit, offset reset): the
+    /// data checkers pass over it; the group checkers judge it.
+    pub fn is_group(&self) -> bool {
+        matches!(
+            self,
+            Op::Assignment { .. } | Op::Commit { .. } | Op::OffsetReset { .. }
+        )
     }
 }
 

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod checkers;
 pub mod cluster;
 pub mod consumer;
+pub mod group;
 pub mod history;
 pub mod producer;
 pub mod session;

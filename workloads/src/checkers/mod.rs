@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::history::History;
 
 mod duplicate;
+pub mod groups;
 mod lost;
 mod poll;
 mod send;
@@ -55,10 +56,20 @@ pub const INT_POLL_SKIP: &str = "int-poll-skip";
 pub const NONMONOTONIC_SEND: &str = "nonmonotonic-send";
 pub const INT_NONMONOTONIC_SEND: &str = "int-nonmonotonic-send";
 pub const INT_SEND_SKIP: &str = "int-send-skip";
+pub use groups::{
+    COMMITTED_OFFSET_REGRESSION, FENCED_COMMIT_ACCEPTED, GROUP_DOUBLE_ASSIGNMENT, GROUP_SKIP,
+    GROUP_UNCONSUMED, GROUP_UNSTABLE,
+};
 
 /// Every kind of anomaly a checker here can report, sorted.
 pub const KINDS: &[&str] = &[
+    COMMITTED_OFFSET_REGRESSION,
     DUPLICATE,
+    FENCED_COMMIT_ACCEPTED,
+    GROUP_DOUBLE_ASSIGNMENT,
+    GROUP_SKIP,
+    GROUP_UNCONSUMED,
+    GROUP_UNSTABLE,
     INCONSISTENT_OFFSETS,
     INT_NONMONOTONIC_POLL,
     INT_NONMONOTONIC_SEND,
@@ -85,6 +96,7 @@ pub fn check(history: &History) -> Vec<Anomaly> {
     anomalies.extend(lost::check(&order));
     anomalies.extend(poll::check(history, &order));
     anomalies.extend(send::check(history, &order));
+    anomalies.extend(groups::check(history, &order));
     sort(&mut anomalies);
     anomalies
 }

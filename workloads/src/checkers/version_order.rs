@@ -180,7 +180,11 @@ impl<'a> VersionOrder<'a> {
                         }
                     }
                 }
-                Op::Seek { .. } | Op::CreateTopic { .. } => {}
+                Op::Seek { .. }
+                | Op::CreateTopic { .. }
+                | Op::Assignment { .. }
+                | Op::Commit { .. }
+                | Op::OffsetReset { .. } => {}
             }
         }
         seen.sort_unstable();
