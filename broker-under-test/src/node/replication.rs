@@ -187,6 +187,7 @@ impl Node {
         for part in changed {
             self.replica_log_activity(part, now, out);
             self.wake(part, now, out);
+            self.groups_log_activity(part, now, out);
         }
         self.pump_fetchers(now, out);
         self.arm_replication_timer(now, out);
@@ -563,6 +564,8 @@ impl Node {
         self.replica_log_activity(part, now, out);
         self.maybe_alter_isr(part, Some(follower), now, out);
         self.wake(part, now, out);
+        // A follower's fetch moves the high watermark: group writes may be done.
+        self.groups_log_activity(part, now, out);
         Ok(None)
     }
 
@@ -767,6 +770,7 @@ impl Node {
         }
         self.replica_log_activity(part, now, out);
         self.wake(part, now, out);
+        self.groups_log_activity(part, now, out);
     }
 
     // ----- the periodic tick -----
