@@ -103,6 +103,9 @@ impl Appends {
     }
 }
 
+/// DeleteGroups' tombstones per partition, and the groups they delete.
+type DeleteBatches = BTreeMap<i32, (Vec<(bytes::Bytes, Option<bytes::Bytes>)>, Vec<String>)>;
+
 /// A DeleteGroups answered once every partition's tombstones are in.
 struct DeleteRequest {
     results: Vec<(String, i16)>,
@@ -630,7 +633,7 @@ impl Coordinator {
     ) {
         let _ = now_ms;
         let mut results = Vec::new();
-        let mut batches: BTreeMap<i32, (Vec<_>, Vec<String>)> = BTreeMap::new();
+        let mut batches = DeleteBatches::new();
         for id in groups {
             let error = if id.is_empty() {
                 code::INVALID_GROUP_ID
@@ -679,7 +682,7 @@ impl Coordinator {
         &mut self,
         id: &str,
         partition: i32,
-        batches: &mut BTreeMap<i32, (Vec<(bytes::Bytes, Option<bytes::Bytes>)>, Vec<String>)>,
+        batches: &mut DeleteBatches,
     ) -> i16 {
         if self.consumer_groups[id].members.is_empty() {
             let g = self.consumer_groups.remove(id).expect("checked");

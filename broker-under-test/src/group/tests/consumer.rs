@@ -219,7 +219,7 @@ fn epochs_fence_heartbeats_and_commits() {
     // A lost answer to the last bump is forgiven; older epochs are not.
     assert_eq!(beat(&mut h, "a", 1, &a.owned).error, 0);
     assert_eq!(
-        beat(&mut h, "a", 0 + 1, &tp(&[(T, &[0, 1, 2, 3])])).error,
+        beat(&mut h, "a", 1, &tp(&[(T, &[0, 1, 2, 3])])).error,
         code::FENCED_MEMBER_EPOCH
     );
     let commit = |h: &mut H, epoch| {
