@@ -112,6 +112,28 @@ pub struct ConsumerGroup {
     pub subscribed_topics: BTreeMap<String, (Uuid, i32)>,
 }
 
+/// A subscription regex as Kafka matches it: against the whole topic name.
+pub fn topic_regex(pattern: &str) -> Result<regex::Regex, regex::Error> {
+    regex::Regex::new(&format!("^(?:{pattern})$"))
+}
+
+/// The topics a member subscribes to: the names it gives, and the
+/// (non-internal) topics its regex matches.
+pub fn subscribed_names(
+    m: &ConsumerMember,
+    topics: &BTreeMap<String, (Uuid, i32)>,
+) -> BTreeSet<String> {
+    let mut names: BTreeSet<String> = m.meta.subscribed_topic_names.iter().cloned().collect();
+    let pattern = m.meta.subscribed_topic_regex.as_deref();
+    if let Some(Ok(re)) = pattern.filter(|p| !p.is_empty()).map(topic_regex) {
+        let matching = topics
+            .keys()
+            .filter(|t| !t.starts_with("__") && re.is_match(t));
+        names.extend(matching.cloned());
+    }
+    names
+}
+
 /// A record to append: key and value (or tombstone).
 pub type Rec = (Bytes, Option<Bytes>);
 
@@ -163,8 +185,8 @@ impl ConsumerGroup {
     pub fn resolve(&self, topics: &BTreeMap<String, (Uuid, i32)>) -> BTreeMap<String, (Uuid, i32)> {
         self.members
             .values()
-            .flat_map(|m| m.meta.subscribed_topic_names.iter())
-            .filter_map(|name| topics.get(name).map(|t| (name.clone(), *t)))
+            .flat_map(|m| subscribed_names(m, topics))
+            .filter_map(|name| topics.get(&name).map(|t| (name, *t)))
             .collect()
     }
 
@@ -220,9 +242,7 @@ impl ConsumerGroup {
             .members
             .values()
             .map(|m| {
-                let ids = m
-                    .meta
-                    .subscribed_topic_names
+                let ids = subscribed_names(m, topics)
                     .iter()
                     .filter_map(|n| self.subscribed_topics.get(n).map(|t| t.0))
                     .collect();

@@ -62,6 +62,16 @@ fn validate(r: &ConsumerHeartbeatRequest) -> Result<(), Refusal> {
         }
         _ => return refuse(invalid, "MemberEpoch is invalid."),
     }
+    if let Some(re) = r
+        .subscribed_topic_regex
+        .as_deref()
+        .filter(|re| !re.is_empty())
+    {
+        if let Err(e) = super::consumer::topic_regex(re) {
+            let msg = format!("SubscribedTopicRegex {re}: {e}");
+            return refuse(code::INVALID_REGULAR_EXPRESSION, msg);
+        }
+    }
     if let Some(a) = r.server_assignor.as_deref() {
         if !assignors::is_known(a) {
             return refuse(

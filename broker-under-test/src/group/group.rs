@@ -580,6 +580,7 @@ pub mod code {
     pub const UNRELEASED_INSTANCE_ID: i16 = E::UnreleasedInstanceId.code();
     pub const UNSUPPORTED_ASSIGNOR: i16 = E::UnsupportedAssignor.code();
     pub const STALE_MEMBER_EPOCH: i16 = E::StaleMemberEpoch.code();
+    pub const INVALID_REGULAR_EXPRESSION: i16 = E::InvalidRegularExpression.code();
 
     /// A failed GroupMetadata append, as the members are told (Kafka's
     /// `storeGroup` mapping; a timeout makes them rejoin).

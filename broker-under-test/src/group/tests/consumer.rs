@@ -349,3 +349,33 @@ fn invalid_heartbeats_are_refused() {
     let r = send(&mut h, r);
     assert!(r.member_id.is_some_and(|id| !id.is_empty()));
 }
+
+#[test]
+fn a_regex_subscription_follows_matching_topics() {
+    let mut h = h();
+    let regex_join = |h: &mut H, pattern: &str| {
+        send(
+            h,
+            ConsumerHeartbeatRequest {
+                subscribed_topic_names: None,
+                subscribed_topic_regex: Some(pattern.into()),
+                ..request("a", 0)
+            },
+        )
+    };
+    assert_eq!(
+        regex_join(&mut h, "(").error,
+        code::INVALID_REGULAR_EXPRESSION
+    );
+    let r = regex_join(&mut h, "[u-z]");
+    assert_eq!(r.assignment, Some(tp(&[(U, &[0, 1])])));
+    // A new matching topic rebalances the group on the next heartbeat.
+    let v = Uuid::from_bytes([3; 16]);
+    h.c.set_topics(BTreeMap::from([
+        ("t".to_string(), (T, 4)),
+        ("u".to_string(), (U, 2)),
+        ("v".to_string(), (v, 1)),
+    ]));
+    let r = beat(&mut h, "a", r.member_epoch, &tp(&[(U, &[0, 1])]));
+    assert_eq!(r.assignment, Some(tp(&[(U, &[0, 1]), (v, &[0])])));
+}
