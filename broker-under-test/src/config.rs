@@ -595,6 +595,14 @@ impl BrokerConfig {
                 "offset.metadata.max.bytes" => {
                     self.group.offset_metadata_max_bytes = positive()? as usize
                 }
+                "group.consumer.heartbeat.interval.ms" => {
+                    self.group.consumer_heartbeat_interval_ms =
+                        i32::try_from(positive()?).map_err(|_| bad("out of range"))?
+                }
+                "group.consumer.session.timeout.ms" => {
+                    self.group.consumer_session_timeout_ms =
+                        i32::try_from(positive()?).map_err(|_| bad("out of range"))?
+                }
                 other if IGNORED_KAFKA_KEYS.contains(&other) => {}
                 other => {
                     return Err(ConfigError {

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::consumer::ConsumerGroup;
 use super::group::{code, join_error, reply, sync_error, ClassicGroup, GroupState};
 use super::membership::{self, Cx};
 use super::records::{self, RecordKey};
@@ -56,6 +57,11 @@ pub(super) enum Then {
     Expiry {
         groups: Vec<String>,
     },
+    /// A ConsumerGroupHeartbeat whose state change must be replicated first.
+    ConsumerHeartbeat {
+        req: ReqId,
+        response: ConsumerHeartbeatResponse,
+    },
 }
 
 pub(super) struct PendingAppend {
@@ -97,6 +103,9 @@ impl Appends {
     }
 }
 
+/// DeleteGroups' tombstones per partition, and the groups they delete.
+type DeleteBatches = BTreeMap<i32, (Vec<(bytes::Bytes, Option<bytes::Bytes>)>, Vec<String>)>;
+
 /// A DeleteGroups answered once every partition's tombstones are in.
 struct DeleteRequest {
     results: Vec<(String, i16)>,
@@ -108,6 +117,11 @@ pub struct Coordinator {
     rng: ChaCha8Rng,
     pub(super) partitions: BTreeMap<i32, PartitionState>,
     pub(super) groups: BTreeMap<String, ClassicGroup>,
+    /// KIP-848 groups. Their offsets live in an offsets-only entry of
+    /// `groups` (no protocol, no members), as a simple group's do.
+    pub(super) consumer_groups: BTreeMap<String, ConsumerGroup>,
+    /// Topic name -> (id, partition count), from [`Coordinator::set_topics`].
+    pub(super) topics: BTreeMap<String, (uuid::Uuid, i32)>,
     pub(super) appends: Appends,
     deletes: BTreeMap<ReqId, DeleteRequest>,
 }
@@ -120,6 +134,8 @@ impl Coordinator {
             rng: ChaCha8Rng::seed_from_u64(seed),
             partitions: BTreeMap::new(),
             groups: BTreeMap::new(),
+            consumer_groups: BTreeMap::new(),
+            topics: BTreeMap::new(),
             appends: Appends::default(),
             deletes: BTreeMap::new(),
         }
@@ -194,6 +210,7 @@ impl Coordinator {
                     self.groups.remove(&group);
                 }
             },
+            RecordKey::Consumer(k) => self.replay_consumer(partition, k, value)?,
             RecordKey::Other { .. } => {}
         }
         Ok(())
@@ -218,6 +235,7 @@ impl Coordinator {
         };
         state.load = LoadState::Loaded;
         state.next_expiry_ms = Some(now_ms + self.config.offsets_retention_check_interval_ms);
+        self.consumer_loaded(partition, now_ms);
         let (groups, mut cx) = self.split(now_ms, out);
         for g in groups.values_mut().filter(|g| g.partition == partition) {
             membership::on_loaded(g, &mut cx);
@@ -249,6 +267,7 @@ impl Coordinator {
                 }
             }
         }
+        self.consumer_groups.retain(|_, g| g.partition != partition);
         let tokens: Vec<AppendToken> = self
             .appends
             .pending
@@ -273,6 +292,18 @@ impl Coordinator {
                 reply(out, req, Reply::OffsetDelete(error, Vec::new()));
             }
             Then::DeleteGroups { req, groups } => self.delete_done(req, &groups, error, out),
+            Then::ConsumerHeartbeat { req, .. } => {
+                let error = if error == code::NOT_COORDINATOR {
+                    error
+                } else {
+                    code::COORDINATOR_NOT_AVAILABLE
+                };
+                let response = ConsumerHeartbeatResponse {
+                    error,
+                    ..Default::default()
+                };
+                reply(out, req, Reply::ConsumerHeartbeat(response));
+            }
             // Their waiters are the groups' members, answered with them.
             Then::LeaderSync { .. }
             | Then::StaticReplace(_)
@@ -310,7 +341,7 @@ impl Coordinator {
     }
 
     /// A fresh member id suffix, from the seeded generator.
-    fn uuid(&mut self) -> String {
+    pub(super) fn uuid(&mut self) -> String {
         let mut bytes = [0u8; 16];
         self.rng.fill_bytes(&mut bytes);
         uuid::Builder::from_random_bytes(bytes)
@@ -335,6 +366,15 @@ impl Coordinator {
             || timeout > self.config.max_session_timeout_ms
         {
             return fail(out, code::INVALID_SESSION_TIMEOUT);
+        }
+        if let Some(g) = self.consumer_groups.get(&request.group_id) {
+            if !g.members.is_empty() {
+                return fail(out, code::INCONSISTENT_GROUP_PROTOCOL);
+            }
+            // An empty consumer group becomes a classic one.
+            let records = g.group_tombstones();
+            self.consumer_groups.remove(&request.group_id);
+            self.appends.append(partition, records, Then::Nothing, out);
         }
         let unknown = request.member_id.is_empty();
         let existed = self.groups.contains_key(&request.group_id);
@@ -460,9 +500,10 @@ impl Coordinator {
         } else {
             code::NONE
         };
-        let listed = self
+        let mut listed: Vec<GroupListing> = self
             .served_groups()
             .filter(|g| !g.is(GroupState::Dead))
+            .filter(|g| !self.consumer_groups.contains_key(&g.group_id))
             .filter(|g| {
                 states.is_empty()
                     || states
@@ -472,10 +513,35 @@ impl Coordinator {
             .map(|g| GroupListing {
                 group_id: g.group_id.clone(),
                 protocol_type: g.protocol_type.clone().unwrap_or_default(),
+                group_type: "classic".to_string(),
                 state: g.state.name().to_string(),
             })
             .collect();
+        let consumer = self
+            .consumer_groups
+            .values()
+            .filter(|g| self.is_loaded(g.partition))
+            .filter(|g| {
+                states.is_empty()
+                    || states
+                        .iter()
+                        .any(|s| s.eq_ignore_ascii_case(g.state_name()))
+            })
+            .map(|g| GroupListing {
+                group_id: g.group_id.clone(),
+                protocol_type: "consumer".to_string(),
+                group_type: "consumer".to_string(),
+                state: g.state_name().to_string(),
+            });
+        listed.extend(consumer);
+        listed.sort_by(|a, b| a.group_id.cmp(&b.group_id));
         (error, listed)
+    }
+
+    fn is_loaded(&self, partition: i32) -> bool {
+        self.partitions
+            .get(&partition)
+            .is_some_and(|s| s.load == LoadState::Loaded)
     }
 
     fn served_groups(&self) -> impl Iterator<Item = &ClassicGroup> {
@@ -497,6 +563,23 @@ impl Coordinator {
         }
         if let Err(e) = self.serving(group_id) {
             described.error = e;
+            return described;
+        }
+        if let Some(g) = self.consumer_groups.get(group_id) {
+            // What DescribeGroups can say of a KIP-848 group.
+            described.state = g.state_name().to_string();
+            described.protocol_type = "consumer".to_string();
+            described.members = g
+                .members
+                .values()
+                .map(|m| DescribedMember {
+                    member_id: m.member_id.clone(),
+                    group_instance_id: m.meta.instance_id.clone(),
+                    client_id: m.meta.client_id.clone(),
+                    client_host: m.meta.client_host.clone(),
+                    ..DescribedMember::default()
+                })
+                .collect();
             return described;
         }
         let Some(g) = self
@@ -550,13 +633,16 @@ impl Coordinator {
     ) {
         let _ = now_ms;
         let mut results = Vec::new();
-        let mut batches: BTreeMap<i32, (Vec<_>, Vec<String>)> = BTreeMap::new();
+        let mut batches = DeleteBatches::new();
         for id in groups {
             let error = if id.is_empty() {
                 code::INVALID_GROUP_ID
             } else {
                 match self.serving(&id) {
                     Err(e) => e,
+                    Ok(partition) if self.consumer_groups.contains_key(&id) => {
+                        self.delete_consumer_group(&id, partition, &mut batches)
+                    }
                     Ok(partition) => match self.groups.get(&id) {
                         None => code::GROUP_ID_NOT_FOUND,
                         Some(g) if g.is(GroupState::Dead) => code::GROUP_ID_NOT_FOUND,
@@ -588,6 +674,28 @@ impl Coordinator {
         for (partition, (records, groups)) in batches {
             let then = Then::DeleteGroups { req, groups };
             self.appends.append(partition, records, then, out);
+        }
+    }
+
+    /// DeleteGroups of a consumer group: only an empty one, with its offsets.
+    fn delete_consumer_group(
+        &mut self,
+        id: &str,
+        partition: i32,
+        batches: &mut DeleteBatches,
+    ) -> i16 {
+        if self.consumer_groups[id].members.is_empty() {
+            let g = self.consumer_groups.remove(id).expect("checked");
+            let batch = batches.entry(partition).or_default();
+            batch.0.extend(g.group_tombstones());
+            batch.0.extend(self.group_tombstones(id));
+            batch.1.push(id.to_string());
+            if let Some(holder) = self.groups.get_mut(id) {
+                holder.state = GroupState::Dead;
+            }
+            code::NONE
+        } else {
+            code::NON_EMPTY_GROUP
         }
     }
 
@@ -661,7 +769,8 @@ impl Coordinator {
     pub fn next_deadline(&self) -> Option<i64> {
         let expiry = self.partitions.values().filter_map(|s| s.next_expiry_ms);
         let groups = self.served_groups().filter_map(membership::next_deadline);
-        expiry.chain(groups).min()
+        let consumer = self.consumer_next_deadline(|p| self.is_loaded(p));
+        expiry.chain(groups).chain(consumer).min()
     }
 
     pub fn tick(&mut self, now_ms: i64, out: &mut Vec<Effect>) {
@@ -680,6 +789,7 @@ impl Coordinator {
                 membership::tick(g, &mut cx);
             }
         }
+        self.consumer_tick(now_ms, &served, out);
         for partition in served {
             let state = self.partitions.get_mut(&partition).expect("served");
             if state.next_expiry_ms.is_some_and(|t| t <= now_ms) {
@@ -705,8 +815,11 @@ impl Coordinator {
                 // Offsets and tombstones take effect as loading would apply them;
                 // group records describe what the group already is.
                 for (key, value) in &pending.records {
-                    let is_group_value = value.is_some()
-                        && matches!(records::decode_key(key), Ok(RecordKey::Group { .. }));
+                    let is_group_value = match records::decode_key(key) {
+                        Ok(RecordKey::Group { .. }) => value.is_some(),
+                        Ok(RecordKey::Consumer(_)) => true,
+                        _ => false,
+                    };
                     if !is_group_value {
                         let _ = self.apply_record(pending.partition, key, value.as_deref());
                     }
@@ -725,6 +838,9 @@ impl Coordinator {
             }
             Then::DeleteGroups { req, groups } => self.delete_done(req, &groups, code::NONE, out),
             Then::Expiry { .. } | Then::Nothing => {}
+            Then::ConsumerHeartbeat { req, response } => {
+                reply(out, req, Reply::ConsumerHeartbeat(response))
+            }
             Then::LeaderSync {
                 group,
                 generation,
@@ -749,6 +865,7 @@ impl Coordinator {
             Then::Commit { .. } | Then::OffsetDelete { .. } => {
                 self.fail_waiters(then, code::for_offset_append(error), out)
             }
+            Then::ConsumerHeartbeat { .. } => self.fail_waiters(then, error, out),
             Then::DeleteGroups { req, groups } => {
                 for id in &groups {
                     self.revive(id);

@@ -575,6 +575,12 @@ pub mod code {
     pub const MESSAGE_TOO_LARGE: i16 = E::MessageTooLarge.code();
     pub const RECORD_LIST_TOO_LARGE: i16 = E::RecordListTooLarge.code();
     pub const INVALID_FETCH_SIZE: i16 = E::InvalidFetchSize.code();
+    pub const INVALID_REQUEST: i16 = E::InvalidRequest.code();
+    pub const FENCED_MEMBER_EPOCH: i16 = E::FencedMemberEpoch.code();
+    pub const UNRELEASED_INSTANCE_ID: i16 = E::UnreleasedInstanceId.code();
+    pub const UNSUPPORTED_ASSIGNOR: i16 = E::UnsupportedAssignor.code();
+    pub const STALE_MEMBER_EPOCH: i16 = E::StaleMemberEpoch.code();
+    pub const INVALID_REGULAR_EXPRESSION: i16 = E::InvalidRegularExpression.code();
 
     /// A failed GroupMetadata append, as the members are told (Kafka's
     /// `storeGroup` mapping; a timeout makes them rejoin).

@@ -1,4 +1,6 @@
-//! The group coordinator (classic protocol) over `__consumer_offsets`.
+//! The group coordinator over `__consumer_offsets`: classic groups (JoinGroup
+//! and SyncGroup) and KIP-848 consumer groups (ConsumerGroupHeartbeat, in
+//! `consumer.rs` and `consumer_heartbeat.rs`). A group id names one or the other.
 //!
 //! Pure and sans-IO like the rest of the broker: the node decodes requests
 //! into the plain structs below, calls [`Coordinator`], and carries out the
@@ -17,6 +19,9 @@
 //!
 //! Error codes are Kafka's (`kafka_protocol::error::ResponseError::code()`).
 
+pub mod assignors;
+pub mod consumer;
+mod consumer_heartbeat;
 pub mod coordinator;
 #[allow(clippy::module_inception)] // the folder is the coordinator; this file is one group
 pub mod group;
@@ -65,6 +70,10 @@ pub struct GroupConfig {
     pub offsets_retention_check_interval_ms: i64,
     /// `offset.metadata.max.bytes`.
     pub offset_metadata_max_bytes: usize,
+    /// `group.consumer.heartbeat.interval.ms` (KIP-848 members).
+    pub consumer_heartbeat_interval_ms: i32,
+    /// `group.consumer.session.timeout.ms` (KIP-848 members).
+    pub consumer_session_timeout_ms: i32,
 }
 
 impl Default for GroupConfig {
@@ -78,6 +87,8 @@ impl Default for GroupConfig {
             offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
             offsets_retention_check_interval_ms: 600_000,
             offset_metadata_max_bytes: 4096,
+            consumer_heartbeat_interval_ms: 5_000,
+            consumer_session_timeout_ms: 45_000,
         }
     }
 }
@@ -220,6 +231,8 @@ pub struct OffsetFetchResponse {
 pub struct GroupListing {
     pub group_id: String,
     pub protocol_type: String,
+    /// "classic" or "consumer" (ListGroups v5).
+    pub group_type: String,
     /// Kafka's state name: "Empty", "PreparingRebalance", "CompletingRebalance", "Stable", "Dead".
     pub state: String,
 }
@@ -257,6 +270,69 @@ pub enum Reply {
     Delete(Vec<(String, i16)>),
     /// OffsetDelete: group-level error and per-partition errors.
     OffsetDelete(i16, Vec<(String, i32, i16)>),
+    ConsumerHeartbeat(ConsumerHeartbeatResponse),
+}
+
+/// ConsumerGroupHeartbeat (KIP-848), as decoded by the node (v0-1).
+#[derive(Debug, Clone, Default)]
+pub struct ConsumerHeartbeatRequest {
+    pub version: i16,
+    pub group_id: String,
+    pub member_id: String,
+    /// 0: join; -1: leave; -2: static member leaving for a while.
+    pub member_epoch: i32,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    /// -1: unchanged.
+    pub rebalance_timeout_ms: i32,
+    /// `None`: unchanged.
+    pub subscribed_topic_names: Option<Vec<String>>,
+    pub subscribed_topic_regex: Option<String>,
+    pub server_assignor: Option<String>,
+    /// The partitions the member owns; `None`: unchanged since the last heartbeat.
+    pub owned: Option<assignors::TopicPartitions>,
+    pub client_id: String,
+    pub client_host: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConsumerHeartbeatResponse {
+    pub error: i16,
+    pub error_message: Option<String>,
+    pub member_id: Option<String>,
+    pub member_epoch: i32,
+    pub heartbeat_interval_ms: i32,
+    /// Sent when it changed (or the member's view differs): the partitions
+    /// the member may own now.
+    pub assignment: Option<assignors::TopicPartitions>,
+}
+
+/// One member of a ConsumerGroupDescribe answer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DescribedConsumerMember {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub member_epoch: i32,
+    pub client_id: String,
+    pub client_host: String,
+    pub subscribed_topic_names: Vec<String>,
+    pub subscribed_topic_regex: Option<String>,
+    pub assignment: assignors::TopicPartitions,
+    pub target_assignment: assignors::TopicPartitions,
+}
+
+/// ConsumerGroupDescribe for one group.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DescribedConsumerGroup {
+    pub error: i16,
+    pub group_id: String,
+    /// "Empty", "Assigning", "Reconciling", "Stable" or "Dead".
+    pub state: String,
+    pub group_epoch: i32,
+    pub assignment_epoch: i32,
+    pub assignor_name: String,
+    pub members: Vec<DescribedConsumerMember>,
 }
 
 /// What the node must do for the coordinator.

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 
+use super::consumer::ConsumerGroup;
 use super::coordinator::{Coordinator, Then};
 use super::group::{code, reply, ClassicGroup, GroupState};
 use super::records::{self, OffsetValue};
@@ -33,6 +34,21 @@ fn validate_commit(g: &ClassicGroup, r: &CommitRequest) -> Result<(), i16> {
     Ok(())
 }
 
+/// Kafka's ConsumerGroup.validateOffsetCommit: a commit from outside the
+/// group (no member, epoch -1) is allowed; a member's must carry its
+/// current epoch (older: STALE_MEMBER_EPOCH, newer: FENCED_MEMBER_EPOCH).
+fn validate_consumer_commit(g: &ConsumerGroup, r: &CommitRequest) -> Result<(), i16> {
+    if r.generation_id < 0 && r.member_id.is_empty() && r.group_instance_id.is_none() {
+        return Ok(());
+    }
+    let m = g.members.get(&r.member_id).ok_or(code::UNKNOWN_MEMBER_ID)?;
+    match r.generation_id {
+        e if e > m.epoch => Err(code::FENCED_MEMBER_EPOCH),
+        e if e < m.epoch => Err(code::STALE_MEMBER_EPOCH),
+        _ => Ok(()),
+    }
+}
+
 impl Coordinator {
     pub fn commit(
         &mut self,
@@ -47,6 +63,12 @@ impl Coordinator {
             self.serving(&request.group_id)
         };
         let group_error = group_error.and_then(|partition| {
+            if let Some(g) = self.consumer_groups.get(&request.group_id) {
+                validate_consumer_commit(g, &request)?;
+                // Its offsets live in an offsets-only entry.
+                self.group_or_new(&request.group_id, partition, Some(now_ms));
+                return Ok(partition);
+            }
             match self.groups.get(&request.group_id) {
                 Some(g) => validate_commit(g, &request).map(|()| partition),
                 None if request.generation_id < 0 => {
@@ -200,6 +222,12 @@ impl Coordinator {
             .groups
             .values()
             .filter(|g| g.partition == partition && !g.is(GroupState::Dead))
+            // A consumer group with members keeps its offsets.
+            .filter(|g| {
+                self.consumer_groups
+                    .get(&g.group_id)
+                    .is_none_or(|c| c.members.is_empty())
+            })
             .map(|g| g.group_id.clone())
             .collect();
         for id in ids {

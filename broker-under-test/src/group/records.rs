@@ -2,13 +2,15 @@
 //!
 //! Every key and value starts with an int16 version. Keys: versions 0/1 are
 //! OffsetCommitKey (group, topic, partition), version 2 is GroupMetadataKey
-//! (group); higher versions belong to KIP-848 records, which this coordinator
-//! does not serve and skips. Values up to version 3 use the classic encoding
+//! (group); versions 3 to 8 are the KIP-848 consumer group records
+//! (`records/consumer.rs`); higher ones are skipped. Values up to version 3 use the classic encoding
 //! (int16-length strings, int32-length bytes and arrays); version 4 is the
 //! first "flexible" one (varint lengths plus tagged fields).
 //! Decoding never trusts a length: garbage yields an error, never a panic.
 
 use bytes::{BufMut, Bytes, BytesMut};
+
+pub mod consumer;
 
 /// Why a key or value did not parse.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +36,9 @@ pub enum RecordKey {
     Group {
         group: String,
     },
-    /// A record type this coordinator does not serve (KIP-848 and later).
+    /// A KIP-848 consumer group record (key versions 3 to 8).
+    Consumer(consumer::ConsumerKey),
+    /// A record type this coordinator does not serve (share and streams groups).
     Other {
         version: i16,
     },
@@ -167,6 +171,7 @@ pub fn decode_key(bytes: &[u8]) -> Result<RecordKey> {
             partition: r.i32()?,
         }),
         2 => Ok(RecordKey::Group { group: r.string()? }),
+        3..=8 => Ok(RecordKey::Consumer(consumer::decode_key(version, &mut r)?)),
         v if v > 2 => Ok(RecordKey::Other { version: v }),
         _ => Err(DecodeError("negative key version")),
     }
@@ -271,6 +276,12 @@ impl Writer {
     fn i32(&mut self, v: i32) {
         self.buf.put_i32(v);
     }
+    fn i8(&mut self, v: i8) {
+        self.buf.put_i8(v);
+    }
+    fn uuid(&mut self, v: &uuid::Uuid) {
+        self.buf.put_slice(v.as_bytes());
+    }
     fn i64(&mut self, v: i64) {
         self.buf.put_i64(v);
     }
@@ -338,6 +349,12 @@ impl<'a> Reader<'a> {
     }
     fn i32(&mut self) -> Result<i32> {
         Ok(i32::from_be_bytes(self.take(4)?.try_into().unwrap()))
+    }
+    fn i8(&mut self) -> Result<i8> {
+        Ok(self.take(1)?[0] as i8)
+    }
+    fn uuid(&mut self) -> Result<uuid::Uuid> {
+        Ok(uuid::Uuid::from_bytes(self.take(16)?.try_into().unwrap()))
     }
     fn i64(&mut self) -> Result<i64> {
         Ok(i64::from_be_bytes(self.take(8)?.try_into().unwrap()))

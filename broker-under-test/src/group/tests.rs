@@ -1,5 +1,6 @@
 //! Tests of the group coordinator.
 
+mod consumer;
 mod harness;
 mod offsets;
 mod props;

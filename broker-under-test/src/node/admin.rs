@@ -97,15 +97,34 @@ impl Node {
         let requested = match request.topics {
             None => None,
             Some(list) if list.is_empty() && version == 0 => None,
+            // v10+ may name a topic by id (KIP-848 clients resolve their
+            // assignments so); an unknown id is left out.
             Some(list) => Some(
                 list.into_iter()
-                    .filter_map(|t| t.name.map(|n| n.0.to_string()))
+                    .filter_map(|t| match t.name {
+                        Some(n) => Some(n.0.to_string()),
+                        None => self.topic_name_by_id(&t.topic_id),
+                    })
                     .collect(),
             ),
         };
         let allow_create = (version < 4 || request.allow_auto_topic_creation)
             && self.config.auto_create_topics_enable;
         (requested, allow_create)
+    }
+
+    fn topic_name_by_id(&self, id: &Uuid) -> Option<String> {
+        if id.is_nil() {
+            return None;
+        }
+        match &self.cluster {
+            Some(c) => c.image.topic_names_by_id.get(id).cloned(),
+            None => self
+                .topics
+                .iter()
+                .find(|(_, t)| t.id == *id)
+                .map(|(n, _)| n.clone()),
+        }
     }
 
     pub(super) fn advertised_host_port(&self) -> (String, i32) {

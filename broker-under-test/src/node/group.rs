@@ -231,6 +231,7 @@ impl Node {
         if !self.config.is_broker() && self.cluster.is_some() {
             return;
         }
+        self.groups_set_topics();
         let mut wanted: BTreeMap<i32, (PartId, i32)> = BTreeMap::new();
         if let Some(topic) = self.topics.get(OFFSETS_TOPIC) {
             for (&index, &part) in &topic.partitions {

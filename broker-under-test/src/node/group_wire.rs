@@ -214,27 +214,28 @@ impl Node {
             ApiKey::ListGroups => {
                 let r: ListGroupsRequest = decode(raw)?;
                 let states: Vec<String> = r.states_filter.iter().map(|s| s.to_string()).collect();
-                // v5 filters by group type: every group here is "classic".
-                let classic_wanted = r.types_filter.is_empty()
-                    || r.types_filter
-                        .iter()
-                        .any(|t| t.eq_ignore_ascii_case("classic"));
+                // v5 filters by group type ("classic" or "consumer").
+                let wanted = |group_type: &str| {
+                    r.types_filter.is_empty()
+                        || r.types_filter
+                            .iter()
+                            .any(|t| t.eq_ignore_ascii_case(group_type))
+                };
                 let (error, groups) = self.groups.coordinator.list_groups(&states);
                 let mut response = ListGroupsResponse::default();
                 response.error_code = error;
-                if classic_wanted {
-                    response.groups = groups
-                        .into_iter()
-                        .map(|g| {
-                            let mut l = list_groups_response::ListedGroup::default();
-                            l.group_id = GroupId(sb(&g.group_id));
-                            l.protocol_type = sb(&g.protocol_type);
-                            l.group_state = sb(&g.state);
-                            l.group_type = sb("classic");
-                            l
-                        })
-                        .collect();
-                }
+                response.groups = groups
+                    .into_iter()
+                    .filter(|g| wanted(&g.group_type))
+                    .map(|g| {
+                        let mut l = list_groups_response::ListedGroup::default();
+                        l.group_id = GroupId(sb(&g.group_id));
+                        l.protocol_type = sb(&g.protocol_type);
+                        l.group_state = sb(&g.state);
+                        l.group_type = sb(&g.group_type);
+                        l
+                    })
+                    .collect();
                 self.respond(reply, &response, out);
                 return Ok(());
             }
@@ -675,6 +676,9 @@ impl Node {
                     }
                 }
                 self.respond(to, &r, out);
+            }
+            (ApiKey::ConsumerGroupHeartbeat, Reply::ConsumerHeartbeat(r)) => {
+                self.answer_consumer_heartbeat(to, r, out)
             }
             (api, reply) => {
                 tracing::error!(?api, ?reply, "group answer of the wrong kind; closing");

@@ -12,6 +12,7 @@ mod cluster_admin;
 mod controller_glue;
 mod fetch;
 mod group;
+mod group_consumer_wire;
 mod group_wire;
 mod hw_checkpoint;
 mod lifecycle;
@@ -770,6 +771,9 @@ impl Node {
             | ApiKey::DescribeGroups
             | ApiKey::DeleteGroups
             | ApiKey::OffsetDelete => self.handle_group_api(now, reply, &raw, out),
+            ApiKey::ConsumerGroupHeartbeat | ApiKey::ConsumerGroupDescribe => {
+                self.handle_consumer_group_api(now, reply, &raw, out)
+            }
             other => Err(FrameError::UnknownApiKey(other as i16)),
         };
         if let Err(e) = result {
@@ -1076,6 +1080,8 @@ fn decode<T: kafka_protocol::protocol::Decodable>(raw: &RawRequest) -> Result<T,
 
 #[cfg(test)]
 mod cluster_tests;
+#[cfg(test)]
+mod group_consumer_tests;
 #[cfg(test)]
 mod group_tests;
 #[cfg(test)]

@@ -88,6 +88,10 @@ impl H {
         }
     }
 
+    pub fn next_req(&mut self) -> ReqId {
+        self.req()
+    }
+
     fn req(&mut self) -> ReqId {
         self.next_req += 1;
         self.next_req

@@ -185,9 +185,11 @@ fn unknown_versions_and_lengths_past_the_end_are_errors() {
     assert!(decode_offset_value(&[0, 9, 0, 0]).is_err());
     assert!(decode_group_value(&[0xff, 0xff]).is_err());
     assert_eq!(
-        decode_key(&[0, 5, 1, 2]).unwrap(),
-        RecordKey::Other { version: 5 }
+        decode_key(&[0, 11, 1, 2]).unwrap(),
+        RecordKey::Other { version: 11 }
     );
+    // A consumer group member key whose group id runs past the end.
+    assert!(decode_key(&[0, 5, 1, 2]).is_err());
     // A string claiming more bytes than there are.
     assert!(decode_key(&[0, 2, 0x7f, 0xff, b'a']).is_err());
     // A member array claiming 2^31-1 members.
