@@ -32,6 +32,19 @@ fn opt(s: &Option<StrBytes>) -> Option<String> {
     s.as_ref().map(|s| s.to_string())
 }
 
+/// Per-partition answers grouped by topic, topics in first-seen order (the
+/// wire nests partitions under their topic).
+fn by_topic<T>(parts: impl IntoIterator<Item = (String, i32, T)>) -> Vec<(String, Vec<(i32, T)>)> {
+    let mut topics: Vec<(String, Vec<(i32, T)>)> = Vec::new();
+    for (topic, index, answer) in parts {
+        match topics.iter_mut().find(|(name, _)| *name == topic) {
+            Some((_, list)) => list.push((index, answer)),
+            None => topics.push((topic, vec![(index, answer)])),
+        }
+    }
+    topics
+}
+
 /// Kafka's FindCoordinator key types.
 const KEY_TYPE_GROUP: i8 = 0;
 
@@ -457,21 +470,6 @@ impl Node {
                 }),
             })
         };
-        /// One partition's answer: (index, committed offset, error).
-        type PartitionAnswer = (i32, Option<group::CommittedOffset>, i16);
-        // Partitions grouped by topic, in first-seen order.
-        fn by_topic(
-            parts: Vec<(String, i32, Option<group::CommittedOffset>, i16)>,
-        ) -> Vec<(String, Vec<PartitionAnswer>)> {
-            let mut topics: Vec<(String, Vec<_>)> = Vec::new();
-            for (t, p, c, e) in parts {
-                match topics.iter_mut().find(|(n, _)| *n == t) {
-                    Some((_, list)) => list.push((p, c, e)),
-                    None => topics.push((t, vec![(p, c, e)])),
-                }
-            }
-            topics
-        }
         if reply.version >= 8 {
             for g in r.groups {
                 let topics = g.topics.map(|ts| {
@@ -483,58 +481,23 @@ impl Node {
                 let mut wire = offset_fetch_response::OffsetFetchResponseGroup::default();
                 wire.group_id = g.group_id;
                 wire.error_code = fetched.error;
-                wire.topics = by_topic(fetched.partitions)
-                    .into_iter()
-                    .map(|(name, parts)| {
-                        let mut t = offset_fetch_response::OffsetFetchResponseTopics::default();
-                        t.name = TopicName(sb(&name));
-                        t.partitions = parts
-                            .into_iter()
-                            .map(|(index, committed, error)| {
-                                let mut p =
-                                    offset_fetch_response::OffsetFetchResponsePartitions::default();
-                                p.partition_index = index;
-                                p.error_code = error;
-                                p.committed_offset = committed.as_ref().map_or(-1, |c| c.offset);
-                                p.committed_leader_epoch =
-                                    committed.as_ref().map_or(-1, |c| c.leader_epoch);
-                                p.metadata = Some(sb(committed
-                                    .as_ref()
-                                    .map_or("", |c| c.metadata.as_str())));
-                                p
-                            })
-                            .collect();
-                        t
-                    })
-                    .collect();
-                response.groups.push(wire);
-            }
-        } else {
-            let topics = r.topics.map(|ts| {
-                ts.into_iter()
-                    .map(|t| (t.name.0.to_string(), t.partition_indexes))
-                    .collect()
-            });
-            let fetched = answer(&self.groups.coordinator, &r.group_id.0, topics);
-            response.error_code = fetched.error;
-            response.topics = by_topic(fetched.partitions)
+                wire.topics = by_topic(
+                    fetched
+                        .partitions
+                        .into_iter()
+                        .map(|(t, p, c, e)| (t, p, (c, e))),
+                )
                 .into_iter()
                 .map(|(name, parts)| {
-                    let mut t = offset_fetch_response::OffsetFetchResponseTopic::default();
+                    let mut t = offset_fetch_response::OffsetFetchResponseTopics::default();
                     t.name = TopicName(sb(&name));
                     t.partitions = parts
                         .into_iter()
-                        .map(|(index, committed, error)| {
+                        .map(|(index, (committed, error))| {
                             let mut p =
-                                offset_fetch_response::OffsetFetchResponsePartition::default();
+                                offset_fetch_response::OffsetFetchResponsePartitions::default();
                             p.partition_index = index;
-                            // v0-1 have no top-level error: a group error goes on
-                            // each partition, as Kafka does.
-                            p.error_code = if error == 0 && reply.version < 2 {
-                                fetched.error
-                            } else {
-                                error
-                            };
+                            p.error_code = error;
                             p.committed_offset = committed.as_ref().map_or(-1, |c| c.offset);
                             p.committed_leader_epoch =
                                 committed.as_ref().map_or(-1, |c| c.leader_epoch);
@@ -546,6 +509,49 @@ impl Node {
                     t
                 })
                 .collect();
+                response.groups.push(wire);
+            }
+        } else {
+            let topics = r.topics.map(|ts| {
+                ts.into_iter()
+                    .map(|t| (t.name.0.to_string(), t.partition_indexes))
+                    .collect()
+            });
+            let fetched = answer(&self.groups.coordinator, &r.group_id.0, topics);
+            response.error_code = fetched.error;
+            response.topics = by_topic(
+                fetched
+                    .partitions
+                    .into_iter()
+                    .map(|(t, p, c, e)| (t, p, (c, e))),
+            )
+            .into_iter()
+            .map(|(name, parts)| {
+                let mut t = offset_fetch_response::OffsetFetchResponseTopic::default();
+                t.name = TopicName(sb(&name));
+                t.partitions = parts
+                    .into_iter()
+                    .map(|(index, (committed, error))| {
+                        let mut p = offset_fetch_response::OffsetFetchResponsePartition::default();
+                        p.partition_index = index;
+                        // v0-1 have no top-level error: a group error goes on
+                        // each partition, as Kafka does.
+                        p.error_code = if error == 0 && reply.version < 2 {
+                            fetched.error
+                        } else {
+                            error
+                        };
+                        p.committed_offset = committed.as_ref().map_or(-1, |c| c.offset);
+                        p.committed_leader_epoch =
+                            committed.as_ref().map_or(-1, |c| c.leader_epoch);
+                        p.metadata =
+                            Some(sb(committed.as_ref().map_or("", |c| c.metadata.as_str())));
+                        p
+                    })
+                    .collect();
+                t
+            })
+            .collect();
         }
         self.respond(reply, &response, out);
     }
@@ -626,20 +632,17 @@ impl Node {
             }
             (ApiKey::OffsetCommit, Reply::Commit(parts)) => {
                 let mut r = OffsetCommitResponse::default();
-                for (topic, index, error) in parts {
-                    let mut p = offset_commit_response::OffsetCommitResponsePartition::default();
-                    p.partition_index = index;
-                    p.error_code = error;
-                    match r.topics.iter_mut().find(|t| t.name.0.as_str() == topic) {
-                        Some(t) => t.partitions.push(p),
-                        None => {
-                            let mut t =
-                                offset_commit_response::OffsetCommitResponseTopic::default();
-                            t.name = TopicName(sb(&topic));
-                            t.partitions.push(p);
-                            r.topics.push(t);
-                        }
+                for (topic, partitions) in by_topic(parts) {
+                    let mut t = offset_commit_response::OffsetCommitResponseTopic::default();
+                    t.name = TopicName(sb(&topic));
+                    for (index, error) in partitions {
+                        let mut p =
+                            offset_commit_response::OffsetCommitResponsePartition::default();
+                        p.partition_index = index;
+                        p.error_code = error;
+                        t.partitions.push(p);
                     }
+                    r.topics.push(t);
                 }
                 self.respond(to, &r, out);
             }
@@ -660,20 +663,17 @@ impl Node {
             (ApiKey::OffsetDelete, Reply::OffsetDelete(error, parts)) => {
                 let mut r = OffsetDeleteResponse::default();
                 r.error_code = error;
-                for (topic, index, error) in parts {
-                    let mut p = offset_delete_response::OffsetDeleteResponsePartition::default();
-                    p.partition_index = index;
-                    p.error_code = error;
-                    match r.topics.iter_mut().find(|t| t.name.0.as_str() == topic) {
-                        Some(t) => t.partitions.push(p),
-                        None => {
-                            let mut t =
-                                offset_delete_response::OffsetDeleteResponseTopic::default();
-                            t.name = TopicName(sb(&topic));
-                            t.partitions.push(p);
-                            r.topics.push(t);
-                        }
+                for (topic, partitions) in by_topic(parts) {
+                    let mut t = offset_delete_response::OffsetDeleteResponseTopic::default();
+                    t.name = TopicName(sb(&topic));
+                    for (index, error) in partitions {
+                        let mut p =
+                            offset_delete_response::OffsetDeleteResponsePartition::default();
+                        p.partition_index = index;
+                        p.error_code = error;
+                        t.partitions.push(p);
                     }
+                    r.topics.push(t);
                 }
                 self.respond(to, &r, out);
             }
