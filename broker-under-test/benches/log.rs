@@ -90,6 +90,8 @@ fn config() -> LogConfig {
         max_batch_bytes: 1024 * 1024,
         durability: Durability::Sync,
         flush_interval_ms: 1000,
+        producer_id_expiration_ms: 86_400_000,
+        producer_id_expiration_check_interval_ms: 600_000,
     }
 }
 

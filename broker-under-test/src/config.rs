@@ -48,6 +48,10 @@ pub struct BrokerConfig {
     pub log_flush_interval_ms: u64,
     /// `message.max.bytes`: largest record batch accepted.
     pub message_max_bytes: usize,
+    /// `producer.id.expiration.ms`: a partition forgets a producer silent this long.
+    pub producer_id_expiration_ms: u64,
+    /// `producer.id.expiration.check.interval.ms`.
+    pub producer_id_expiration_check_interval_ms: u64,
     /// `socket.request.max.bytes`: largest request frame accepted.
     pub socket_request_max_bytes: usize,
     /// `replica.fetch.wait.max.ms` caps a fetch's long-poll wait as well.
@@ -285,6 +289,8 @@ impl Default for BrokerConfig {
             log_index_interval_bytes: 4096,
             log_flush_interval_ms: 1000,
             message_max_bytes: 1024 * 1024 + 12,
+            producer_id_expiration_ms: 86_400_000,
+            producer_id_expiration_check_interval_ms: 600_000,
             socket_request_max_bytes: 100 * 1024 * 1024,
             fetch_max_wait_cap_ms: 30_000,
             durability: Durability::Sync,
@@ -539,6 +545,10 @@ impl BrokerConfig {
                 "log.index.interval.bytes" => self.log_index_interval_bytes = positive()?,
                 "log.flush.interval.ms" => self.log_flush_interval_ms = positive()?,
                 "message.max.bytes" => self.message_max_bytes = positive()? as usize,
+                "producer.id.expiration.ms" => self.producer_id_expiration_ms = positive()?,
+                "producer.id.expiration.check.interval.ms" => {
+                    self.producer_id_expiration_check_interval_ms = positive()?
+                }
                 "socket.request.max.bytes" => self.socket_request_max_bytes = positive()? as usize,
                 "replica.fetch.wait.max.ms" => {
                     // It caps clients' fetch long-polls as well.

@@ -21,6 +21,7 @@
 pub mod batch;
 pub mod checkpoint;
 pub mod epoch;
+pub mod producers;
 mod read;
 mod recovery;
 mod replica;
@@ -28,7 +29,7 @@ pub mod segment;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 
 use bytes::{Bytes, BytesMut};
@@ -40,6 +41,7 @@ use crate::seam::{DiskError, DiskErrorKind, DiskOp, DiskReply, DiskReqId, Now};
 use batch::BatchError;
 use checkpoint::{Checkpoint, CHECKPOINT, CHECKPOINT_TMP, METADATA};
 use epoch::EpochCache;
+use producers::{ProducerError, ProducerStates, Verdict, SNAPSHOT_EXT};
 use segment::{file_name, Segment};
 
 /// The log's share of the broker configuration.
@@ -54,6 +56,10 @@ pub struct LogConfig {
     pub durability: Durability,
     /// `log.flush.interval.ms`: in page-cache mode, how often `maintain` syncs.
     pub flush_interval_ms: u64,
+    /// `producer.id.expiration.ms`.
+    pub producer_id_expiration_ms: u64,
+    /// `producer.id.expiration.check.interval.ms`.
+    pub producer_id_expiration_check_interval_ms: u64,
 }
 
 impl LogConfig {
@@ -67,6 +73,8 @@ impl LogConfig {
             max_batch_bytes: c.message_max_bytes,
             durability: c.durability,
             flush_interval_ms: c.log_flush_interval_ms,
+            producer_id_expiration_ms: c.producer_id_expiration_ms,
+            producer_id_expiration_check_interval_ms: c.producer_id_expiration_check_interval_ms,
         }
     }
 }
@@ -122,6 +130,8 @@ pub enum LogError {
         high_watermark: i64,
     },
     Batch(BatchError),
+    /// An idempotent batch the producer state refuses (nothing appended).
+    Producer(ProducerError),
     /// Still opening.
     NotReady,
 }
@@ -139,6 +149,7 @@ impl fmt::Display for LogError {
                 "offset {requested} out of range [{log_start}, {high_watermark}]"
             ),
             LogError::Batch(e) => write!(f, "{e}"),
+            LogError::Producer(e) => write!(f, "{e}"),
             LogError::NotReady => write!(f, "log not ready"),
         }
     }
@@ -153,6 +164,9 @@ pub struct AppendInfo {
     /// Always -1: timestamps are the producer's (CreateTime).
     pub log_append_time: i64,
     pub log_start_offset: i64,
+    /// A producer's retry of a batch already in the log: nothing was
+    /// appended, the offsets are the original's.
+    pub duplicate: bool,
 }
 
 /// What a disk request in flight was for.
@@ -237,6 +251,11 @@ pub struct PartitionLog {
     events: VecDeque<LogEvent>,
     next_token: u64,
     recovery: Option<Box<recovery::Recovery>>,
+    /// Idempotent producers' last batches, for dedup and sequence checks.
+    producers: ProducerStates,
+    /// Offsets of the producer state snapshots on disk.
+    snapshots: BTreeSet<i64>,
+    last_producer_expiry_mono: u64,
 }
 
 fn parent_of(dir: &str) -> String {
@@ -277,6 +296,9 @@ impl PartitionLog {
             events: VecDeque::new(),
             next_token: 1,
             recovery: None,
+            producers: ProducerStates::default(),
+            snapshots: BTreeSet::new(),
+            last_producer_expiry_mono: now.mono_nanos,
         }
     }
 
@@ -363,6 +385,10 @@ impl PartitionLog {
     /// No disk request in flight.
     pub fn is_idle(&self) -> bool {
         self.pending.is_empty()
+    }
+    /// The producer state (what the next idempotent batch is checked against).
+    pub fn producer_states(&self) -> &ProducerStates {
+        &self.producers
     }
     pub fn poll_event(&mut self) -> Option<LogEvent> {
         self.events.pop_front()
@@ -556,6 +582,16 @@ impl PartitionLog {
         self.usable_for_append()?;
         let headers = batch::validate_record_set(&records, self.config.max_batch_bytes)
             .map_err(LogError::Batch)?;
+        let verdict = self.producers.check(&headers).map_err(LogError::Producer)?;
+        if let Some(Verdict::Duplicate(original)) = verdict {
+            return Ok(AppendInfo {
+                base_offset: original.first_offset,
+                last_offset: original.last_offset,
+                log_append_time: -1,
+                log_start_offset: self.log_start,
+                duplicate: true,
+            });
+        }
         let mut data = BytesMut::from(&records[..]);
         let first = self.leo;
         batch::assign_offsets(&mut data, first, leader_epoch);
@@ -570,6 +606,9 @@ impl PartitionLog {
             })
             .collect();
         let info = self.write_batches(&headers, data.freeze(), now, io);
+        for h in &headers {
+            self.producers.record(h);
+        }
         self.note_epochs([(leader_epoch, first)], io);
         Ok(info)
     }
@@ -639,6 +678,7 @@ impl PartitionLog {
             last_offset: self.leo - 1,
             log_append_time: -1,
             log_start_offset: self.log_start,
+            duplicate: false,
         }
     }
 
@@ -664,6 +704,9 @@ impl PartitionLog {
         }
         self.issue_sync(io);
         let base = self.leo;
+        // Before the new segment exists: recovery trusts a snapshot only when
+        // a segment starts at its offset, so a stale one is never picked up.
+        self.write_producer_snapshot(base, io);
         self.submit(
             io,
             DiskOp::Create {
@@ -683,6 +726,7 @@ impl PartitionLog {
             return;
         }
         self.apply_retention(now, io);
+        self.expire_producers(now);
         let flush_due = now.mono_nanos.saturating_sub(self.last_flush_mono)
             >= self.config.flush_interval_ms.saturating_mul(1_000_000);
         if self.config.durability == Durability::PageCache
@@ -741,6 +785,9 @@ impl PartitionLog {
         if self.epochs.truncate_from_start(self.log_start) {
             self.write_epochs(io);
         }
+        self.producers.truncate_head(self.log_start);
+        let start = self.log_start;
+        self.remove_snapshots(|s| s < start, io);
         for seg in removed {
             for ext in ["log", "index", "timeindex"] {
                 let path = self.path(&file_name(seg.base, ext));
@@ -749,6 +796,52 @@ impl PartitionLog {
         }
         let dir = self.dir.clone();
         self.submit(io, DiskOp::SyncDir { path: dir }, Pending::Step);
+    }
+
+    /// Write `<offset>.snapshot`: the producer state of the log below `offset`
+    /// (the log end now).
+    fn write_producer_snapshot(&mut self, offset: i64, io: &mut DiskIo) {
+        let data = Bytes::from(self.producers.encode());
+        let name = file_name(offset, SNAPSHOT_EXT);
+        self.replace_file(io, &format!("{name}.tmp"), &name, data, Pending::Step);
+        self.snapshots.insert(offset);
+    }
+
+    /// Remove the snapshot files whose offset matches `which`.
+    fn remove_snapshots(&mut self, which: impl Fn(i64) -> bool, io: &mut DiskIo) {
+        let gone: Vec<i64> = self
+            .snapshots
+            .iter()
+            .copied()
+            .filter(|&s| which(s))
+            .collect();
+        for offset in gone {
+            self.snapshots.remove(&offset);
+            let path = self.path(&file_name(offset, SNAPSHOT_EXT));
+            self.submit(io, DiskOp::Remove { path }, Pending::Remove);
+        }
+    }
+
+    /// Every `producer.id.expiration.check.interval.ms`, forget producers
+    /// whose last batch is older than `producer.id.expiration.ms`.
+    fn expire_producers(&mut self, now: Now) {
+        let interval = self
+            .config
+            .producer_id_expiration_check_interval_ms
+            .saturating_mul(1_000_000);
+        if now
+            .mono_nanos
+            .saturating_sub(self.last_producer_expiry_mono)
+            < interval
+        {
+            return;
+        }
+        self.last_producer_expiry_mono = now.mono_nanos;
+        let expiration = i64::try_from(self.config.producer_id_expiration_ms).unwrap_or(i64::MAX);
+        let expired = self.producers.expire(now.wall_millis, expiration);
+        if expired > 0 {
+            tracing::info!(dir = %self.dir, expired, "producer ids expired");
+        }
     }
 
     /// Sync everything now (graceful shutdown) and checkpoint afterwards.

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use super::batch::{self, ScanStop};
 use super::checkpoint::{self, Checkpoint, CHECKPOINT, METADATA};
 use super::epoch::{EpochCache, EPOCH_FILE};
+use super::producers::{ProducerStates, SNAPSHOT_EXT};
 use super::segment::{file_name, parse_file_name, Segment};
 use super::{Barrier, PartitionLog, Pending};
 use crate::diskio::DiskIo;
@@ -30,7 +31,12 @@ pub(super) enum RecStep {
     Epochs,
     Index(usize),
     TimeIndex(usize),
-    Chunk { pos: u64, asked: u64 },
+    /// The producer state snapshot at this offset.
+    ProducerSnapshot(i64),
+    Chunk {
+        pos: u64,
+        asked: u64,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -78,6 +84,14 @@ pub(super) struct Recovery {
     epochs: Option<EpochCache>,
     /// (epoch, base offset) of scanned batches whose epoch is above every one before.
     scanned_epochs: Vec<(i32, i64)>,
+    /// (offset, size) of the producer state snapshots found.
+    snapshots: Vec<(i64, u64)>,
+    /// The producer state: the snapshot read, then every scanned batch at or
+    /// above `producers_from`.
+    producers: ProducerStates,
+    /// The offset of the snapshot in use; `None`: no good snapshot, every
+    /// segment is scanned to rebuild the producer state.
+    producers_from: Option<i64>,
 }
 
 impl PartitionLog {
@@ -156,6 +170,17 @@ impl PartitionLog {
                     s.timeindex = data;
                 }
             }
+            RecStep::ProducerSnapshot(offset) => {
+                match data.as_deref().and_then(ProducerStates::decode) {
+                    Some(states) => {
+                        rec.producers = states;
+                        rec.producers_from = Some(offset);
+                    }
+                    None => {
+                        tracing::warn!(dir = %self.dir, offset, "unreadable producer state snapshot ignored; rebuilding it from every batch")
+                    }
+                }
+            }
             RecStep::Chunk { pos, asked } => match data {
                 Some(buf) => self.on_chunk(pos, asked, buf, io),
                 None => self.fail("unexpected reply to a segment read".into()),
@@ -193,6 +218,7 @@ impl PartitionLog {
                     }),
                     Some((base, "index")) => indexes.push((base, false, e.size, e.name)),
                     Some((base, "timeindex")) => indexes.push((base, true, e.size, e.name)),
+                    Some((base, SNAPSHOT_EXT)) => rec.snapshots.push((base, e.size)),
                     _ => {
                         tracing::warn!(dir = %self.dir, name = %e.name, "ignoring an unknown file in a log directory")
                     }
@@ -216,6 +242,21 @@ impl PartitionLog {
         }
         if has_epochs {
             reads.push((EPOCH_FILE.to_string(), 1 << 20, RecStep::Epochs));
+        }
+        // The newest snapshot taken at the roll to a segment that still
+        // exists (one at another offset is stale or half-made).
+        rec.snapshots.sort_unstable();
+        let snapshot = rec
+            .snapshots
+            .iter()
+            .rev()
+            .find(|&&(o, _)| rec.segs.iter().any(|s| s.base == o));
+        if let Some(&(offset, size)) = snapshot {
+            reads.push((
+                file_name(offset, SNAPSHOT_EXT),
+                size,
+                RecStep::ProducerSnapshot(offset),
+            ));
         }
         let last = rec.segs.len().saturating_sub(1);
         for (i, s) in rec.segs.iter().enumerate().take(last) {
@@ -259,7 +300,10 @@ impl PartitionLog {
                     }
                     continue;
                 }
-                if next <= rp {
+                // Batches at or above the producer snapshot are scanned to
+                // bring the producer state up to date.
+                let producers_have_it = rec.producers_from.is_some_and(|from| next <= from);
+                if next <= rp && producers_have_it {
                     if let (Some(idx), Some(tidx)) = (&s.index, &s.timeindex) {
                         if let Some(seg) = Segment::from_indexes(s.base, s.size, next, idx, tidx) {
                             rec.plan.push_back(Plan::Trusted(seg));
@@ -325,9 +369,16 @@ impl PartitionLog {
     fn on_chunk(&mut self, pos: u64, asked: u64, buf: Bytes, io: &mut DiskIo) {
         let interval = self.config.index_interval_bytes;
         let dir = self.dir.clone();
-        let Some(scan) = self.recovery.as_mut().and_then(|r| r.scanning.as_mut()) else {
+        let Some(Recovery {
+            scanning: Some(scan),
+            producers,
+            producers_from,
+            ..
+        }) = self.recovery.as_deref_mut()
+        else {
             return;
         };
+        let producers_from = producers_from.unwrap_or(i64::MIN);
         if (buf.len() as u64) < asked {
             scan.file_size = pos + buf.len() as u64;
         }
@@ -346,6 +397,9 @@ impl PartitionLog {
             }
             scan.seg.add_batch(&h, pos + good as u64, interval);
             good += h.length;
+            if h.base_offset >= producers_from {
+                producers.record(&h);
+            }
             let epoch = h.partition_leader_epoch;
             if epoch >= 0 && rec_epochs_latest(&scan.epochs) < epoch {
                 scan.epochs.push((epoch, h.base_offset));
@@ -462,6 +516,7 @@ impl PartitionLog {
                 }
             }
         }
+        self.recover_producers(&mut rec, &segments);
         for name in &rec.removals {
             let path = self.path(name);
             self.submit(io, DiskOp::Remove { path }, Pending::Remove);
@@ -485,6 +540,32 @@ impl PartitionLog {
         let first_base = self.segments[0].base;
         self.log_start = self.log_start.max(first_base).min(leo);
         tracing::info!(dir = %self.dir, log_start = self.log_start, log_end = leo, segments = self.segments.len(), "log recovered");
+    }
+
+    /// The producer state as rebuilt, cut to the recovered log; snapshots
+    /// that no longer match a segment in it are removed.
+    fn recover_producers(&mut self, rec: &mut Recovery, segments: &[Segment]) {
+        let leo = segments.last().map_or(0, |s| s.next_offset);
+        let log_start = self
+            .log_start
+            .max(segments.first().map_or(0, |s| s.base))
+            .min(leo);
+        let mut producers = std::mem::take(&mut rec.producers);
+        producers.truncate_to(leo);
+        producers.truncate_head(log_start);
+        self.producers = producers;
+        self.snapshots.clear();
+        for &(offset, _) in &rec.snapshots {
+            let kept = offset >= log_start && segments.iter().any(|s| s.base == offset);
+            if kept {
+                self.snapshots.insert(offset);
+            } else {
+                rec.removals.push(file_name(offset, SNAPSHOT_EXT));
+            }
+        }
+        if !self.producers.is_empty() {
+            tracing::info!(dir = %self.dir, producers = self.producers.len(), from_snapshot = ?rec.producers_from, "producer state rebuilt");
+        }
     }
 
     /// The epoch cache from the file (if it was good) without entries at or

@@ -356,9 +356,14 @@ impl PartitionLog {
                 last_offset: self.leo - 1,
                 log_append_time: -1,
                 log_start_offset: self.log_start,
+                duplicate: false,
             });
         }
         let info = self.write_batches(&headers, records.slice(..pos), now, io);
+        // Followers keep producer state too, so that a new leader dedups.
+        for h in &headers {
+            self.producers.record(h);
+        }
         let epochs: Vec<(i32, i64)> = headers
             .iter()
             .map(|h| (h.partition_leader_epoch, h.base_offset))
@@ -472,6 +477,7 @@ impl PartitionLog {
         if self.epochs.truncate_from_end(offset) {
             self.write_epochs(io);
         }
+        self.producers.truncate_to(offset);
         self.truncation = Some(Box::new(Truncation {
             target: offset,
             seg: Segment::new(base),
@@ -520,6 +526,7 @@ impl PartitionLog {
         self.durable = offset;
         self.marks.clear();
         self.epochs = Default::default();
+        self.producers.clear();
         self.truncation = Some(Box::new(Truncation {
             target: offset,
             seg: Segment::new(offset),
@@ -532,6 +539,7 @@ impl PartitionLog {
         self.submit(io, DiskOp::SyncDir { path: dir.clone() }, Pending::Step);
         self.write_checkpoint(io);
         self.write_epochs(io);
+        self.remove_snapshots(|_| true, io);
         for s in &removed {
             for ext in ["log", "index", "timeindex"] {
                 if s.base == offset && ext == "log" {
@@ -660,6 +668,8 @@ impl PartitionLog {
         }
         self.marks.retain(|&(end, _, _)| end <= new_end);
         self.epochs.truncate_from_end(new_end);
+        self.producers.truncate_to(new_end);
+        self.remove_snapshots(|s| s > new_end, io);
 
         self.write_checkpoint(io);
         self.write_epochs(io);

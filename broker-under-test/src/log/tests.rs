@@ -24,6 +24,8 @@ fn config() -> LogConfig {
         max_batch_bytes: 1 << 20,
         durability: Durability::Sync,
         flush_interval_ms: 1000,
+        producer_id_expiration_ms: 86_400_000,
+        producer_id_expiration_check_interval_ms: 600_000,
     }
 }
 
@@ -1335,3 +1337,231 @@ fn read_walks_over_empty_segments() {
 
 #[path = "replica_tests.rs"]
 mod replica_tests;
+
+// ---- Producer state (idempotent producers) ----
+
+/// An idempotent batch of `count` records: producer `pid`, `epoch`, base sequence `seq`.
+fn idem_batch(pid: i64, epoch: i16, seq: i32, count: usize) -> Bytes {
+    use kafka_protocol::indexmap::IndexMap;
+    use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    let records: Vec<Record> = (0..count)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: pid,
+            producer_epoch: epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: seq + i as i32,
+            timestamp: 1_000 + i as i64,
+            key: None,
+            value: Some(Bytes::from(vec![b'v'; 40])),
+            headers: IndexMap::new(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
+    buf.freeze()
+}
+
+/// The producer state rebuilt by replaying every batch the log serves.
+fn replayed_producers(h: &mut Harness, log: &mut PartitionLog) -> producers::ProducerStates {
+    let mut states = producers::ProducerStates::default();
+    let mut next = log.log_start_offset();
+    while next < log.high_watermark() {
+        let data = h.read(log, next, 1 << 20).unwrap();
+        let (headers, _, _) = batch::scan(&data.records);
+        assert!(!headers.is_empty());
+        for hd in &headers {
+            if hd.base_offset >= next {
+                states.record(hd);
+            }
+        }
+        next = headers.last().unwrap().next_offset();
+    }
+    states
+}
+
+#[test]
+fn an_idempotent_retry_gets_its_original_offsets_and_appends_nothing() {
+    let mut h = Harness::new();
+    let mut log = h.create(config());
+    h.append(&mut log, batch(2)).unwrap();
+    let first = h.append(&mut log, idem_batch(7, 0, 0, 3)).unwrap();
+    assert_eq!(
+        (first.base_offset, first.last_offset, first.duplicate),
+        (2, 4, false)
+    );
+    h.append(&mut log, idem_batch(7, 0, 3, 2)).unwrap();
+    h.run(&mut log);
+    let retry = h.append(&mut log, idem_batch(7, 0, 0, 3)).unwrap();
+    assert_eq!(
+        (retry.base_offset, retry.last_offset, retry.duplicate),
+        (2, 4, true)
+    );
+    assert_eq!(log.log_end_offset(), 7);
+    assert!(h.queue.is_empty(), "a duplicate writes nothing");
+    assert!(matches!(
+        h.append(&mut log, idem_batch(7, 0, 9, 1)),
+        Err(LogError::Producer(
+            producers::ProducerError::OutOfOrderSequence(_)
+        ))
+    ));
+    assert_eq!(log.log_end_offset(), 7, "nothing appended on an error");
+}
+
+/// Many idempotent batches across segment rolls, a crash, and the state
+/// recovered must equal the one built while appending (and the one replayed
+/// from the recovered log), with or without the newest snapshot.
+#[test]
+fn producer_state_survives_crashes_rolls_and_lost_snapshots() {
+    for damage in ["none", "remove-newest-snapshot", "garbage-newest-snapshot"] {
+        let mut h = Harness::new();
+        let b = idem_batch(1, 0, 0, 2);
+        let small = LogConfig {
+            segment_bytes: (b.len() * 3) as u64,
+            ..config()
+        };
+        let mut log = h.create(small.clone());
+        let mut seq = [0i32; 3];
+        for i in 0..30usize {
+            let pid = (i % 3) as i64;
+            let n = 1 + i % 3;
+            h.append(&mut log, idem_batch(pid, 0, seq[pid as usize], n))
+                .unwrap();
+            seq[pid as usize] += n as i32;
+            h.run(&mut log);
+        }
+        let before = log.producer_states().clone();
+        assert_eq!(before.len(), 3);
+        let snapshots: Vec<String> = h
+            .files()
+            .into_iter()
+            .filter(|f| f.ends_with(".snapshot"))
+            .collect();
+        assert!(snapshots.len() >= 3, "a snapshot per roll: {snapshots:?}");
+        // A checkpoint, so that recovery trusts the closed segments' indexes.
+        h.maintain(&mut log);
+        h.disk.crash();
+        let newest = snapshots.last().unwrap().clone();
+        match damage {
+            "remove-newest-snapshot" => {
+                h.disk.execute(&DiskOp::Remove { path: newest }).unwrap();
+            }
+            "garbage-newest-snapshot" => {
+                h.disk
+                    .execute(&DiskOp::Write {
+                        path: newest,
+                        offset: 4,
+                        data: Bytes::from_static(b"garbage"),
+                    })
+                    .unwrap();
+            }
+            _ => {}
+        }
+        let mut log = h.open(small);
+        assert_eq!(log.producer_states(), &before, "damage: {damage}");
+        assert_eq!(
+            &replayed_producers(&mut h, &mut log),
+            &before,
+            "damage: {damage}"
+        );
+        // The last batch of producer 2, retried, is still a duplicate.
+        let last = before.get(2).unwrap().batches.back().copied().unwrap();
+        let n = (last.last_seq - last.first_seq + 1) as usize;
+        let retry = h
+            .append(&mut log, idem_batch(2, 0, last.first_seq, n))
+            .unwrap();
+        assert!(retry.duplicate);
+        assert_eq!(retry.base_offset, last.first_offset);
+    }
+}
+
+/// A crash at every step of idempotent appends across rolls: whatever
+/// survives, the recovered producer state is exactly the one its batches give.
+#[test]
+fn recovered_producer_state_matches_the_recovered_log_at_every_crash_point() {
+    let b = idem_batch(1, 0, 0, 2);
+    let small = LogConfig {
+        segment_bytes: (b.len() * 2) as u64,
+        ..config()
+    };
+    for crash_after in (0..120).step_by(3) {
+        let mut h = Harness::new();
+        let mut log = h.create(small.clone());
+        let mut steps = 0;
+        let mut seq = [0i32; 2];
+        for i in 0..16usize {
+            let pid = (i % 2) as i64;
+            h.append(&mut log, idem_batch(pid, 0, seq[pid as usize], 2))
+                .unwrap();
+            seq[pid as usize] += 2;
+            for _ in 0..2 {
+                if steps < crash_after && h.step(&mut log) {
+                    steps += 1;
+                }
+            }
+        }
+        h.queue.clear();
+        h.disk.crash();
+        let mut log = h.open(small.clone());
+        let replayed = replayed_producers(&mut h, &mut log);
+        assert_eq!(
+            log.producer_states(),
+            &replayed,
+            "crash after {crash_after} steps"
+        );
+    }
+}
+
+#[test]
+fn truncation_forgets_the_producer_state_of_cut_batches() {
+    let mut h = Harness::new();
+    let mut log = h.create(config());
+    h.append(&mut log, idem_batch(5, 0, 0, 2)).unwrap();
+    h.append(&mut log, idem_batch(5, 0, 2, 2)).unwrap();
+    h.append(&mut log, idem_batch(5, 0, 4, 2)).unwrap();
+    h.run(&mut log);
+    log.set_replicated(true);
+    h.call(|io, _| log.truncate_to(2, io)).unwrap();
+    h.run(&mut log);
+    assert_eq!(log.producer_states().get(5).unwrap().batches.len(), 1);
+    // The cut batch is not a duplicate any more: it is appended again.
+    let again = h.append(&mut log, idem_batch(5, 0, 2, 2)).unwrap();
+    assert!(!again.duplicate);
+    assert_eq!(again.base_offset, 2);
+}
+
+#[test]
+fn producers_expire_after_producer_id_expiration_ms() {
+    let mut h = Harness::new();
+    let mut log = h.create(LogConfig {
+        producer_id_expiration_ms: 60_000,
+        producer_id_expiration_check_interval_ms: 1_000,
+        ..config()
+    });
+    h.append(&mut log, idem_batch(5, 0, 0, 2)).unwrap(); // timestamps ~1000
+    h.run(&mut log);
+    h.now = Now::from_millis(2_000, 30_000);
+    h.maintain(&mut log);
+    assert!(log.producer_states().get(5).is_some());
+    h.now = Now::from_millis(4_000, 70_000);
+    h.maintain(&mut log);
+    assert!(log.producer_states().get(5).is_none());
+    assert!(matches!(
+        h.append(&mut log, idem_batch(5, 0, 2, 1)),
+        Err(LogError::Producer(
+            producers::ProducerError::UnknownProducerId(_)
+        ))
+    ));
+}

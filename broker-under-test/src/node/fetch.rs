@@ -279,7 +279,7 @@ impl Node {
             LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange.code(),
             LogError::Offline(_) => ResponseError::KafkaStorageError.code(),
             LogError::NotReady => ResponseError::NotLeaderOrFollower.code(),
-            LogError::Batch(_) => ResponseError::CorruptMessage.code(),
+            LogError::Batch(_) | LogError::Producer(_) => ResponseError::CorruptMessage.code(),
         };
     }
 

@@ -11,6 +11,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::{decode, HandlerResult, Node, OpId, OpKind, PartId, ReplyTo};
 use crate::log::batch::BatchError;
+use crate::log::producers::ProducerError;
 use crate::log::{LogError, LogState};
 use crate::protocol::{self, RawRequest};
 use crate::seam::{Now, Output};
@@ -193,6 +194,15 @@ impl Node {
                 )),
             ),
             LogError::Batch(other) => (ResponseError::CorruptMessage, Some(other.to_string())),
+            LogError::Producer(refused) => {
+                let code = match &refused {
+                    ProducerError::InvalidRecord(_) => ResponseError::InvalidRecord,
+                    ProducerError::OutOfOrderSequence(_) => ResponseError::OutOfOrderSequenceNumber,
+                    ProducerError::InvalidProducerEpoch(_) => ResponseError::InvalidProducerEpoch,
+                    ProducerError::UnknownProducerId(_) => ResponseError::UnknownProducerId,
+                };
+                (code, Some(refused.to_string()))
+            }
             LogError::Offline(why) => (ResponseError::KafkaStorageError, Some(why)),
             LogError::NotReady => (ResponseError::NotLeaderOrFollower, None),
             LogError::OffsetOutOfRange { .. } => (ResponseError::UnknownServerError, None),
