@@ -16,6 +16,13 @@
 //!   watermark, an offset a write acknowledged with acks=all got (judged
 //!   at the end, against the whole history; a failure only where the
 //!   configuration promises that such writes survive).
+//! - `producer-sequence-repeat` (every run, replicated or not): in a node's
+//!   log, a batch of an idempotent producer whose sequence range does not
+//!   come after that producer's previous batch in the same epoch: a retry
+//!   appended twice (or out of order). The leader checks sequences before
+//!   it appends and followers copy its log, so no log may ever hold one;
+//!   read from every up node's segment files at each fault transition and
+//!   at the end.
 //!
 //! The metadata quorum (from each node's [`QuorumView`] and the digests of its
 //! log entries), as KRaft's own simulation test states its invariants:
@@ -61,6 +68,7 @@ pub const REPLICA_DIVERGENCE: &str = "replica-divergence";
 pub const ACKED_WRITE_TRUNCATED: &str = "acked-write-truncated";
 pub const GROUP_DOUBLE_ASSIGNMENT: &str = "group-double-assignment";
 pub const COMMITTED_OFFSET_REGRESSION: &str = "committed-offset-regression";
+pub const PRODUCER_SEQUENCE_REPEAT: &str = "producer-sequence-repeat";
 
 /// A broken broker-side invariant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,6 +124,8 @@ struct Replicas {
     truncations: Vec<(u64, u32, TruncationEvent)>,
     /// Divergences already reported: (topic, partition, node, node).
     diverged: BTreeSet<(String, i32, u32, u32)>,
+    /// Sequence repeats already reported: (node, partition directory).
+    repeats: BTreeSet<(u32, String)>,
 }
 
 /// One record batch as replicas are compared: offsets, partition leader
@@ -405,6 +415,20 @@ impl Monitor {
                         ),
                     );
                 }
+            }
+        }
+    }
+
+    /// `producer-sequence-repeat`: read every partition in `disk` (node
+    /// `node`'s segment files as a read would see them now).
+    pub fn check_sequences(&mut self, at_nanos: u64, node: u32, disk: &MemDisk) {
+        for (dir, why) in sequence_repeats(disk) {
+            if self.replicas.repeats.insert((node, dir.clone())) {
+                self.violation(
+                    PRODUCER_SEQUENCE_REPEAT,
+                    at_nanos,
+                    format!("node {node}, {dir}: {why}"),
+                );
             }
         }
     }
@@ -834,6 +858,59 @@ pub fn disk_batches(disk: &MemDisk, topic: &str, partition: i32) -> Vec<BatchDig
     }
     out.sort_by_key(|d| d.base);
     out
+}
+
+/// For each partition directory on `disk` whose log holds an idempotent
+/// batch whose sequences are not ahead of its producer's previous batch of
+/// the same epoch (sequences wrap from i32::MAX to 0), the first such batch.
+pub fn sequence_repeats(disk: &MemDisk) -> Vec<(String, String)> {
+    // directory -> its segment files, in offset order (names sort by offset).
+    let mut dirs: BTreeMap<&str, Vec<&String>> = BTreeMap::new();
+    let files = disk.files();
+    for path in &files {
+        if let Some((dir, name)) = path.split_once('/') {
+            if !name.contains('/') && name.ends_with(".log") {
+                dirs.entry(dir).or_default().push(path);
+            }
+        }
+    }
+    let mut found = Vec::new();
+    for (dir, mut paths) in dirs {
+        paths.sort();
+        // producer id -> (epoch, last sequence, last offset) of its latest batch.
+        let mut last: BTreeMap<i64, (i16, i32, i64)> = BTreeMap::new();
+        'log: for path in paths {
+            let Some(bytes) = disk.read_all(path) else {
+                continue;
+            };
+            for h in batch::scan(&bytes).0 {
+                if h.producer_id < 0 {
+                    continue;
+                }
+                let seq_last =
+                    broker::log::producers::last_sequence(h.base_sequence, h.last_offset_delta);
+                if let Some(&(epoch, prev, prev_offset)) = last.get(&h.producer_id) {
+                    let follows = h.base_sequence == prev.wrapping_add(1)
+                        || (prev == i32::MAX && h.base_sequence == 0);
+                    // Only a batch that is not ahead: a gap may be data a
+                    // crash lost (other checks judge losses).
+                    let repeat = !follows && h.base_sequence <= prev;
+                    if epoch == h.producer_epoch && repeat {
+                        found.push((
+                            dir.to_string(),
+                            format!(
+                                "producer {} epoch {}: batch at offset {} has sequences {}..={} after the batch at offset {prev_offset} ending at sequence {prev}",
+                                h.producer_id, epoch, h.base_offset, h.base_sequence, seq_last
+                            ),
+                        ));
+                        break 'log;
+                    }
+                }
+                last.insert(h.producer_id, (h.producer_epoch, seq_last, h.base_offset));
+            }
+        }
+    }
+    found
 }
 
 /// How two replicas' batches differ at offsets in `[lo, bound)` that both
@@ -1295,6 +1372,93 @@ mod tests {
             data: bytes.into(),
         })
         .unwrap();
+    }
+
+    /// A segment file of idempotent batches: (base offset, producer id, epoch, base sequence, records).
+    fn idem_segment(
+        disk: &mut MemDisk,
+        dir: &str,
+        base: i64,
+        batches: &[(i64, i64, i16, i32, usize)],
+    ) {
+        use broker::seam::{DiskExecutor, DiskOp};
+        use kafka_protocol::records::{
+            Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+        };
+        let mut bytes = bytes::BytesMut::new();
+        for &(offset, pid, epoch, seq, count) in batches {
+            let records: Vec<Record> = (0..count)
+                .map(|i| Record {
+                    transactional: false,
+                    control: false,
+                    delete_horizon: false,
+                    partition_leader_epoch: 0,
+                    producer_id: pid,
+                    producer_epoch: epoch,
+                    timestamp_type: TimestampType::Creation,
+                    offset: offset + i as i64,
+                    sequence: seq + i as i32,
+                    timestamp: 0,
+                    key: None,
+                    value: Some(bytes::Bytes::from_static(b"v")),
+                    headers: Default::default(),
+                })
+                .collect();
+            let options = RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            };
+            RecordBatchEncoder::encode(&mut bytes, &records, &options).unwrap();
+        }
+        let path = format!("{dir}/{}", broker::log::segment::file_name(base, "log"));
+        disk.execute(&DiskOp::CreateDir { path: dir.into() })
+            .unwrap();
+        disk.execute(&DiskOp::Create { path: path.clone() })
+            .unwrap();
+        let data = bytes.freeze();
+        disk.execute(&DiskOp::Write {
+            path,
+            offset: 0,
+            data,
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn a_retry_appended_twice_is_a_sequence_repeat_and_clean_logs_pass() {
+        let mut d = MemDisk::new();
+        // Clean: in order across segments, two producers interleaved, a new
+        // epoch starting again at 0, and a gap (data a crash lost) is no repeat.
+        idem_segment(
+            &mut d,
+            "t-0",
+            0,
+            &[(0, 7, 0, 0, 2), (2, 8, 0, 0, 1), (3, 7, 0, 2, 3)],
+        );
+        idem_segment(
+            &mut d,
+            "t-0",
+            6,
+            &[(6, 7, 1, 0, 1), (7, 7, 1, 5, 1), (8, 8, 0, 1, 1)],
+        );
+        let mut m = Monitor::default();
+        m.check_sequences(1, 0, &d);
+        assert!(m.violations.is_empty(), "{:?}", m.violations);
+
+        // The same batch of producer 7 epoch 0 at offsets 2 and 4 (in t-1).
+        idem_segment(
+            &mut d,
+            "t-1",
+            0,
+            &[(0, 7, 0, 0, 2), (2, 7, 0, 2, 2), (4, 7, 0, 2, 2)],
+        );
+        m.check_sequences(2, 0, &d);
+        assert_eq!(kinds(&m), vec![PRODUCER_SEQUENCE_REPEAT]);
+        assert!(m.violations[0].explanation.contains("t-1"));
+        assert!(m.violations[0].explanation.contains("offset 4"));
+        // Reported once per node and partition.
+        m.check_sequences(3, 0, &d);
+        assert_eq!(m.violations.len(), 1);
     }
 
     #[test]

@@ -365,6 +365,7 @@ impl Run {
         let end = (self.scenario.duration_ms + self.scenario.quiet_ms) * 1_000_000;
         self.run_until(end);
         self.check_replicas();
+        self.check_sequences();
         let history = self.history();
         (self.judge(&history), history)
     }
@@ -470,6 +471,7 @@ impl Run {
         let nodes = self.struck[index].clone();
         // Replicas must agree below their high watermarks at every turn.
         self.check_replicas();
+        self.check_sequences();
         if fault.kind.is_inter_node() {
             return self.cluster_link_fault(index, strike);
         }
@@ -494,6 +496,22 @@ impl Run {
                 _ => None,
             }
         });
+    }
+
+    /// The disk-reading `producer-sequence-repeat` check, over every up broker.
+    pub fn check_sequences(&mut self) {
+        let now = self.world.now;
+        let brokers = &self.brokers;
+        let crate::world::World { monitor, procs, .. } = &mut self.world;
+        for (node, proc) in brokers.iter().enumerate() {
+            let Some(p) = procs.get(*proc as usize) else {
+                continue;
+            };
+            // A down node's disk may hold a torn tail until recovery.
+            if let (Actor::Broker(host), false) = (&p.actor, p.state == ProcState::Down) {
+                monitor.check_sequences(now, node as u32, &host.disk.mem);
+            }
+        }
     }
 
     /// Truncations that cut acknowledged (acks=all) writes: failures when
