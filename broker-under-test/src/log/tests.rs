@@ -1565,3 +1565,29 @@ fn producers_expire_after_producer_id_expiration_ms() {
         ))
     ));
 }
+
+/// A follower records the producer state of the batches it copies, so that
+/// as the new leader it answers a retry the old leader took as a duplicate.
+#[test]
+fn a_follower_that_becomes_leader_dedups_a_retry_the_old_leader_appended() {
+    let mut lh = Harness::new();
+    let mut leader = lh.create(config());
+    lh.append(&mut leader, idem_batch(3, 0, 0, 2)).unwrap();
+    lh.append(&mut leader, idem_batch(3, 0, 2, 3)).unwrap();
+    lh.run(&mut leader);
+    let copied = lh.read(&mut leader, 0, 1 << 20).unwrap().records;
+
+    let mut fh = Harness::new();
+    let mut follower = fh.create(config());
+    follower.set_replicated(true);
+    fh.call(|io, now| follower.append_replica(copied, now, io))
+        .unwrap();
+    fh.run(&mut follower);
+    assert_eq!(follower.producer_states(), leader.producer_states());
+    let retry = fh.append(&mut follower, idem_batch(3, 0, 2, 3)).unwrap();
+    assert_eq!(
+        (retry.duplicate, retry.base_offset, retry.last_offset),
+        (true, 2, 4)
+    );
+    assert_eq!(follower.log_end_offset(), 5);
+}
