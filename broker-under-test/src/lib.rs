@@ -17,3 +17,4 @@ pub mod raft;
 pub mod replica;
 pub mod runtime;
 pub mod seam;
+pub mod txn;

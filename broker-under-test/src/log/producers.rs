@@ -102,6 +102,11 @@ impl ProducerStates {
         self.producers.get(&producer_id)
     }
 
+    /// The highest producer id with state here.
+    pub fn max_producer_id(&self) -> Option<i64> {
+        self.producers.keys().next_back().copied()
+    }
+
     pub fn len(&self) -> usize {
         self.producers.len()
     }

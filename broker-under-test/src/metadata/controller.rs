@@ -24,7 +24,7 @@ use super::errors::{
     INCONSISTENT_CLUSTER_ID, INELIGIBLE_REPLICA, INVALID_CONFIG, INVALID_PARTITIONS,
     INVALID_REPLICATION_FACTOR, INVALID_REPLICA_ASSIGNMENT, INVALID_REQUEST,
     INVALID_UPDATE_VERSION, NONE, NOT_CONTROLLER, STALE_BROKER_EPOCH, TOPIC_ALREADY_EXISTS,
-    UNKNOWN_TOPIC_ID, UNKNOWN_TOPIC_OR_PARTITION,
+    UNKNOWN_SERVER_ERROR, UNKNOWN_TOPIC_ID, UNKNOWN_TOPIC_OR_PARTITION,
 };
 use super::image::{MetadataImage, PartitionImage};
 use super::records::{Endpoint, MetadataRecord, NO_LEADER, RESOURCE_TOPIC};
@@ -204,6 +204,9 @@ pub struct AlterPartitionReply {
 pub type CreatePartitionsResult = (String, i16, Option<String>);
 
 type CmdError = (i16, String);
+
+/// Producer ids per AllocateProducerIds block (Kafka's).
+pub const PRODUCER_ID_BLOCK_SIZE: i32 = 1000;
 
 /// `(replicas, isr)` of each partition, in partition order.
 type Placement = Vec<(Vec<i32>, Vec<i32>)>;
@@ -665,6 +668,36 @@ impl Controller {
             Some(b) if b.epoch == broker_epoch => NONE,
             _ => STALE_BROKER_EPOCH,
         }
+    }
+
+    /// AllocateProducerIds from a broker: the next block of
+    /// [`PRODUCER_ID_BLOCK_SIZE`] ids, `(first id, length)`, and the record
+    /// that hands it out. Refused with `STALE_BROKER_EPOCH` when the broker
+    /// is not registered with that epoch (as Kafka), with
+    /// `UNKNOWN_SERVER_ERROR` when the ids are exhausted.
+    pub fn allocate_producer_ids(
+        &mut self,
+        broker_id: i32,
+        broker_epoch: i64,
+    ) -> Result<(Vec<MetadataRecord>, (i64, i32)), i16> {
+        let error = self.check_broker_epoch(broker_id, broker_epoch);
+        if error != NONE {
+            return Err(error);
+        }
+        let first = self.working.next_producer_id;
+        let Some(next) = first.checked_add(i64::from(PRODUCER_ID_BLOCK_SIZE)) else {
+            return Err(UNKNOWN_SERVER_ERROR);
+        };
+        let mut out = Vec::new();
+        self.propose(
+            &mut out,
+            MetadataRecord::ProducerIds {
+                broker_id,
+                broker_epoch,
+                next_producer_id: next,
+            },
+        );
+        Ok((out, (first, PRODUCER_ID_BLOCK_SIZE)))
     }
 
     /// Handles one partition of an AlterPartition from a partition leader,

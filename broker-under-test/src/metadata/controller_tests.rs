@@ -3,6 +3,7 @@
 use super::controller::{
     AlterPartitionReply, AlterPartitionReq, BrokerRegistrationReq, Controller, ControllerConfig,
     CreatePartitionsReq, CreateTopicReq, CreateTopicResult, HeartbeatReply, HeartbeatReq,
+    PRODUCER_ID_BLOCK_SIZE,
 };
 use super::errors::*;
 use super::image::{MetadataImage, PartitionImage};
@@ -2000,4 +2001,50 @@ proptest! {
         }
         h.check_replay();
     }
+}
+
+#[test]
+fn producer_id_blocks_are_disjoint_and_a_stale_broker_epoch_is_refused() {
+    let mut h = Harness::with_brokers(2, 1);
+    let e1 = h.epoch(1);
+    let e2 = h.epoch(2);
+    let (recs, first) = h.c.allocate_producer_ids(1, e1).unwrap();
+    h.record(recs);
+    let (recs, second) = h.c.allocate_producer_ids(2, e2).unwrap();
+    h.record(recs);
+    assert_eq!(first, (0, PRODUCER_ID_BLOCK_SIZE));
+    assert_eq!(
+        second,
+        (i64::from(PRODUCER_ID_BLOCK_SIZE), PRODUCER_ID_BLOCK_SIZE)
+    );
+    assert_eq!(h.c.working().next_producer_id, 2000);
+    h.check_replay();
+    assert_eq!(
+        h.c.allocate_producer_ids(1, e1 + 7),
+        Err(STALE_BROKER_EPOCH)
+    );
+    assert_eq!(h.c.allocate_producer_ids(9, 0), Err(STALE_BROKER_EPOCH));
+    // The image replayed from the records hands out nothing twice either.
+    let mut replayed = MetadataImage::new();
+    for (i, r) in h.log.iter().enumerate() {
+        replayed.apply(i as i64, r);
+    }
+    assert_eq!(replayed.next_producer_id, 2000);
+    let snap = replayed.encode_snapshot();
+    assert_eq!(
+        MetadataImage::decode_snapshot(&snap)
+            .unwrap()
+            .next_producer_id,
+        2000
+    );
+    // A record that would move ids back is ignored.
+    replayed.apply(
+        1_000,
+        &MetadataRecord::ProducerIds {
+            broker_id: 1,
+            broker_epoch: e1,
+            next_producer_id: 5,
+        },
+    );
+    assert_eq!(replayed.next_producer_id, 2000);
 }

@@ -76,6 +76,9 @@ pub struct MetadataImage {
     /// `(resource_type, resource_name) -> (config name -> value)`; never
     /// holds an empty inner map.
     pub configs: BTreeMap<(i8, String), BTreeMap<String, String>>,
+    /// The first producer id no broker has been handed yet (every id below
+    /// it went out in some block).
+    pub next_producer_id: i64,
     /// Offset of the last record applied; -1 for the empty image.
     pub applied_offset: i64,
 }
@@ -101,6 +104,7 @@ impl MetadataImage {
             topics: BTreeMap::new(),
             topic_names_by_id: BTreeMap::new(),
             configs: BTreeMap::new(),
+            next_producer_id: 0,
             applied_offset: -1,
         }
     }
@@ -397,6 +401,20 @@ impl MetadataImage {
                 }
             }
             MetadataRecord::NoOp => {}
+            MetadataRecord::ProducerIds {
+                next_producer_id, ..
+            } => {
+                // Ids only move forward: a lower value would hand ids out twice.
+                if *next_producer_id > self.next_producer_id {
+                    self.next_producer_id = *next_producer_id;
+                } else {
+                    warn!(
+                        next_producer_id,
+                        current = self.next_producer_id,
+                        "ProducerIds that does not move forward ignored"
+                    );
+                }
+            }
         }
     }
 
@@ -452,6 +470,13 @@ impl MetadataImage {
                     value: Some(value.clone()),
                 });
             }
+        }
+        if self.next_producer_id > 0 {
+            out.push(MetadataRecord::ProducerIds {
+                broker_id: -1,
+                broker_epoch: -1,
+                next_producer_id: self.next_producer_id,
+            });
         }
         out
     }

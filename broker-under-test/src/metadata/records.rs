@@ -94,6 +94,14 @@ pub enum MetadataRecord {
     },
     /// Changes nothing (the controller writes it to advance the log).
     NoOp,
+    /// The controller handed broker `broker_id` the producer ids below
+    /// `next_producer_id` not handed out before (Kafka's ProducerIdsRecord):
+    /// the next block starts there.
+    ProducerIds {
+        broker_id: i32,
+        broker_epoch: i64,
+        next_producer_id: i64,
+    },
 }
 
 const T_REGISTER_BROKER: u8 = 1;
@@ -107,6 +115,7 @@ const T_PARTITION_CHANGE: u8 = 8;
 const T_REMOVE_TOPIC: u8 = 9;
 const T_CONFIG: u8 = 10;
 const T_NO_OP: u8 = 11;
+const T_PRODUCER_IDS: u8 = 12;
 
 /// The version every record type is written at (but see
 /// [`REGISTER_BROKER_WITH_DIRS`]).
@@ -134,6 +143,7 @@ impl MetadataRecord {
             MetadataRecord::RemoveTopic { .. } => T_REMOVE_TOPIC,
             MetadataRecord::Config { .. } => T_CONFIG,
             MetadataRecord::NoOp => T_NO_OP,
+            MetadataRecord::ProducerIds { .. } => T_PRODUCER_IDS,
         }
     }
 
@@ -263,6 +273,15 @@ impl MetadataRecord {
                 put_opt_string(b, value.as_deref());
             }
             MetadataRecord::NoOp => {}
+            MetadataRecord::ProducerIds {
+                broker_id,
+                broker_epoch,
+                next_producer_id,
+            } => {
+                b.put_i32(*broker_id);
+                b.put_i64(*broker_epoch);
+                b.put_i64(*next_producer_id);
+            }
         }
     }
 
@@ -277,7 +296,7 @@ impl MetadataRecord {
 
     pub(crate) fn decode_from(r: &mut Reader<'_>) -> Result<MetadataRecord, DecodeError> {
         let record_type = r.u8()?;
-        if !(T_REGISTER_BROKER..=T_NO_OP).contains(&record_type) {
+        if !(T_REGISTER_BROKER..=T_PRODUCER_IDS).contains(&record_type) {
             return Err(DecodeError::UnknownRecordType(record_type));
         }
         let version = r.u8()?;
@@ -399,6 +418,11 @@ impl MetadataRecord {
                 resource_name: r.string()?,
                 name: r.string()?,
                 value: r.opt_string()?,
+            },
+            T_PRODUCER_IDS => MetadataRecord::ProducerIds {
+                broker_id: r.i32()?,
+                broker_epoch: r.i64()?,
+                next_producer_id: r.i64()?,
             },
             _ => MetadataRecord::NoOp,
         };

@@ -117,6 +117,13 @@ pub(crate) fn arb_record() -> impl Strategy<Value = MetadataRecord> {
                 }
             }),
         Just(MetadataRecord::NoOp),
+        (any::<i32>(), any::<i64>(), any::<i64>()).prop_map(
+            |(broker_id, broker_epoch, next_producer_id)| MetadataRecord::ProducerIds {
+                broker_id,
+                broker_epoch,
+                next_producer_id,
+            }
+        ),
     ]
 }
 

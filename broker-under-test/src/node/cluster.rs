@@ -503,6 +503,9 @@ impl Node {
                     PeerTag::AlterPartition { id } => {
                         self.alter_partition_response(id, version, Some(body), now, out)
                     }
+                    PeerTag::AllocateProducerIds => {
+                        self.allocate_producer_ids_response(version, Some(body), now, out)
+                    }
                 },
                 PeerEvent::Failed { node, tag } => match tag {
                     PeerTag::Raft { .. } => {
@@ -519,6 +522,9 @@ impl Node {
                     PeerTag::ReplicaFetch => self.replica_fetch_response(node, 0, None, now, out),
                     PeerTag::AlterPartition { id } => {
                         self.alter_partition_response(id, 0, None, now, out)
+                    }
+                    PeerTag::AllocateProducerIds => {
+                        self.allocate_producer_ids_response(0, None, now, out)
                     }
                 },
             }

@@ -368,3 +368,38 @@ mod never_panics {
         }
     }
 }
+
+/// InitProducerId in a cluster: the broker asks its controller for a block
+/// (AllocateProducerIds, a committed record); a restarted broker gets a new
+/// block, never the old ids.
+#[test]
+fn producer_ids_come_from_controller_blocks_and_are_not_reused_after_a_restart() {
+    fn init(h: &mut Harness, conn: u64) -> i64 {
+        let request = InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000);
+        let correlation = h.send(conn, ApiKey::InitProducerId, 4, &request);
+        for _ in 0..200 {
+            if let Some(frame) = h.take_frame(conn) {
+                let (got, response): (i32, InitProducerIdResponse) =
+                    super::tests::decode_response(frame, 4);
+                assert_eq!(got, correlation);
+                assert_eq!(response.error_code, 0, "{response:?}");
+                return response.producer_id.0;
+            }
+            h.advance_millis(10);
+        }
+        panic!("no InitProducerId answer");
+    }
+    let mut h = Harness::new(cluster_config("c1"));
+    h.connect(1);
+    wait_until_serving(&mut h, 1);
+    assert_eq!(init(&mut h, 1), 0);
+    assert_eq!(init(&mut h, 1), 1);
+    let mut disk = std::mem::take(&mut h.disk);
+    disk.crash();
+    let mut h = Harness::on_disk(cluster_config("c1"), disk);
+    h.connect(1);
+    wait_until_serving(&mut h, 1);
+    assert_eq!(init(&mut h, 1), 1000, "the next block");
+}

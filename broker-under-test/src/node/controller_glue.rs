@@ -328,6 +328,45 @@ impl Node {
         Ok(())
     }
 
+    /// AllocateProducerIds (v0) from a broker, on the active controller: the
+    /// answer goes out once the block's record commits.
+    pub(super) fn handle_allocate_producer_ids(
+        &mut self,
+        now: Now,
+        reply: ReplyTo,
+        raw: &RawRequest,
+        out: &mut Vec<Output>,
+    ) -> HandlerResult {
+        let request: kafka_protocol::messages::AllocateProducerIdsRequest = decode(raw)?;
+        let not_controller = kafka_protocol::messages::AllocateProducerIdsResponse::default()
+            .with_error_code(NOT_CONTROLLER);
+        let Some(controller) = self.cluster.as_mut().and_then(|c| c.controller.as_mut()) else {
+            self.respond(reply, &not_controller, out);
+            return Ok(());
+        };
+        match controller.allocate_producer_ids(request.broker_id.0, request.broker_epoch) {
+            Err(error) => {
+                info!(
+                    broker = request.broker_id.0,
+                    error = crate::metadata::errors::name(error),
+                    "controller: AllocateProducerIds refused"
+                );
+                let response = kafka_protocol::messages::AllocateProducerIdsResponse::default()
+                    .with_error_code(error);
+                self.respond(reply, &response, out);
+            }
+            Ok((records, (first, len))) => {
+                let response = kafka_protocol::messages::AllocateProducerIdsResponse::default()
+                    .with_producer_id_start(kafka_protocol::messages::ProducerId(first))
+                    .with_producer_id_len(len);
+                let waiter = self.waiter(reply, &response, &not_controller, out);
+                self.propose(now, records, waiter, out);
+                self.arm_controller_timer(out);
+            }
+        }
+        Ok(())
+    }
+
     /// AlterPartition (v2-v3) from a partition leader: each partition goes
     /// through [`Controller::alter_partition`]; the answer goes out once the
     /// ISR changes commit (at once if there are none). Not the active

@@ -19,6 +19,7 @@ mod lifecycle;
 mod offsets;
 pub mod peers;
 mod produce;
+mod producer_ids;
 pub mod quorum_store;
 pub mod quorum_wire;
 pub mod replication;
@@ -60,6 +61,8 @@ const TIMER_SHUTDOWN: TimerId = 6;
 const TIMER_REPLICATION: TimerId = 7;
 /// The group coordinator's next deadline (sessions, rebalances, writes).
 const TIMER_GROUP: TimerId = 8;
+/// Asking again for a block of producer ids.
+const TIMER_PRODUCER_IDS: TimerId = 9;
 
 /// How long an orderly stop waits for the controller to move leaderships away.
 const CONTROLLED_SHUTDOWN_MS: u64 = 5_000;
@@ -104,6 +107,8 @@ enum DiskOwner {
     Quorum,
     /// `replication-offset-checkpoint`.
     HwCheckpoint(hw_checkpoint::HwStep),
+    /// `producer-id-block` (a node without a quorum).
+    ProducerIds(producer_ids::PidStep),
 }
 
 /// One client connection: its frame decoder and its answers, which are sent
@@ -144,6 +149,8 @@ enum OpKind {
     DeleteTopics(admin::PendingDelete),
     /// An admin request forwarded to the active controller.
     Forward(lifecycle::PendingForward),
+    /// Waiting for a block of producer ids.
+    InitProducerId,
 }
 
 /// One broker process.
@@ -174,6 +181,8 @@ pub struct Node {
     shutdown_gave_up: bool,
     /// The group coordinator over `__consumer_offsets`.
     groups: Box<group::GroupHost>,
+    /// Producer ids for InitProducerId.
+    pids: producer_ids::ProducerIds,
 }
 
 impl Node {
@@ -195,6 +204,7 @@ impl Node {
             seed ^ 0x6772_6f75_7073,
         ));
         Node {
+            pids: Default::default(),
             groups,
             cluster,
             shutdown_gave_up: false,
@@ -394,6 +404,7 @@ impl Node {
                 TIMER_SHUTDOWN => self.shutdown_gave_up = true,
                 TIMER_REPLICATION => self.on_replication_timer(now, out),
                 TIMER_GROUP => self.on_group_timer(now, out),
+                TIMER_PRODUCER_IDS => self.on_producer_ids_timer(now, out),
                 _ => {}
             },
             Input::DiskDone { req, result } => match self.disk_owner.remove(&req) {
@@ -403,6 +414,9 @@ impl Node {
                 }
                 Some(DiskOwner::Startup) => self.on_data_dir_listed(now, result, out),
                 Some(DiskOwner::Quorum) => self.quorum_disk_done(now, req, result, out),
+                Some(DiskOwner::ProducerIds(step)) => {
+                    self.producer_ids_disk_done(now, step, result, out)
+                }
                 Some(DiskOwner::HwCheckpoint(step)) => {
                     self.hw_checkpoint_disk_done(now, step, result, out)
                 }
@@ -470,6 +484,13 @@ impl Node {
         {
             self.hw_checkpoint_read(out);
         }
+        if self.cluster.is_none()
+            && entries
+                .iter()
+                .any(|e| !e.is_dir && e.name == producer_ids::FILE)
+        {
+            self.producer_ids_read(out);
+        }
         // Partition directories are named `<topic>-<partition>`.
         let mut found: BTreeMap<String, BTreeMap<i32, String>> = BTreeMap::new();
         for entry in entries
@@ -526,10 +547,12 @@ impl Node {
             .any(|p| matches!(p.log.state(), LogState::Opening))
             || !self.quorum_ready()
             || self.hw_checkpoint_busy()
+            || self.producer_ids_busy()
         {
             return;
         }
         self.hw_checkpoint_apply(out);
+        self.producer_ids_recovered();
         // Recovered topics take their id from their first partition's metadata.
         for topic in self.topics.values_mut() {
             if topic.id.is_nil() {
@@ -752,6 +775,8 @@ impl Node {
             ApiKey::BrokerRegistration => self.handle_broker_registration(now, reply, &raw, out),
             ApiKey::BrokerHeartbeat => self.handle_broker_heartbeat(now, reply, &raw, out),
             ApiKey::AlterPartition => self.handle_alter_partition(now, reply, &raw, out),
+            ApiKey::AllocateProducerIds => self.handle_allocate_producer_ids(now, reply, &raw, out),
+            ApiKey::InitProducerId => self.handle_init_producer_id(now, reply, &raw, out),
             ApiKey::Vote
             | ApiKey::BeginQuorumEpoch
             | ApiKey::EndQuorumEpoch
@@ -976,7 +1001,7 @@ impl Node {
             OpKind::Fetch(_) => self.fetch_poll(id, now, out),
             OpKind::CreateTopics(_) => self.create_poll(id, out),
             OpKind::DeleteTopics(_) => self.delete_poll(id, out),
-            OpKind::ListOffsets(_) | OpKind::Forward(_) => {}
+            OpKind::ListOffsets(_) | OpKind::Forward(_) | OpKind::InitProducerId => {}
         }
     }
 
@@ -1035,6 +1060,7 @@ impl Node {
                 Some(OpKind::CreateTopics(_)) => self.create_expire(id, out),
                 Some(OpKind::DeleteTopics(_)) => self.delete_expire(id, out),
                 Some(OpKind::Forward(_)) => self.forward_expire(id, out),
+                Some(OpKind::InitProducerId) => self.init_producer_id_expire(id, out),
                 Some(OpKind::ListOffsets(_)) | None => {}
             }
         }
@@ -1084,5 +1110,7 @@ mod cluster_tests;
 mod group_consumer_tests;
 #[cfg(test)]
 mod group_tests;
+#[cfg(test)]
+mod idempotence_tests;
 #[cfg(test)]
 mod tests;

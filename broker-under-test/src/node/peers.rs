@@ -36,6 +36,8 @@ pub enum PeerTag {
     AlterPartition {
         id: u64,
     },
+    /// A broker's request for a block of producer ids.
+    AllocateProducerIds,
 }
 
 impl PeerTag {

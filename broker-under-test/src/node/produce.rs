@@ -72,6 +72,13 @@ impl Node {
                         ResponseError::InvalidTopicException,
                         Some(format!("cannot produce to the internal topic {name}")),
                     ))
+                } else if let Some(pid) = self.unissued_producer_id(data.records.as_deref()) {
+                    Err((
+                        ResponseError::UnknownProducerId,
+                        Some(format!(
+                            "producer id {pid} was never handed out by InitProducerId"
+                        )),
+                    ))
                 } else {
                     match self.leader_lookup(&name, data.index) {
                         Ok(part) => match self.admit_produce(part, acks) {
@@ -139,6 +146,13 @@ impl Node {
         }
         self.produce_poll(id, false, out);
         Ok(())
+    }
+
+    /// The producer id of a batch that names one no block ever held.
+    fn unissued_producer_id(&self, records: Option<&[u8]>) -> Option<i64> {
+        let header = crate::log::batch::parse_header(records?).ok()?;
+        let pid = header.producer_id;
+        (pid >= 0 && self.producer_id_never_issued(pid)).then_some(pid)
     }
 
     /// Whether this replica may take a produce now: it must lead, and for
