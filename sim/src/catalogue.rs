@@ -29,6 +29,10 @@ pub const CATALOGUE: &[(&str, &str)] = &[
     ("pause", include_str!("../scenarios/pause.toml")),
     ("retries", include_str!("../scenarios/retries.toml")),
     (
+        "retries-non-idempotent",
+        include_str!("../scenarios/retries-non-idempotent.toml"),
+    ),
+    (
         "kitchen-sink",
         include_str!("../scenarios/kitchen-sink.toml"),
     ),
@@ -83,6 +87,10 @@ pub const CATALOGUE: &[(&str, &str)] = &[
     (
         "cluster-page-cache-power-loss",
         include_str!("../scenarios/cluster-page-cache-power-loss.toml"),
+    ),
+    (
+        "replication-idempotent-retries",
+        include_str!("../scenarios/replication-idempotent-retries.toml"),
     ),
     (
         "replication-leader-kill",

@@ -267,6 +267,7 @@ impl Run {
                 linger_ms: scenario.workload.linger_ms,
                 retries: scenario.workload.retries,
                 retry_backoff_ms: scenario.workload.retry_backoff_ms,
+                enable_idempotence: scenario.idempotent(),
                 // Keep writing into the healed period: liveness needs writes to succeed again.
                 stop_at_nanos: duration + quiet / 2,
             };

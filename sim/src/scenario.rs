@@ -322,6 +322,11 @@ pub struct WorkloadSpec {
     /// Kafka's retry.backoff.ms.
     #[serde(default = "defaults::retry_backoff_ms")]
     pub retry_backoff_ms: u64,
+    /// Kafka's enable.idempotence. Unset: on, as in Kafka clients, unless
+    /// acks is not `all` (then off, as Kafka clients turn it off for a
+    /// conflicting setting not made explicitly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_idempotence: Option<bool>,
     /// The admin workload: create topic `{topic}-a{n}` every this many ms,
     /// through the run and the quiet period (each create is an
     /// `Op::CreateTopic` in the history); liveness then demands that a create
@@ -440,6 +445,7 @@ impl Default for WorkloadSpec {
             linger_ms: 0,
             retries: 0,
             retry_backoff_ms: defaults::retry_backoff_ms(),
+            enable_idempotence: None,
             admin_create_every_ms: None,
         }
     }
@@ -681,6 +687,18 @@ impl Scenario {
                 self.workload.acks
             ));
         }
+        if self.workload.enable_idempotence == Some(true) && self.acks() != -1 {
+            return bad(format!(
+                "workload.enable_idempotence = true needs acks = \"all\", not {:?} (as Kafka clients demand)",
+                self.workload.acks
+            ));
+        }
+        if self.idempotent() && self.workload.max_in_flight > 5 {
+            return bad(format!(
+                "workload.max_in_flight = {} with idempotence: at most 5 (set enable_idempotence = false for more)",
+                self.workload.max_in_flight
+            ));
+        }
         for (name, range) in [
             ("network.latency_us", self.network.latency_us),
             ("disk.latency_us", self.disk.latency_us),
@@ -725,6 +743,13 @@ impl Scenario {
             }
         }
         Ok(())
+    }
+
+    /// Whether the producers are idempotent (see `WorkloadSpec::enable_idempotence`).
+    pub fn idempotent(&self) -> bool {
+        self.workload
+            .enable_idempotence
+            .unwrap_or(self.acks() == -1)
     }
 
     pub fn acks(&self) -> i16 {

@@ -93,6 +93,7 @@ scenario_tests! {
     clock_skew => "clock-skew",
     pause => "pause",
     retries => "retries",
+    retries_non_idempotent => "retries-non-idempotent",
     kitchen_sink => "kitchen-sink",
     page_cache_power_loss => "page-cache-power-loss",
     cluster_steady => "cluster-steady",
@@ -109,6 +110,7 @@ scenario_tests! {
     cluster_page_cache_power_loss => "cluster-page-cache-power-loss",
     ; replication:
     replication_leader_kill => "replication-leader-kill",
+    replication_idempotent_retries => "replication-idempotent-retries",
     replication_leader_power_loss => "replication-leader-power-loss",
     replication_isolate_leader => "replication-isolate-leader",
     replication_majority_minority => "replication-majority-minority",

@@ -8,6 +8,20 @@
 //! Every request is one `Send` in the history. A retry is a new `Send` of the
 //! same values: without idempotence a retried record can be written twice,
 //! which the duplicate checker reports, as Jepsen's does.
+//!
+//! With `enable_idempotence` (Kafka clients' default) the producer behaves
+//! as Kafka's does: a producer id from InitProducerId first; each
+//! partition's batch carries the id, the epoch and its base sequence, which
+//! a retry keeps (the broker answers a retry it already has with the
+//! original offset); partitions are judged one by one (one that succeeded
+//! is not sent again). OUT_OF_ORDER_SEQUENCE_NUMBER behind a batch of the
+//! partition awaiting its retry is retried in order. A sequence that can no
+//! longer be trusted (a batch given up, UNKNOWN_PRODUCER_ID, or
+//! OUT_OF_ORDER_SEQUENCE_NUMBER with nothing before it) makes the producer
+//! bump its epoch once nothing is in flight (KIP-360) and start every
+//! partition's sequences at 0; queued retries whose first attempt may have
+//! been written are then given up, never sent under the new epoch (that
+//! could write them twice). INVALID_PRODUCER_EPOCH stops the producer.
 
 //!
 //! Partitions are spread over brokers: each batch goes to its partition's
@@ -23,7 +37,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use broker::seam::{ConnId, Input, Now, Output, TimerId};
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
+use kafka_protocol::messages::{
+    ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse,
+    ProducerId, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
@@ -37,6 +54,16 @@ use crate::session::{decode_body, SESSION_TIMER_LIMIT};
 const GENERATE_TIMER: TimerId = SESSION_TIMER_LIMIT + 1;
 const LINGER_TIMER: TimerId = SESSION_TIMER_LIMIT + 3;
 const RETRY_TIMER: TimerId = SESSION_TIMER_LIMIT + 4;
+/// The tag of the producer's InitProducerId request.
+const INIT_TAG: u64 = u64::MAX - 1;
+/// Kafka's error codes of idempotent produce.
+const OUT_OF_ORDER_SEQUENCE: i16 = 45;
+const DUPLICATE_SEQUENCE: i16 = 46;
+const INVALID_PRODUCER_EPOCH: i16 = 47;
+const UNKNOWN_PRODUCER_ID: i16 = 59;
+const PRODUCER_FENCED: i16 = 90;
+/// InitProducerId errors a client retries.
+const INIT_RETRIABLE: &[i16] = &[7, 14, 15, 16, 51, 56];
 
 /// The most value bytes one partition's batch carries in one request
 /// (unless `batch_records` asks for more records): half the broker's default
@@ -91,6 +118,8 @@ pub struct ProducerConfig {
     pub retry_backoff_ms: u64,
     /// Stop generating records at this simulated time (nanoseconds).
     pub stop_at_nanos: u64,
+    /// Kafka's `enable.idempotence` (needs acks=all and at most 5 in flight).
+    pub enable_idempotence: bool,
 }
 
 impl ProducerConfig {
@@ -110,17 +139,61 @@ impl ProducerConfig {
             retries: 0,
             retry_backoff_ms: 100,
             stop_at_nanos: u64::MAX,
+            enable_idempotence: false,
         }
     }
 }
 
 /// Records of one request, by partition, and how many attempts it has had.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct Batch {
     records: BTreeMap<i32, Vec<String>>,
     attempts: u32,
     /// A retry goes no earlier than this (monotonic nanoseconds).
     retry_at: u64,
+    /// Idempotent: each partition's base sequence, under `producer`.
+    seqs: BTreeMap<i32, i32>,
+    producer: Option<(i64, i16)>,
+    /// An attempt may have been written: never re-sequenced.
+    maybe_written: bool,
+}
+
+impl Batch {
+    /// The part of this batch for `records` (a subset of its partitions).
+    fn part(&self, records: BTreeMap<i32, Vec<String>>) -> Batch {
+        let seqs = self
+            .seqs
+            .iter()
+            .filter(|(p, _)| records.contains_key(p))
+            .map(|(p, s)| (*p, *s))
+            .collect();
+        Batch {
+            records,
+            seqs,
+            retry_at: 0,
+            ..self.clone()
+        }
+    }
+}
+
+/// The idempotent producer's state.
+#[derive(Debug, Default)]
+struct Idempotence {
+    /// (producer id, epoch) once InitProducerId answered.
+    producer: Option<(i64, i16)>,
+    init_in_flight: bool,
+    /// No InitProducerId before this (monotonic nanoseconds).
+    init_retry_at: u64,
+    next_seq: BTreeMap<i32, i32>,
+    /// Bump the epoch once nothing is in flight.
+    bump: bool,
+    /// INVALID_PRODUCER_EPOCH: the producer stops.
+    fatal: bool,
+}
+
+/// The next sequence after `n` records from `seq` (wrapping at i32::MAX).
+fn seq_after(seq: i32, n: usize) -> i32 {
+    ((i64::from(seq) + n as i64) % (i64::from(i32::MAX) + 1)) as i32
 }
 
 pub struct Producer {
@@ -135,6 +208,7 @@ pub struct Producer {
     in_flight: BTreeMap<u64, (usize, Batch)>,
     next_tag: u64,
     history: History,
+    idem: Option<Idempotence>,
 }
 
 impl Producer {
@@ -149,7 +223,9 @@ impl Producer {
             &config.topic,
             config.retry_backoff_ms,
         );
+        let idem = config.enable_idempotence.then(Idempotence::default);
         Producer {
+            idem,
             config,
             cluster,
             next_value: 0,
@@ -198,6 +274,13 @@ impl Producer {
                 }
                 ClusterEvent::Response {
                     tag, version, body, ..
+                } if tag == INIT_TAG => {
+                    let response = decode_body::<InitProducerIdResponse>(&body, version);
+                    self.on_init_producer_id(now, response, out);
+                    self.flush(now, false, out);
+                }
+                ClusterEvent::Response {
+                    tag, version, body, ..
                 } => {
                     self.on_produce(
                         now,
@@ -213,6 +296,10 @@ impl Producer {
                     // The cluster forgot the leaders on that broker and is
                     // learning the cluster again; retries wait for it.
                     for tag in in_flight {
+                        if tag == INIT_TAG {
+                            self.on_init_producer_id(now, None, out);
+                            continue;
+                        }
                         self.settle(
                             now,
                             tag,
@@ -275,6 +362,9 @@ impl Producer {
     /// retry takes nothing newer, and a partition with a queued retry sends
     /// nothing newer, so that a partition's records go out in order.
     fn flush(&mut self, now: Now, force: bool, out: &mut Vec<Output>) {
+        if !self.idempotence_ready(now, out) {
+            return;
+        }
         let max = self.config.max_in_flight;
         let mut blocked: BTreeSet<SessionId> = BTreeSet::new();
         let mut waiting: BTreeSet<i32> = BTreeSet::new();
@@ -285,14 +375,10 @@ impl Producer {
                 self.retry_queue.push_back(batch);
                 continue;
             }
-            let (groups, mut rest) = self.by_leader(batch.records, out);
+            let (groups, mut rest) = self.by_leader(batch.records.clone(), out);
             for (session, records) in groups {
                 if !blocked.contains(&session) && self.cluster.can_send(session, max) {
-                    let part = Batch {
-                        records,
-                        attempts: batch.attempts,
-                        retry_at: 0,
-                    };
+                    let part = batch.part(records);
                     self.send(now, session, part, out);
                 } else {
                     blocked.insert(session);
@@ -301,10 +387,10 @@ impl Producer {
             }
             if !rest.is_empty() {
                 waiting.extend(rest.keys().copied());
+                let retry_at = batch.retry_at;
                 self.retry_queue.push_back(Batch {
-                    records: rest,
-                    attempts: batch.attempts,
-                    retry_at: batch.retry_at,
+                    retry_at,
+                    ..batch.part(rest)
                 });
             }
         }
@@ -344,16 +430,8 @@ impl Producer {
                 if records.is_empty() {
                     break;
                 }
-                self.send(
-                    now,
-                    session,
-                    Batch {
-                        records,
-                        attempts: 0,
-                        retry_at: 0,
-                    },
-                    out,
-                );
+                let batch = self.sequenced(records);
+                self.send(now, session, batch, out);
             }
         }
         // Wake up when the oldest batch not yet due has lingered enough;
@@ -441,12 +519,17 @@ impl Producer {
             .records
             .iter()
             .map(|(p, values)| {
+                let producer = batch
+                    .producer
+                    .zip(batch.seqs.get(p))
+                    .map(|((id, epoch), seq)| (id, epoch, *seq));
                 PartitionProduceData::default()
                     .with_index(*p)
-                    .with_records(Some(encode_records(
+                    .with_records(Some(encode_batch(
                         values,
                         self.config.value_bytes,
                         now.wall_millis,
+                        producer,
                     )))
             })
             .collect();
@@ -533,6 +616,9 @@ impl Producer {
                 out,
             );
         };
+        if self.idem.is_some() {
+            return self.on_idempotent_produce(now, tag, response, out);
+        }
         // partition -> (error, base offset)
         let answers: BTreeMap<i32, (i16, i64)> = response
             .responses
@@ -605,19 +691,305 @@ impl Producer {
         };
         let event = &mut self.history.events[index];
         let failed = outcome != Outcome::Ok;
+        let maybe = matches!(outcome, Outcome::Unknown { .. });
         event.outcome = Some(outcome);
         event.complete_nanos = Some(now.mono_nanos);
         if failed && retriable && batch.attempts < self.config.retries && self.config.acks != 0 {
             batch.attempts += 1;
+            batch.maybe_written |= maybe;
             batch.retry_at = now.after_millis(self.config.retry_backoff_ms).max(1);
             self.retry_queue.push_back(batch);
             self.arm_retry_timer(now, out);
+        } else if failed {
+            // Given up: its sequences leave a hole (or may not).
+            if let Some(idem) = self.idem.as_mut() {
+                idem.bump = true;
+            }
         }
+    }
+
+    // ----- idempotence -----
+
+    /// Whether sends may go out: always without idempotence; with it, once
+    /// there is a producer id, no epoch bump waits, and nothing was fatal.
+    fn idempotence_ready(&mut self, now: Now, out: &mut Vec<Output>) -> bool {
+        let Some(idem) = self.idem.as_mut() else {
+            return true;
+        };
+        if idem.fatal {
+            self.pending.clear();
+            self.retry_queue.clear();
+            return false;
+        }
+        if idem.bump {
+            if !self.in_flight.is_empty() {
+                return false;
+            }
+            self.bump_epoch();
+        }
+        let idem = self.idem.as_ref().expect("idempotent");
+        if idem.producer.is_none() {
+            self.init_producer_id(now, out);
+            return false;
+        }
+        true
+    }
+
+    /// KIP-360: the next epoch (a new producer id past the last epoch);
+    /// every partition's sequences start again at 0. Queued retries that may
+    /// have been written are given up; the others get the new sequences.
+    fn bump_epoch(&mut self) {
+        let Some(idem) = self.idem.as_mut() else {
+            return;
+        };
+        idem.bump = false;
+        idem.next_seq.clear();
+        idem.producer = match idem.producer {
+            Some((id, epoch)) if epoch < i16::MAX => Some((id, epoch + 1)),
+            _ => None,
+        };
+        self.retry_queue.retain(|b| !b.maybe_written);
+        self.resequence_queue();
+    }
+
+    /// Give the queued retries sequences under the current producer id and epoch.
+    fn resequence_queue(&mut self) {
+        let Some(idem) = self.idem.as_mut() else {
+            return;
+        };
+        let Some(producer) = idem.producer else {
+            return;
+        };
+        for batch in self.retry_queue.iter_mut() {
+            batch.producer = Some(producer);
+            batch.seqs.clear();
+            for (p, values) in &batch.records {
+                let seq = idem.next_seq.entry(*p).or_insert(0);
+                batch.seqs.insert(*p, *seq);
+                *seq = seq_after(*seq, values.len());
+            }
+        }
+    }
+
+    /// A new batch of `records`, sequenced if the producer is idempotent.
+    fn sequenced(&mut self, records: BTreeMap<i32, Vec<String>>) -> Batch {
+        let mut batch = Batch {
+            records,
+            ..Batch::default()
+        };
+        if let Some(idem) = self.idem.as_mut() {
+            batch.producer = idem.producer;
+            for (p, values) in &batch.records {
+                let seq = idem.next_seq.entry(*p).or_insert(0);
+                batch.seqs.insert(*p, *seq);
+                *seq = seq_after(*seq, values.len());
+            }
+        }
+        batch
+    }
+
+    /// Ask any known broker for a producer id (unless asked, or backing off).
+    fn init_producer_id(&mut self, now: Now, out: &mut Vec<Output>) {
+        let Some(idem) = self.idem.as_ref() else {
+            return;
+        };
+        if idem.init_in_flight {
+            return;
+        }
+        if idem.init_retry_at > now.mono_nanos {
+            out.push(Output::SetTimer {
+                id: RETRY_TIMER,
+                at_nanos: idem.init_retry_at,
+            });
+            return;
+        }
+        let partitions = self.cluster.partition_count().unwrap_or(0);
+        let Some(session) = (0..partitions).find_map(|p| self.cluster.leader_session(p, out))
+        else {
+            // Metadata names no broker yet: its arrival flushes again.
+            return;
+        };
+        let request = InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+        let sent = self.cluster.send(
+            now,
+            session,
+            ApiKey::InitProducerId,
+            4,
+            &request,
+            Some(INIT_TAG),
+            out,
+        );
+        if let Some(idem) = self.idem.as_mut() {
+            idem.init_in_flight = sent;
+        }
+    }
+
+    fn on_init_producer_id(
+        &mut self,
+        now: Now,
+        response: Option<InitProducerIdResponse>,
+        out: &mut Vec<Output>,
+    ) {
+        let backoff = now.after_millis(self.config.retry_backoff_ms);
+        let Some(idem) = self.idem.as_mut() else {
+            return;
+        };
+        idem.init_in_flight = false;
+        match response {
+            Some(r) if r.error_code == 0 && r.producer_id.0 >= 0 => {
+                idem.producer = Some((r.producer_id.0, r.producer_epoch));
+                idem.next_seq.clear();
+                self.resequence_queue();
+            }
+            Some(r) if r.error_code != 0 && !INIT_RETRIABLE.contains(&r.error_code) => {
+                // Not something a retry mends: the producer cannot produce.
+                idem.fatal = true;
+            }
+            _ => {
+                idem.init_retry_at = backoff;
+                out.push(Output::SetTimer {
+                    id: RETRY_TIMER,
+                    at_nanos: backoff,
+                });
+            }
+        }
+    }
+
+    /// Whether a batch of partition `p` sent before sequence `seq` (same
+    /// producer and epoch) is still unresolved: queued for a retry, or in
+    /// flight.
+    fn earlier_unresolved(&self, p: i32, producer: Option<(i64, i16)>, seq: i32) -> bool {
+        let earlier =
+            |b: &Batch| b.producer == producer && b.seqs.get(&p).is_some_and(|s| *s < seq);
+        self.retry_queue.iter().any(earlier) || self.in_flight.values().any(|(_, b)| earlier(b))
+    }
+
+    /// An idempotent producer judges each partition of a produce answer on
+    /// its own: the ones that succeeded are done, the others are retried (in
+    /// order), given up, or bump the epoch (see the module docs).
+    fn on_idempotent_produce(
+        &mut self,
+        now: Now,
+        tag: u64,
+        response: ProduceResponse,
+        out: &mut Vec<Output>,
+    ) {
+        let Some((index, batch)) = self.in_flight.remove(&tag) else {
+            return;
+        };
+        let answers: BTreeMap<i32, (i16, i64)> = response
+            .responses
+            .iter()
+            .flat_map(|t| {
+                t.partition_responses
+                    .iter()
+                    .map(|p| (p.index, (p.error_code, p.base_offset)))
+            })
+            .collect();
+        let name = |code: i16| {
+            kafka_protocol::error::ResponseError::try_from_code(code)
+                .map(|e| format!("{e:?}"))
+                .unwrap_or_else(|| format!("error {code}"))
+        };
+        let mut ok: BTreeMap<i32, i64> = BTreeMap::new();
+        let mut retry: BTreeMap<i32, Vec<String>> = BTreeMap::new();
+        let mut errors: Vec<String> = Vec::new();
+        let (mut maybe, mut bump, mut give_up, mut fatal) = (false, false, false, false);
+        for (p, values) in &batch.records {
+            let seq = batch.seqs.get(p).copied().unwrap_or(0);
+            let Some(&(code, base)) = answers.get(p) else {
+                errors.push("no answer".into());
+                maybe = true;
+                retry.insert(*p, values.clone());
+                continue;
+            };
+            if LEADER_GONE.contains(&code) {
+                self.cluster.forget_leader(now, *p, out);
+            } else if REFRESH.contains(&code) {
+                self.cluster.refresh(now, out);
+            }
+            match code {
+                0 => {
+                    ok.insert(*p, base);
+                    continue;
+                }
+                c if RETRIABLE.contains(&c) => maybe |= MAYBE_WRITTEN.contains(&c),
+                OUT_OF_ORDER_SEQUENCE if self.earlier_unresolved(*p, batch.producer, seq) => {}
+                OUT_OF_ORDER_SEQUENCE | UNKNOWN_PRODUCER_ID => bump = true,
+                DUPLICATE_SEQUENCE => {
+                    // Written before, offset not told: known written, not ok.
+                    maybe = true;
+                    give_up = true;
+                }
+                INVALID_PRODUCER_EPOCH | PRODUCER_FENCED => fatal = true,
+                _ => give_up = true,
+            }
+            errors.push(name(code));
+            retry.insert(*p, values.clone());
+        }
+        // One request, one outcome: ok only if every partition is.
+        let event = &mut self.history.events[index];
+        event.complete_nanos = Some(now.mono_nanos);
+        if retry.is_empty() {
+            if let Op::Send { writes } = &mut event.op {
+                let mut next = ok.clone();
+                for w in writes.iter_mut() {
+                    if let Some(offset) = next.get_mut(&w.partition) {
+                        w.offset = Some(*offset);
+                        *offset += 1;
+                    }
+                }
+            }
+            event.outcome = Some(Outcome::Ok);
+            return;
+        }
+        let error = errors.join(", ");
+        // Some partitions written, or maybe: the whole send's fate is unknown.
+        event.outcome = Some(if maybe || !ok.is_empty() {
+            Outcome::Unknown { reason: error }
+        } else {
+            Outcome::Fail { error }
+        });
+        let Some(idem) = self.idem.as_mut() else {
+            return;
+        };
+        if fatal {
+            idem.fatal = true;
+            return;
+        }
+        idem.bump |= bump || give_up;
+        if give_up || batch.attempts >= self.config.retries {
+            idem.bump = true;
+            return;
+        }
+        let mut again = batch.part(retry);
+        again.attempts += 1;
+        again.maybe_written |= maybe;
+        again.retry_at = now.after_millis(self.config.retry_backoff_ms).max(1);
+        self.retry_queue.push_back(again);
+        self.arm_retry_timer(now, out);
     }
 }
 
 /// One record batch holding `values` in order, each padded to `size` bytes.
 pub fn encode_records(values: &[String], size: usize, timestamp: i64) -> Bytes {
+    encode_batch(values, size, timestamp, None)
+}
+
+/// As [`encode_records`], for `producer` = (producer id, epoch, base
+/// sequence) when idempotent: then one batch whatever the count (the
+/// encoder keeps records in one batch while offset − sequence is constant).
+pub fn encode_batch(
+    values: &[String],
+    size: usize,
+    timestamp: i64,
+    producer: Option<(i64, i16, i32)>,
+) -> Bytes {
+    let (producer_id, producer_epoch, base_sequence) = producer.unwrap_or((-1, -1, -1));
     let records: Vec<Record> = values
         .iter()
         .enumerate()
@@ -632,11 +1004,15 @@ pub fn encode_records(values: &[String], size: usize, timestamp: i64) -> Bytes {
                 control: false,
                 delete_horizon: false,
                 partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
+                producer_id,
+                producer_epoch,
                 timestamp_type: TimestampType::Creation,
                 offset: i as i64,
-                sequence: -1,
+                sequence: if producer.is_some() {
+                    seq_after(base_sequence, i)
+                } else {
+                    -1
+                },
                 timestamp,
                 key: None,
                 value: Some(Bytes::from(payload)),
@@ -990,5 +1366,196 @@ mod tests {
             Some(Outcome::Unknown { .. })
         ));
         assert_eq!(p.cluster().partition(0).unwrap().leader, None);
+    }
+
+    // ----- idempotence -----
+
+    fn idempotent(retries: u32) -> Producer {
+        let mut config = ProducerConfig::new(0, "node-1:9092", "events");
+        config.retries = retries;
+        config.enable_idempotence = true;
+        Producer::new(config, BASE)
+    }
+
+    /// One broker leading both partitions.
+    fn one_broker() -> MetadataResponse {
+        metadata(&[(1, "node-1:9092")], "events", &[(0, 1, 5), (1, 1, 5)])
+    }
+
+    /// (producer id, epoch, base sequence, records) of each partition's batch.
+    fn stamps(sent: &Sent) -> BTreeMap<i32, (i64, i16, i32, usize)> {
+        let request: ProduceRequest = sent.decode();
+        request
+            .topic_data
+            .iter()
+            .flat_map(|t| t.partition_data.iter())
+            .map(|p| {
+                let mut bytes = p.records.clone().unwrap();
+                let sets =
+                    kafka_protocol::records::RecordBatchDecoder::decode_all(&mut bytes).unwrap();
+                assert_eq!(sets.len(), 1, "one batch per partition");
+                let r = &sets[0].records;
+                (
+                    p.index,
+                    (
+                        r[0].producer_id,
+                        r[0].producer_epoch,
+                        r[0].sequence,
+                        r.len(),
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    fn init_answer(sent: &Sent, error: i16, id: i64, epoch: i16) -> Input {
+        sent.answer(
+            &InitProducerIdResponse::default()
+                .with_error_code(error)
+                .with_producer_id(ProducerId(id))
+                .with_producer_epoch(epoch),
+        )
+    }
+
+    /// Learn the cluster, get producer id 42 epoch 0.
+    fn started(p: &mut Producer) {
+        step(p, 0, Input::Start);
+        let out = step(p, 1, Input::Connected { conn: BASE });
+        let asked = requests_of(&out, ApiKey::Metadata);
+        // Once the cluster is known, the producer id is asked for at once.
+        let out = step(p, 2, asked[0].answer(&one_broker()));
+        let init = requests_of(&out, ApiKey::InitProducerId);
+        let out = step(p, 5, Input::TimerFired { id: GENERATE_TIMER });
+        assert!(requests_of(&out, ApiKey::Produce).is_empty(), "no id yet");
+        assert_eq!(init.len(), 1);
+        let asked: InitProducerIdRequest = init[0].decode();
+        assert_eq!(asked.transactional_id, None);
+        let out = step(p, 6, init_answer(&init[0], 0, 42, 0));
+        // The record made meanwhile goes out now; it succeeds.
+        for sent in requests_of(&out, ApiKey::Produce) {
+            let parts: Vec<(i32, i16)> = stamps(&sent).keys().map(|p| (*p, 0)).collect();
+            step(p, 7, answer(&sent, &parts));
+        }
+    }
+
+    #[test]
+    fn an_idempotent_producer_stamps_each_batch_with_its_id_epoch_and_sequence() {
+        let mut p = idempotent(0);
+        started(&mut p);
+        // Records 0 (partition 0) and 1 (partition 1) went out with the id.
+        // Partition 0's first batch (one record, sequence 0) is done.
+        let mut seen: BTreeMap<i32, (i64, i16, i32, usize)> = BTreeMap::from([(0, (42, 0, 0, 1))]);
+        for _ in 0..2 {
+            let out = step(&mut p, 10, Input::TimerFired { id: GENERATE_TIMER });
+            for s in requests_of(&out, ApiKey::Produce) {
+                for (part, stamp) in stamps(&s) {
+                    let prev = seen.insert(part, stamp);
+                    if let Some((_, _, seq, n)) = prev {
+                        assert_eq!(stamp.2, seq + n as i32, "sequences follow on");
+                    }
+                    assert_eq!((stamp.0, stamp.1), (42, 0));
+                }
+            }
+        }
+        assert!(!seen.is_empty());
+    }
+
+    #[test]
+    fn a_retry_keeps_its_sequence_and_out_of_order_behind_it_is_retried_in_order() {
+        let mut p = idempotent(3);
+        started(&mut p);
+        let mut sends = Vec::new();
+        for t in 0..4 {
+            let out = step(&mut p, 10 + t, Input::TimerFired { id: GENERATE_TIMER });
+            sends.extend(requests_of(&out, ApiKey::Produce));
+        }
+        // Partition 0's first batch times out at the broker; the next one
+        // (a gap there) gets OUT_OF_ORDER_SEQUENCE_NUMBER.
+        let p0: Vec<&Sent> = sends
+            .iter()
+            .filter(|s| stamps(s).contains_key(&0))
+            .collect();
+        assert!(p0.len() >= 2, "{}", p0.len());
+        let (a, b) = (stamps(p0[0])[&0], stamps(p0[1])[&0]);
+        step(&mut p, 20, answer(p0[0], &[(0, 7)]));
+        step(&mut p, 21, answer(p0[1], &[(0, OUT_OF_ORDER_SEQUENCE)]));
+        assert!(matches!(
+            p.history().events.last().unwrap().outcome,
+            Some(Outcome::Fail { .. })
+        ));
+        // Both retried in order with their sequences, once the backoff passed.
+        let out = step(&mut p, 400, Input::TimerFired { id: RETRY_TIMER });
+        let again: Vec<(i64, i16, i32, usize)> = requests_of(&out, ApiKey::Produce)
+            .iter()
+            .filter_map(|s| stamps(s).get(&0).copied())
+            .collect();
+        assert_eq!(again, vec![a, b]);
+    }
+
+    #[test]
+    fn unknown_producer_id_bumps_the_epoch_and_restarts_sequences() {
+        let mut p = idempotent(3);
+        started(&mut p);
+        let out = step(&mut p, 10, Input::TimerFired { id: GENERATE_TIMER });
+        let sent = requests_of(&out, ApiKey::Produce).remove(0);
+        let part = *stamps(&sent).keys().next().unwrap();
+        step(&mut p, 20, answer(&sent, &[(part, UNKNOWN_PRODUCER_ID)]));
+        let out = step(&mut p, 400, Input::TimerFired { id: RETRY_TIMER });
+        let again = requests_of(&out, ApiKey::Produce);
+        assert_eq!(again.len(), 1);
+        assert_eq!(
+            stamps(&again[0])[&part],
+            (42, 1, 0, 1),
+            "epoch 1, sequence 0"
+        );
+    }
+
+    #[test]
+    fn a_batch_that_may_be_written_is_given_up_not_resent_under_a_new_epoch() {
+        let mut p = idempotent(0);
+        started(&mut p);
+        let out = step(&mut p, 10, Input::TimerFired { id: GENERATE_TIMER });
+        let sent = requests_of(&out, ApiKey::Produce).remove(0);
+        // No retries: a timed-out batch is given up; the epoch is bumped
+        // before anything else goes out.
+        let part = *stamps(&sent).keys().next().unwrap();
+        step(&mut p, 20, answer(&sent, &[(part, 7)]));
+        assert!(matches!(
+            p.history().events.last().unwrap().outcome,
+            Some(Outcome::Unknown { .. })
+        ));
+        let out = step(&mut p, 30, Input::TimerFired { id: GENERATE_TIMER });
+        let next = requests_of(&out, ApiKey::Produce);
+        assert_eq!(next.len(), 1);
+        let stamp = stamps(&next[0]).into_values().next().unwrap();
+        assert_eq!((stamp.0, stamp.1, stamp.2), (42, 1, 0));
+        assert_eq!(
+            p.history().events.len(),
+            3,
+            "the given-up batch was not sent again"
+        );
+    }
+
+    #[test]
+    fn invalid_producer_epoch_stops_the_producer() {
+        let mut p = idempotent(3);
+        started(&mut p);
+        let out = step(&mut p, 10, Input::TimerFired { id: GENERATE_TIMER });
+        let sent = requests_of(&out, ApiKey::Produce).remove(0);
+        let part = *stamps(&sent).keys().next().unwrap();
+        step(&mut p, 20, answer(&sent, &[(part, INVALID_PRODUCER_EPOCH)]));
+        let out = step(&mut p, 30, Input::TimerFired { id: GENERATE_TIMER });
+        assert!(requests_of(&out, ApiKey::Produce).is_empty());
+    }
+
+    #[test]
+    fn without_idempotence_batches_carry_no_producer_id() {
+        let mut p = producer("node-1:9092", 0);
+        learn(&mut p, one_broker());
+        let out = step(&mut p, 10, Input::TimerFired { id: GENERATE_TIMER });
+        assert!(requests_of(&out, ApiKey::InitProducerId).is_empty());
+        let sent = requests_of(&out, ApiKey::Produce).remove(0);
+        let stamp = stamps(&sent).into_values().next().unwrap();
+        assert_eq!((stamp.0, stamp.1, stamp.2), (-1, -1, -1));
     }
 }

@@ -6,7 +6,11 @@
 //!   is the send that completed last before this one was invoked (ties: the
 //!   higher offset): a producer with several requests in flight may see
 //!   overlapping sends land in any order, but one that completed before
-//!   another began must be below it.
+//!   another began must be below it. A retry (a send of values the process
+//!   sent before) counts from its first attempt, as a Kafka client's send
+//!   does: an idempotent producer's retry of a batch the broker already
+//!   has is acknowledged at the original offset, below sends that
+//!   completed after that first attempt began.
 //! - `int-nonmonotonic-send`: inside one ok send, a write to a partition
 //!   acknowledged at or below the previous write of that send to the same
 //!   partition.
@@ -37,6 +41,18 @@ struct Sent<'a> {
 
 pub fn check(history: &History, order: &VersionOrder) -> Vec<Anomaly> {
     let mut out = Vec::new();
+    // (process, value) -> when a send of it was first invoked.
+    let mut first_invoke: BTreeMap<(u32, &str), u64> = BTreeMap::new();
+    for event in &history.events {
+        if let Op::Send { writes } = &event.op {
+            for w in writes {
+                let t = first_invoke
+                    .entry((event.process, w.value.as_str()))
+                    .or_insert(event.invoke_nanos);
+                *t = (*t).min(event.invoke_nanos);
+            }
+        }
+    }
     let mut sent: Vec<Sent> = Vec::new();
     for (index, event) in history.events.iter().enumerate() {
         let Op::Send { writes } = &event.op else {
@@ -58,10 +74,16 @@ pub fn check(history: &History, order: &VersionOrder) -> Vec<Anomaly> {
         for (partition, acked) in by_partition {
             within_send(&mut out, order, partition, event.process, &acked);
             let (first, last) = (acked[0], acked[acked.len() - 1]);
+            let invoke = acked
+                .iter()
+                .filter_map(|(_, w)| first_invoke.get(&(event.process, w.value.as_str())))
+                .copied()
+                .min()
+                .unwrap_or(event.invoke_nanos);
             sent.push(Sent {
                 process: event.process,
                 partition,
-                invoke: event.invoke_nanos,
+                invoke,
                 complete: event.complete_nanos,
                 index,
                 first: (first.0, &first.1.value),
@@ -200,6 +222,32 @@ mod tests {
             &["value 1-1 acknowledged at offset 3"],
         );
         assert_eq!(a.offsets, vec![3, 2]);
+    }
+
+    /// An idempotent retry acknowledged at the original offset, after a
+    /// later send completed: the retry counts from its first attempt.
+    #[test]
+    fn a_retry_acknowledged_at_its_original_offset_counts_from_its_first_attempt() {
+        let h = history(vec![
+            send(1, 0, 1, 0, &[("1-0", 0)]),
+            send_unknown(1, 2, 6, 0, &["1-1"]),
+            send(1, 3, 4, 0, &[("1-2", 2)]),
+            send(1, 7, 8, 0, &[("1-1", 1)]),
+            poll(9, 20, 21, &[(0, &[(0, "1-0"), (1, "1-1"), (2, "1-2")])]),
+        ]);
+        let found = check_all(&h);
+        assert!(
+            found.iter().all(|a| a.kind != NONMONOTONIC_SEND),
+            "{found:?}"
+        );
+        // A new value sent after 1-2 completed still may not land below it.
+        let h = history(vec![
+            send(1, 0, 1, 0, &[("1-0", 0)]),
+            send(1, 3, 4, 0, &[("1-2", 2)]),
+            send(1, 7, 8, 0, &[("1-3", 1)]),
+            poll(9, 20, 21, &[(0, &[(0, "1-0"), (1, "1-3"), (2, "1-2")])]),
+        ]);
+        only(&check_all(&h), NONMONOTONIC_SEND, &["value 1-3"]);
     }
 
     #[test]
