@@ -18,6 +18,7 @@ Every step has a deadline: a broken broker fails in seconds, never hangs.
 import argparse
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -334,10 +335,12 @@ def kill_check(binary, client, seconds, rate, timeout_s):
         return "%d of %d records acknowledged across a kill -9; %d in the log, each once, in order per key" % (
             len(acked), total, n)
     except Failure:
-        sys.stderr.write(open(os.path.join(work, "broker.log")).read()[-4000:])
+        with open(os.path.join(work, "broker.log")) as log:
+            sys.stderr.write(log.read()[-4000:])
         raise
     finally:
         broker.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def main():

@@ -78,6 +78,9 @@ pub struct BenchConfig {
     /// KRaft cluster of combined nodes with the bench topic at replication
     /// factor min(3, brokers) and min.insync.replicas 2 from 3 replicas.
     pub brokers: u32,
+    /// Idempotent producers (real only): InitProducerId per connection, each
+    /// batch stamped with the producer id, epoch and its partition's sequence.
+    pub idempotent: bool,
 }
 
 impl Default for BenchConfig {
@@ -98,6 +101,7 @@ impl Default for BenchConfig {
             request_timeout_ms: 30_000,
             seed: 0,
             brokers: 1,
+            idempotent: false,
         }
     }
 }

@@ -157,6 +157,11 @@ enum Command {
         /// --connections groups commit closed-loop for --step-seconds.
         #[arg(long, requires = "real")]
         offset_commit: bool,
+        /// With --real: idempotent producers (InitProducerId once per
+        /// connection, producer id, epoch and per-partition sequence in every
+        /// batch), to compare with a run without it.
+        #[arg(long, requires = "real")]
+        idempotent: bool,
         /// With --speed or --failover: the scenario to run.
         #[arg(long, default_value = "crash-restart")]
         scenario: String,
@@ -228,6 +233,7 @@ fn main() -> ExitCode {
             scenario,
             runs,
             offset_commit,
+            idempotent,
             ..
         }) => {
             if groups {
@@ -253,6 +259,7 @@ fn main() -> ExitCode {
                     batch_records,
                     linger_ms,
                     seed,
+                    idempotent,
                 };
                 bench(
                     real.then_some(bootstrap).flatten(),
@@ -848,6 +855,7 @@ struct BenchShape {
     batch_records: Option<usize>,
     linger_ms: Option<u64>,
     seed: Option<u64>,
+    idempotent: bool,
 }
 
 fn bench(
@@ -907,6 +915,7 @@ fn bench(
     if let Some(seed) = shape.seed {
         config.seed = seed;
     }
+    config.idempotent = shape.idempotent;
     let (name, steps) = match &bootstrap {
         Some(addr) => {
             println!("bench --real: {} steps against {addr}", config.rates.len());
@@ -930,6 +939,8 @@ fn bench(
             config.batch_records,
             if config.brokers > 1 {
                 format!(", {} brokers (replicated)", config.brokers)
+            } else if config.idempotent {
+                ", idempotent".to_string()
             } else {
                 String::new()
             }

@@ -39,14 +39,16 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context as _};
+use broker::log::batch;
 use bytes::{BufMut, Bytes, BytesMut};
 use hdrhistogram::Histogram;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, CreateTopicsRequest, CreateTopicsResponse, MetadataRequest, MetadataResponse,
-    ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName,
+    ApiKey, CreateTopicsRequest, CreateTopicsResponse, InitProducerIdRequest,
+    InitProducerIdResponse, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
+    ProducerId, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use kafka_protocol::records::{
@@ -389,6 +391,10 @@ pub fn summarize(
 
 /// One record batch of `count` records of `size` bytes (encoded once per step
 /// and reused by every request: the broker does not care that values repeat).
+/// One batch whatever the count, as clients send it (the encoder keeps
+/// records together while offset − sequence is constant); without a
+/// producer (ids, epoch, sequence -1), or stamped per request with
+/// [`batch::set_producer`] when idempotent.
 fn encode_batch(count: u64, size: usize) -> anyhow::Result<Bytes> {
     let timestamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -400,11 +406,11 @@ fn encode_batch(count: u64, size: usize) -> anyhow::Result<Bytes> {
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id: 0,
+            producer_epoch: 0,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: -1,
+            sequence: i as i32,
             timestamp,
             key: None,
             value: Some(Bytes::from(vec![b'x'; size])),
@@ -421,6 +427,7 @@ fn encode_batch(count: u64, size: usize) -> anyhow::Result<Bytes> {
         },
     )
     .map_err(|e| anyhow!("encoding a record batch: {e}"))?;
+    batch::set_producer(&mut buf, -1, -1, -1);
     Ok(buf.freeze())
 }
 
@@ -440,8 +447,15 @@ async fn run_step(
         .map(|c| Schedule::new(rate, c, conns, config.batch_records, config.linger_ms, stop))
         .collect();
     let mut streams = Vec::new();
+    let mut producers = Vec::new();
     for _ in 0..conns {
-        streams.push(connect(bootstrap).await?);
+        let mut stream = connect(bootstrap).await?;
+        producers.push(if config.idempotent {
+            Some(init_producer_id(&mut stream).await?)
+        } else {
+            None
+        });
+        streams.push(stream);
     }
     // Batches by size (all connections use the same batch size).
     let records = encode_batch(schedules[0].batch, config.message_bytes)?;
@@ -449,9 +463,10 @@ async fn run_step(
     // The schedule starts a little after the connections are up.
     let t0 = Instant::now() + Duration::from_millis(20);
     let mut tasks = Vec::new();
-    for (c, (stream, schedule)) in streams
+    for (c, ((stream, schedule), producer)) in streams
         .into_iter()
         .zip(schedules.iter().cloned())
+        .zip(producers)
         .enumerate()
     {
         let (read, write) = stream.into_split();
@@ -467,6 +482,7 @@ async fn run_step(
             topic.clone(),
             records.clone(),
             config.request_timeout_ms,
+            producer,
         ));
         let reader = tokio::spawn(read_loop(read, schedule.requests, t0, deadline));
         tasks.push((writer, reader));
@@ -514,8 +530,12 @@ async fn write_loop(
     topic: TopicName,
     records: Bytes,
     request_timeout_ms: u64,
+    producer: Option<(i64, i16)>,
 ) -> (Vec<Option<u64>>, Option<String>, OwnedWriteHalf) {
     let mut sent_at = vec![None; schedule.requests as usize];
+    // Idempotent: the next sequence of each partition.
+    let mut next_seq = vec![0i32; partitions.max(1) as usize];
+    let batch_records = batch::parse_header(&records).map_or(0, |h| h.record_count);
     for k in 0..schedule.requests {
         let due = schedule.send_at(k);
         tokio::time::sleep_until(t0 + Duration::from_nanos(due)).await;
@@ -526,6 +546,18 @@ async fn write_loop(
         }
         // Round robin over partitions, connections interleaved.
         let partition = ((conn as u64 + k * conns as u64) % partitions.max(1) as u64) as i32;
+        // Stamped per request in both modes, so that the client does the
+        // same work (a copy and a CRC) with idempotence on and off.
+        let mut stamped = BytesMut::from(&records[..]);
+        match producer {
+            Some((id, epoch)) => {
+                let seq = &mut next_seq[partition as usize];
+                batch::set_producer(&mut stamped, id, epoch, *seq);
+                *seq = seq.wrapping_add(batch_records) & i32::MAX;
+            }
+            None => batch::set_producer(&mut stamped, -1, -1, -1),
+        }
+        let records = stamped.freeze();
         let request = ProduceRequest::default()
             .with_acks(-1)
             .with_timeout_ms(request_timeout_ms as i32)
@@ -533,7 +565,7 @@ async fn write_loop(
                 .with_name(topic.clone())
                 .with_partition_data(vec![PartitionProduceData::default()
                     .with_index(partition)
-                    .with_records(Some(records.clone()))])]);
+                    .with_records(Some(records))])]);
         let bytes = match frame(ApiKey::Produce, PRODUCE_VERSION, k as i32, &request) {
             Ok(b) => b,
             Err(e) => return (sent_at, Some(e.to_string()), write),
@@ -545,6 +577,21 @@ async fn write_loop(
         }
     }
     (sent_at, None, write)
+}
+
+/// InitProducerId on a fresh connection: (producer id, epoch).
+async fn init_producer_id(stream: &mut TcpStream) -> anyhow::Result<(i64, i16)> {
+    let request = InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let response: InitProducerIdResponse =
+        round_trip(stream, ApiKey::InitProducerId, 4, &request).await?;
+    if response.error_code != 0 {
+        bail!("InitProducerId answered error {}", response.error_code);
+    }
+    Ok((response.producer_id.0, response.producer_epoch))
 }
 
 /// Read responses until every request is answered or the deadline passes.

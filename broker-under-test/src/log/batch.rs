@@ -389,6 +389,20 @@ pub fn assign_offsets(bytes: &mut [u8], first_offset: i64, leader_epoch: i32) {
     }
 }
 
+/// Set a batch's producer id, epoch and base sequence (and its CRC, which
+/// covers them): how a client stamps a pre-encoded batch for idempotence.
+/// Does nothing to bytes too short to be a batch.
+pub fn set_producer(batch: &mut [u8], producer_id: i64, epoch: i16, base_sequence: i32) {
+    if batch.len() < HEADER_LEN {
+        return;
+    }
+    batch[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    batch[51..53].copy_from_slice(&epoch.to_be_bytes());
+    batch[53..57].copy_from_slice(&base_sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[ATTRIBUTES_POS..]);
+    batch[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// Why [`scan`] stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ScanStop {
@@ -514,6 +528,18 @@ pub(crate) mod tests {
         two.extend_from_slice(&make_batch(3, 5, Compression::None));
         two.extend_from_slice(&make_batch(2, 5, Compression::Gzip));
         assert_eq!(validate_record_set(&two, 1 << 20).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn set_producer_stamps_the_header_and_keeps_the_crc_valid() {
+        let mut b = BytesMut::from(&make_batch(3, 10, Compression::None)[..]);
+        set_producer(&mut b, 77, 2, 40);
+        let h = validate_record_set(&b, 1 << 20).unwrap()[0];
+        assert_eq!(
+            (h.producer_id, h.producer_epoch, h.base_sequence),
+            (77, 2, 40)
+        );
+        set_producer(&mut b[..10], 1, 1, 1); // too short: left alone
     }
 
     #[test]
