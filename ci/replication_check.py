@@ -9,7 +9,8 @@ a cluster that `ci/cluster` (or another checkout) runs.
 Modes:
 
   check (default)  Produce REPL_RECORDS keyed records (acks=all, idempotence
-                   off, retries on) to an RF 3 / min.insync.replicas 2 topic
+                   on as in Kafka clients, retries on) to an RF 3 /
+                   min.insync.replicas 2 topic
                    while the broker leading most partitions is kill -9ed
                    (restarted on its data dir later) and then the next one
                    is SIGSTOPped (SIGCONT later). Then read every partition
@@ -18,8 +19,9 @@ Modes:
                    offset, in the order of the producer's sequence numbers.
                    Reports acknowledged, lost, duplicates and the failover
                    time the client saw. Exits 1 if anything acknowledged was
-                   lost or misplaced, if order broke, or if nothing was
-                   acknowledged after a fault.
+                   lost or misplaced, if order broke, if a record is in the
+                   log twice (idempotent), or if nothing was acknowledged
+                   after a fault.
   bench            1 KB records, acks=all: throughput (MB/s) and produce
                    latency p50/p99 for an RF 3 and an RF 1 topic.
   failover         Kill the leader REPL_KILLS times in a row (restarting it
@@ -45,9 +47,13 @@ Environment (defaults in brackets):
   REPL_BROKER_PROPS []        more broker properties for every node, k=v,k=v
                               (e.g. broker.session.timeout.ms=4000)
   REPL_PRODUCER_CONFIG []     more/overriding producer settings, k=v,k=v
-  REPL_MAX_IN_FLIGHT [1]      max.in.flight.requests.per.connection; with 1,
-                              order violations fail the check, above 1 they
-                              are only reported (retries may reorder)
+  REPL_IDEMPOTENT [1]         enable.idempotence: a retry the old leader
+                              wrote is deduplicated, so a duplicate fails the
+                              check and order holds at 5 in flight; 0: the
+                              producer of before, duplicates only reported
+  REPL_MAX_IN_FLIGHT [5 idempotent, else 1]  max.in.flight.requests.per.connection;
+                              without idempotence, with 1 order violations
+                              fail the check, above 1 they are only reported
   REPL_REQUEST_TIMEOUT_MS [10000] REPL_MESSAGE_TIMEOUT_MS [120000]
   REPL_PORT_BASE [a free block in 20000-30000]  six ports from here
   REPL_KEEP [0]               1: keep the work dir (configs, data, logs)
@@ -358,15 +364,28 @@ def value_of(seq, size):
     return head + b"." * max(0, size - len(head))
 
 
+def idempotent():
+    return env_int("REPL_IDEMPOTENT", 1) == 1
+
+
+def max_in_flight():
+    return env_int("REPL_MAX_IN_FLIGHT", 5 if idempotent() else 1)
+
+
+def strict_order():
+    # Idempotence keeps each partition's order across retries at up to 5 in flight.
+    return idempotent() or max_in_flight() == 1
+
+
 def producer_config(bootstrap, recorder, overrides=None):
     conf = {
         "bootstrap.servers": bootstrap,
         "acks": "all",
-        "enable.idempotence": False,
+        "enable.idempotence": idempotent(),
         "retries": 2147483647,
         "retry.backoff.ms": 100,
         "linger.ms": 5,
-        "max.in.flight.requests.per.connection": env_int("REPL_MAX_IN_FLIGHT", 1),
+        "max.in.flight.requests.per.connection": max_in_flight(),
         "request.timeout.ms": env_int("REPL_REQUEST_TIMEOUT_MS", 10000),
         "message.timeout.ms": env_int("REPL_MESSAGE_TIMEOUT_MS", 120000),
         "on_delivery": recorder.on_delivery,
@@ -597,6 +616,8 @@ def verify(rec, got, strict_order):
         p, a, b = disorder[0]
         problems.append("%d acknowledged records out of order (e.g. p%d: seq %d at %d, seq %d at %d)"
                         % (len(disorder), p, a, rec.ack_off[a], b, rec.ack_off[b]))
+    if duplicates and idempotent():
+        problems.append("%d records are in the log twice, with an idempotent producer" % duplicates)
     if never:
         problems.append("%d records got no delivery report at all" % never)
     return figures, problems
@@ -651,8 +672,8 @@ def mode_check(cluster, meta):
     say("topic %s: %d partitions, RF %d, min.insync.replicas %d; replicas %s; leaders %s"
         % (topic, partitions, rf, min_isr,
            " ".join("p%d:%s" % (p, md[p].replicas) for p in sorted(md)), leader_text(leaders)))
-    say("producing %d keyed records over %.0f s (acks=all, idempotence off, max.in.flight %d); faults: %s"
-        % (n, seconds, env_int("REPL_MAX_IN_FLIGHT", 1),
+    say("producing %d keyed records over %.0f s (acks=all, idempotence %s, max.in.flight %d); faults: %s"
+        % (n, seconds, "on" if idempotent() else "off", max_in_flight(),
            ", ".join("%s@%g+%g" % e for e in events) or "none"))
 
     rec = Recorder(n)
@@ -686,7 +707,7 @@ def mode_check(cluster, meta):
     meta.wait_brokers(len(NODES))
     meta.wait_leaders(topic, partitions)
     got = read_back(cluster.bootstrap, topic, partitions)
-    figures, problems = verify(rec, got, strict_order=env_int("REPL_MAX_IN_FLIGHT", 1) == 1)
+    figures, problems = verify(rec, got, strict_order=strict_order())
     leaders_now = meta.leaders(topic)
 
     print("\nreplication check: %d records, topic RF %d / min.insync.replicas %d, %d partitions"
@@ -866,7 +887,7 @@ def mode_failover(cluster, meta):
     rec.send_t, rec.ack_t = rec.send_t[:sent], rec.ack_t[:sent]
     rec.ack_part, rec.ack_off = rec.ack_part[:sent], rec.ack_off[:sent]
     got = read_back(cluster.bootstrap, topic, partitions)
-    figures, problems = verify(rec, got, strict_order=env_int("REPL_MAX_IN_FLIGHT", 1) == 1)
+    figures, problems = verify(rec, got, strict_order=strict_order())
     times = [t for _, _, t in results if t is not None]
     print("\nfailover: %d kills of the leader of most partitions, %d records/s, acks=all, RF %d"
           % (kills, rate, rf))
