@@ -1382,33 +1382,13 @@ mod tests {
         batches: &[(i64, i64, i16, i32, usize)],
     ) {
         use broker::seam::{DiskExecutor, DiskOp};
-        use kafka_protocol::records::{
-            Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-        };
         let mut bytes = bytes::BytesMut::new();
         for &(offset, pid, epoch, seq, count) in batches {
-            let records: Vec<Record> = (0..count)
-                .map(|i| Record {
-                    transactional: false,
-                    control: false,
-                    delete_horizon: false,
-                    partition_leader_epoch: 0,
-                    producer_id: pid,
-                    producer_epoch: epoch,
-                    timestamp_type: TimestampType::Creation,
-                    offset: offset + i as i64,
-                    sequence: seq + i as i32,
-                    timestamp: 0,
-                    key: None,
-                    value: Some(bytes::Bytes::from_static(b"v")),
-                    headers: Default::default(),
-                })
-                .collect();
-            let options = RecordEncodeOptions {
-                version: 2,
-                compression: Compression::None,
-            };
-            RecordBatchEncoder::encode(&mut bytes, &records, &options).unwrap();
+            let values: Vec<String> = (0..count).map(|i| format!("v{i}")).collect();
+            let encoded = workloads::producer::encode_batch(&values, 1, 0, Some((pid, epoch, seq)));
+            let mut b = encoded.to_vec();
+            batch::assign_offsets(&mut b, offset, 0);
+            bytes.extend_from_slice(&b);
         }
         let path = format!("{dir}/{}", broker::log::segment::file_name(base, "log"));
         disk.execute(&DiskOp::CreateDir { path: dir.into() })

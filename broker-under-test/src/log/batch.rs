@@ -498,6 +498,39 @@ pub(crate) mod tests {
         buf.freeze()
     }
 
+    /// One idempotent batch of `values`: producer `pid`, `epoch`, base
+    /// sequence `seq`, timestamps from 1000.
+    pub(crate) fn make_producer_batch(pid: i64, epoch: i16, seq: i32, values: &[&[u8]]) -> Bytes {
+        let records: Vec<Record> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: 0,
+                producer_epoch: 0,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                // offset - sequence constant: the encoder keeps one batch.
+                sequence: i as i32,
+                timestamp: 1_000 + i as i64,
+                key: None,
+                value: Some(Bytes::copy_from_slice(v)),
+                headers: IndexMap::new(),
+            })
+            .collect();
+        let mut b = BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        };
+        RecordBatchEncoder::encode(&mut b, &records, &options).unwrap();
+        set_producer(&mut b, pid, epoch, seq);
+        b.freeze()
+    }
+
     pub(crate) fn make_batch(count: usize, value_len: usize, compression: Compression) -> Bytes {
         make_batch_ts(count, value_len, compression, &[])
     }

@@ -1340,38 +1340,11 @@ mod replica_tests;
 
 // ---- Producer state (idempotent producers) ----
 
-/// An idempotent batch of `count` records: producer `pid`, `epoch`, base sequence `seq`.
+/// An idempotent batch of `count` 40-byte records: producer `pid`, `epoch`, base sequence `seq`.
 fn idem_batch(pid: i64, epoch: i16, seq: i32, count: usize) -> Bytes {
-    use kafka_protocol::indexmap::IndexMap;
-    use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
-    let records: Vec<Record> = (0..count)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: pid,
-            producer_epoch: epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: seq + i as i32,
-            timestamp: 1_000 + i as i64,
-            key: None,
-            value: Some(Bytes::from(vec![b'v'; 40])),
-            headers: IndexMap::new(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .unwrap();
-    buf.freeze()
+    let value = [b'v'; 40];
+    let values: Vec<&[u8]> = (0..count).map(|_| &value[..]).collect();
+    super::batch::tests::make_producer_batch(pid, epoch, seq, &values)
 }
 
 /// The producer state rebuilt by replaying every batch the log serves.

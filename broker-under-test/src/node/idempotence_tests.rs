@@ -3,12 +3,9 @@
 //! bad sequences and epochs, nothing appended on any of them, and the state
 //! kept across a crash.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::*;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 
 use super::tests::{create_topics, fetch, produce, values, Harness};
 use crate::config::BrokerConfig;
@@ -17,32 +14,8 @@ use crate::seam::Input;
 /// An idempotent batch: producer `pid`, `epoch`, base sequence `seq`, one
 /// record per value.
 fn idem(pid: i64, epoch: i16, seq: i32, vals: &[&str]) -> Bytes {
-    let records: Vec<Record> = vals
-        .iter()
-        .enumerate()
-        .map(|(i, v)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: pid,
-            producer_epoch: epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: seq + i as i32,
-            timestamp: 1_700_000_000_000 + i as i64,
-            key: None,
-            value: Some(Bytes::copy_from_slice(v.as_bytes())),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
-    buf.freeze()
+    let values: Vec<&[u8]> = vals.iter().map(|v| v.as_bytes()).collect();
+    crate::log::batch::tests::make_producer_batch(pid, epoch, seq, &values)
 }
 
 fn init_producer_id(h: &mut Harness, conn: u64) -> (i64, i16) {
