@@ -879,11 +879,18 @@ pub fn sequence_repeats(disk: &MemDisk) -> Vec<(String, String)> {
         paths.sort();
         // producer id -> (epoch, last sequence, last offset) of its latest batch.
         let mut last: BTreeMap<i64, (i16, i32, i64)> = BTreeMap::new();
+        let mut next_offset = i64::MIN;
         'log: for path in paths {
             let Some(bytes) = disk.read_all(path) else {
                 continue;
             };
             for h in batch::scan(&bytes).0 {
+                // Offsets going back: not a log any more (a misdirected
+                // write, say), as recovery would cut it; stop reading.
+                if h.base_offset < next_offset {
+                    break 'log;
+                }
+                next_offset = h.next_offset();
                 if h.producer_id < 0 {
                     continue;
                 }
@@ -1439,6 +1446,19 @@ mod tests {
         // Reported once per node and partition.
         m.check_sequences(3, 0, &d);
         assert_eq!(m.violations.len(), 1);
+
+        // A batch copied to a wrong place (offsets going back) is not a log:
+        // reading stops there (regression: silent-corruption seeds 0x16, 0x17).
+        let mut d = MemDisk::new();
+        idem_segment(
+            &mut d,
+            "t-0",
+            0,
+            &[(0, 7, 0, 0, 2), (2, 7, 0, 2, 2), (0, 7, 0, 0, 2)],
+        );
+        let mut m = Monitor::default();
+        m.check_sequences(1, 0, &d);
+        assert!(m.violations.is_empty(), "{:?}", m.violations);
     }
 
     #[test]

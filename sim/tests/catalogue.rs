@@ -157,6 +157,14 @@ mod regressions {
 
     /// Corruption below the recovery point was trusted by every recovery:
     /// the broker went offline again after each restart.
+    /// A misdirected write leaves a valid batch where offsets go back: the
+    /// producer-sequence-repeat check must not read it as a retry appended twice.
+    #[test]
+    fn silent_corruption_seeds_0x16_0x17_a_misplaced_batch_is_no_sequence_repeat() {
+        must_pass("silent-corruption", 0x16);
+        must_pass("silent-corruption", 0x17);
+    }
+
     #[test]
     fn silent_corruption_seed_0xc_recovery_repairs_old_segments() {
         must_pass("silent-corruption", 0xc);
