@@ -12,6 +12,8 @@ use bytes::Bytes;
 use kafka_protocol::compression::Decompressor;
 use kafka_protocol::records::Compression;
 
+use super::producers::{Marker, CONTROL_FLAG};
+
 /// Bytes of a batch header, including the 12-byte offset + length prefix.
 pub const HEADER_LEN: usize = 61;
 /// Bytes before `batchLength`'s coverage starts (baseOffset + batchLength).
@@ -403,6 +405,116 @@ pub fn set_producer(batch: &mut [u8], producer_id: i64, epoch: i16, base_sequenc
     batch[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// A control record's type (the second field of its key).
+const CONTROL_ABORT: i16 = 0;
+const CONTROL_COMMIT: i16 = 1;
+
+/// The control batch ending a transaction of `producer_id`: one record whose
+/// key is (version 0, abort 0 / commit 1) and whose value is (version 0,
+/// coordinator epoch), as Kafka writes it. Offsets are assigned on append.
+pub fn encode_marker(producer_id: i64, epoch: i16, marker: Marker, timestamp: i64) -> Bytes {
+    use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    let kind = if marker.commit {
+        CONTROL_COMMIT
+    } else {
+        CONTROL_ABORT
+    };
+    let mut key = Vec::with_capacity(4);
+    key.extend_from_slice(&0i16.to_be_bytes());
+    key.extend_from_slice(&kind.to_be_bytes());
+    let mut value = Vec::with_capacity(6);
+    value.extend_from_slice(&0i16.to_be_bytes());
+    value.extend_from_slice(&marker.coordinator_epoch.to_be_bytes());
+    let record = Record {
+        transactional: true,
+        control: true,
+        delete_horizon: false,
+        partition_leader_epoch: 0,
+        producer_id,
+        producer_epoch: epoch,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp,
+        key: Some(Bytes::from(key)),
+        value: Some(Bytes::from(value)),
+        headers: Default::default(),
+    };
+    let mut buf = bytes::BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut buf, std::iter::once(&record), &options)
+        .expect("one small uncompressed record always encodes");
+    buf.freeze()
+}
+
+/// Whether the batch is a control batch.
+pub fn is_control(h: &BatchHeader) -> bool {
+    h.attributes & CONTROL_FLAG != 0
+}
+
+/// The marker of a control batch (whole, CRC-checked): `None` when it is
+/// not one, or its record is not a commit or abort marker (Kafka skips
+/// control records of unknown types).
+pub fn read_marker(batch: &[u8], h: &BatchHeader) -> Option<Marker> {
+    if !is_control(h) || h.compression != Compression::None || batch.len() < h.length {
+        return None;
+    }
+    let mut r = VarReader(&batch[HEADER_LEN..h.length]);
+    let _length = r.varint()?;
+    let _attributes = r.take(1)?;
+    let _timestamp_delta = r.varint()?;
+    let _offset_delta = r.varint()?;
+    let key_len = r.varint()?;
+    if key_len != 4 {
+        return None;
+    }
+    let key = r.take(4)?;
+    let kind = i16::from_be_bytes([key[2], key[3]]);
+    let value_len = r.varint()?;
+    let coordinator_epoch = if value_len >= 6 {
+        let v = r.take(6)?;
+        i32::from_be_bytes([v[2], v[3], v[4], v[5]])
+    } else {
+        -1
+    };
+    match kind {
+        CONTROL_ABORT | CONTROL_COMMIT => Some(Marker {
+            commit: kind == CONTROL_COMMIT,
+            coordinator_epoch,
+        }),
+        _ => None,
+    }
+}
+
+/// Zig-zag varints, as records encode their fields.
+struct VarReader<'a>(&'a [u8]);
+
+impl<'a> VarReader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn varint(&mut self) -> Option<i64> {
+        let mut raw: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let b = self.take(1)?[0];
+            raw |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Some((raw >> 1) as i64 ^ -((raw & 1) as i64));
+            }
+        }
+        None
+    }
+}
+
 /// Why [`scan`] stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ScanStop {
@@ -743,5 +855,28 @@ pub(crate) mod tests {
             }
             other => panic!("expected a corrupt-batch error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn markers_round_trip_and_plain_batches_are_no_markers() {
+        for (commit, coordinator_epoch) in [(true, 0), (false, 7), (true, i32::MAX)] {
+            let marker = Marker {
+                commit,
+                coordinator_epoch,
+            };
+            let b = encode_marker(42, 3, marker, 5_000);
+            let h = parse_header(&b).unwrap();
+            assert!(crc_ok(&b, &h));
+            assert!(is_control(&h));
+            assert_eq!(
+                (h.producer_id, h.producer_epoch, h.record_count),
+                (42, 3, 1)
+            );
+            assert_eq!(read_marker(&b, &h), Some(marker));
+        }
+        let plain = make_batch_ts(2, 10, Compression::None, &[]);
+        let h = parse_header(&plain).unwrap();
+        assert!(!is_control(&h));
+        assert_eq!(read_marker(&plain, &h), None);
     }
 }

@@ -3,9 +3,15 @@
 //!
 //! A log lives in `<topic>-<partition>/` under the node's data directory:
 //! `<20-digit base offset>.log` segment files, their `.index` (sparse offset
-//! index) and `.timeindex` files (written when the segment is rolled),
-//! `partition.metadata`, `checkpoint` and `leader-epoch-checkpoint` (see
-//! [`epoch`]).
+//! index), `.timeindex` and `.txnindex` (aborted transactions, see
+//! [`txn_index`]) files written when the segment is rolled, `.snapshot`
+//! files (producer state, see [`producers`]), `partition.metadata`,
+//! `checkpoint` and `leader-epoch-checkpoint` (see [`epoch`]).
+//!
+//! Transactions: a producer's transactional batches are appended like any
+//! other; [`PartitionLog::append_marker`] writes the control batch that ends
+//! its transaction. Reads for `read_committed` consumers stop at the last
+//! stable offset and carry the aborted transactions they overlap.
 //!
 //! Replication (see `replica.rs`): a replicated log's high watermark moves
 //! only when the node says so; followers read up to the log end, append the
@@ -28,6 +34,7 @@ mod replica;
 pub mod segment;
 #[cfg(test)]
 mod tests;
+pub mod txn_index;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
@@ -41,8 +48,12 @@ use crate::seam::{DiskError, DiskErrorKind, DiskOp, DiskReply, DiskReqId, Now};
 use batch::BatchError;
 use checkpoint::{Checkpoint, CHECKPOINT, CHECKPOINT_TMP, METADATA};
 use epoch::EpochCache;
-use producers::{ProducerError, ProducerStates, Verdict, SNAPSHOT_EXT};
+use producers::{AbortedTxn, Marker, ProducerError, ProducerStates, Verdict, SNAPSHOT_EXT};
 use segment::{file_name, Segment};
+use txn_index::{AbortedIndex, TXN_INDEX_EXT};
+
+/// The files of a segment, all removed with it.
+const SEGMENT_EXTS: [&str; 4] = ["log", "index", "timeindex", TXN_INDEX_EXT];
 
 /// The log's share of the broker configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -118,6 +129,10 @@ pub struct FetchData {
     pub records: Bytes,
     pub high_watermark: i64,
     pub log_start_offset: i64,
+    pub last_stable_offset: i64,
+    /// For a `read_committed` read: the aborted transactions overlapping
+    /// the records returned.
+    pub aborted: Option<Vec<AbortedTxn>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -255,6 +270,8 @@ pub struct PartitionLog {
     producers: ProducerStates,
     /// Offsets of the producer state snapshots on disk.
     snapshots: BTreeSet<i64>,
+    /// Aborted transactions still in the log.
+    aborted: AbortedIndex,
     last_producer_expiry_mono: u64,
 }
 
@@ -298,6 +315,7 @@ impl PartitionLog {
             recovery: None,
             producers: ProducerStates::default(),
             snapshots: BTreeSet::new(),
+            aborted: AbortedIndex::default(),
             last_producer_expiry_mono: now.mono_nanos,
         }
     }
@@ -606,11 +624,83 @@ impl PartitionLog {
             })
             .collect();
         let info = self.write_batches(&headers, data.freeze(), now, io);
+        // Client batches are never control batches (the check refuses them).
         for h in &headers {
             self.producers.record(h);
         }
         self.note_epochs([(leader_epoch, first)], io);
         Ok(info)
+    }
+
+    /// Write the control batch that ends `producer_id`'s transaction here
+    /// (the leader, on the coordinator's WriteTxnMarkers). `Ok(None)`: no
+    /// transaction of it is open here, nothing written (a retried marker).
+    pub fn append_marker(
+        &mut self,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: Marker,
+        leader_epoch: i32,
+        now: Now,
+        io: &mut DiskIo,
+    ) -> Result<Option<AppendInfo>, LogError> {
+        self.usable_for_append()?;
+        let write = self
+            .producers
+            .check_marker(producer_id, producer_epoch, marker.coordinator_epoch)
+            .map_err(LogError::Producer)?;
+        if !write {
+            return Ok(None);
+        }
+        let encoded = batch::encode_marker(producer_id, producer_epoch, marker, now.wall_millis);
+        let mut data = BytesMut::from(&encoded[..]);
+        let first = self.leo;
+        batch::assign_offsets(&mut data, first, leader_epoch);
+        let mut h = batch::parse_header(&data)
+            .map_err(|e| LogError::Batch(batch::BatchError::Corrupt(format!("marker: {e:?}"))))?;
+        h.base_offset = first;
+        h.partition_leader_epoch = leader_epoch;
+        let info = self.write_batches(&[h], data.freeze(), now, io);
+        self.note_marker(&h, marker);
+        self.note_epochs([(leader_epoch, first)], io);
+        Ok(Some(info))
+    }
+
+    /// A control batch is in the log: its transaction has ended.
+    fn note_marker(&mut self, h: &batch::BatchHeader, marker: Marker) {
+        if let Some(done) = self.producers.record_marker(h, marker) {
+            if done.aborted {
+                self.aborted.insert(AbortedTxn {
+                    last_offset: done.marker_offset,
+                    producer_id: done.producer_id,
+                    first_offset: done.first_offset,
+                });
+            }
+        }
+    }
+
+    /// Record appended batches in the producer state (markers end transactions).
+    fn note_batches(&mut self, headers: &[batch::BatchHeader], data: &[u8]) {
+        let mut pos = 0;
+        for h in headers {
+            let bytes = data.get(pos..pos + h.length).unwrap_or(&[]);
+            pos += h.length;
+            if batch::is_control(h) {
+                match batch::read_marker(bytes, h) {
+                    Some(marker) => self.note_marker(h, marker),
+                    None => {
+                        tracing::warn!(dir = %self.dir, offset = h.base_offset, "control batch without a commit or abort marker ignored")
+                    }
+                }
+            } else {
+                self.producers.record(h);
+            }
+        }
+    }
+
+    /// Open transactions here: (first offset, producer id), oldest first.
+    pub fn open_transactions(&self) -> Vec<(i64, i64)> {
+        self.producers.open_transactions().collect()
     }
 
     /// Appends wait while a truncation is in progress.
@@ -685,9 +775,11 @@ impl PartitionLog {
     /// Close the active segment (index files written, data synced) and start a new one at the log end.
     fn roll(&mut self, io: &mut DiskIo) {
         let old = self.active().clone();
+        let aborted = txn_index::encode(&self.aborted.in_segment(old.base, self.leo));
         for (ext, content) in [
             ("index", old.encode_index()),
             ("timeindex", old.encode_time_index()),
+            (TXN_INDEX_EXT, aborted),
         ] {
             let path = self.path(&file_name(old.base, ext));
             self.submit(io, DiskOp::Create { path: path.clone() }, Pending::Step);
@@ -751,10 +843,13 @@ impl PartitionLog {
 
     fn apply_retention(&mut self, now: Now, io: &mut DiskIo) {
         let closed = self.segments.len().saturating_sub(1);
+        // Never past an open transaction: its records and marker must stay
+        // together for read_committed consumers.
+        let stable = self.last_stable_offset();
         let mut delete = 0;
         if self.config.retention_ms >= 0 {
             for seg in &self.segments[..closed] {
-                let expired = seg.next_offset <= self.hw
+                let expired = seg.next_offset <= stable
                     && seg.max_ts.is_some_and(|(ts, _)| {
                         now.wall_millis.saturating_sub(ts) > self.config.retention_ms
                     });
@@ -768,7 +863,7 @@ impl PartitionLog {
             let total: u64 = self.segments.iter().map(|s| s.size).sum();
             let mut excess = total as i64 - self.config.retention_bytes;
             for (i, seg) in self.segments[..closed].iter().enumerate() {
-                if seg.next_offset > self.hw || excess < seg.size as i64 {
+                if seg.next_offset > stable || excess < seg.size as i64 {
                     break;
                 }
                 excess -= seg.size as i64;
@@ -786,10 +881,11 @@ impl PartitionLog {
             self.write_epochs(io);
         }
         self.producers.truncate_head(self.log_start);
+        self.aborted.truncate_head(self.log_start);
         let start = self.log_start;
         self.remove_snapshots(|s| s < start, io);
         for seg in removed {
-            for ext in ["log", "index", "timeindex"] {
+            for ext in SEGMENT_EXTS {
                 let path = self.path(&file_name(seg.base, ext));
                 self.submit(io, DiskOp::Remove { path }, Pending::Remove);
             }

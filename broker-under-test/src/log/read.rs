@@ -24,6 +24,9 @@ pub(super) struct ReadReq {
     asked: u64,
     /// A follower's fetch: bounded by the log end, not the high watermark.
     replica: bool,
+    /// A `read_committed` fetch: batches at or above this last stable offset
+    /// (as it was when the read began) are left out.
+    stable_below: Option<i64>,
 }
 
 /// A timestamp search in flight.
@@ -69,7 +72,63 @@ impl PartitionLog {
             records,
             high_watermark: self.hw,
             log_start_offset: self.log_start,
+            last_stable_offset: self.last_stable_offset(),
+            aborted: None,
         }
+    }
+
+    /// A `read_committed` answer: whole batches below `stable_below` only,
+    /// with the aborted transactions that overlap what is returned.
+    fn committed_data(&self, records: Bytes, fetch_offset: i64, stable_below: i64) -> FetchData {
+        let mut keep = 0;
+        let mut upper = fetch_offset;
+        while keep < records.len() {
+            match parse_header(&records[keep..]) {
+                Ok(h) if h.base_offset < stable_below => {
+                    keep += h.length;
+                    upper = h.next_offset();
+                }
+                _ => break,
+            }
+        }
+        let aborted = self.aborted.overlapping(fetch_offset, upper);
+        FetchData {
+            aborted: Some(aborted),
+            ..self.fetch_data(records.slice(..keep))
+        }
+    }
+
+    /// The last stable offset: below it every transaction has ended, so a
+    /// `read_committed` consumer may read it. The high watermark, or the
+    /// first offset of the oldest open transaction if that is lower.
+    pub fn last_stable_offset(&self) -> i64 {
+        self.producers
+            .first_unstable_offset()
+            .map_or(self.hw, |f| f.min(self.hw))
+    }
+
+    /// As [`Self::read`], for a `read_committed` consumer: nothing at or
+    /// above the last stable offset, and the aborted transactions overlapping
+    /// the batches returned (`FetchData::aborted`).
+    pub fn read_committed(
+        &mut self,
+        fetch_offset: i64,
+        max_bytes: usize,
+        _now: crate::seam::Now,
+        io: &mut DiskIo,
+    ) -> Result<u64, LogError> {
+        let lso = self.last_stable_offset();
+        if fetch_offset >= lso && fetch_offset <= self.hw && self.usable().is_ok() {
+            let token = self.next_token;
+            self.next_token += 1;
+            let data = self.committed_data(Bytes::new(), fetch_offset, lso);
+            self.events.push_back(LogEvent::ReadDone {
+                token,
+                result: Ok(data),
+            });
+            return Ok(token);
+        }
+        self.start_read(fetch_offset, max_bytes, false, Some(lso), io)
     }
 
     /// Start reading whole batches from the one holding `fetch_offset`, at most
@@ -81,7 +140,7 @@ impl PartitionLog {
         _now: crate::seam::Now,
         io: &mut DiskIo,
     ) -> Result<u64, LogError> {
-        self.start_read(fetch_offset, max_bytes, false, io)
+        self.start_read(fetch_offset, max_bytes, false, None, io)
     }
 
     /// Data `read` may return from `seg`: committed bytes, or for a replica
@@ -100,6 +159,7 @@ impl PartitionLog {
         fetch_offset: i64,
         max_bytes: usize,
         replica: bool,
+        stable_below: Option<i64>,
         io: &mut DiskIo,
     ) -> Result<u64, LogError> {
         self.usable()?;
@@ -127,6 +187,7 @@ impl PartitionLog {
             pos,
             asked: 0,
             replica,
+            stable_below,
         };
         let want = (max_bytes as u64).saturating_add(self.config.index_interval_bytes);
         self.issue_read(req, want, io);
@@ -248,7 +309,11 @@ impl PartitionLog {
             .map_or(0, |i| self.read_end(&self.segments[i], req.replica));
         match walk_fetch(&buf, req.pos, end, req.fetch_offset, req.max_bytes) {
             Walk::Found(from, to) => {
-                let data = self.fetch_data(buf.slice(from..to));
+                let records = buf.slice(from..to);
+                let data = match req.stable_below {
+                    Some(lso) => self.committed_data(records, req.fetch_offset, lso),
+                    None => self.fetch_data(records),
+                };
                 self.events.push_back(LogEvent::ReadDone {
                     token: req.token,
                     result: Ok(data),

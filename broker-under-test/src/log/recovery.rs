@@ -12,9 +12,10 @@ use bytes::Bytes;
 use super::batch::{self, ScanStop};
 use super::checkpoint::{self, Checkpoint, CHECKPOINT, METADATA};
 use super::epoch::{EpochCache, EPOCH_FILE};
-use super::producers::{ProducerStates, SNAPSHOT_EXT};
+use super::producers::{AbortedTxn, ProducerStates, SNAPSHOT_EXT};
 use super::segment::{file_name, parse_file_name, Segment};
-use super::{Barrier, PartitionLog, Pending};
+use super::txn_index::{self, TXN_INDEX_EXT};
+use super::{Barrier, PartitionLog, Pending, SEGMENT_EXTS};
 use crate::diskio::DiskIo;
 use crate::seam::{DiskError, DiskErrorKind, DiskOp, DiskReply, DiskReqId};
 
@@ -33,6 +34,8 @@ pub(super) enum RecStep {
     TimeIndex(usize),
     /// The producer state snapshot at this offset.
     ProducerSnapshot(i64),
+    /// The `.txnindex` of segment `i`, which ends where segment `i + 1` begins.
+    TxnIndex(usize),
     Chunk {
         pos: u64,
         asked: u64,
@@ -47,6 +50,7 @@ struct RecSeg {
     timeindex_size: Option<u64>,
     index: Option<Bytes>,
     timeindex: Option<Bytes>,
+    txnindex_size: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -92,6 +96,11 @@ pub(super) struct Recovery {
     /// The offset of the snapshot in use; `None`: no good snapshot, every
     /// segment is scanned to rebuild the producer state.
     producers_from: Option<i64>,
+    /// Aborted transactions: from the `.txnindex` files of the segments
+    /// below the snapshot, then from the markers scanned above it.
+    aborted: Vec<AbortedTxn>,
+    /// A `.txnindex` below the snapshot was unreadable: rebuild everything.
+    txn_index_bad: bool,
 }
 
 impl PartitionLog {
@@ -181,6 +190,17 @@ impl PartitionLog {
                     }
                 }
             }
+            RecStep::TxnIndex(i) => {
+                let base = rec.segs.get(i).map_or(0, |s| s.base);
+                let next = rec.segs.get(i + 1).map_or(i64::MAX, |s| s.base);
+                match data
+                    .as_deref()
+                    .and_then(|d| txn_index::decode(d, base, next))
+                {
+                    Some(entries) => rec.aborted.extend(entries),
+                    None => rec.txn_index_bad = true,
+                }
+            }
             RecStep::Chunk { pos, asked } => match data {
                 Some(buf) => self.on_chunk(pos, asked, buf, io),
                 None => self.fail("unexpected reply to a segment read".into()),
@@ -196,6 +216,7 @@ impl PartitionLog {
         let mut has_checkpoint = false;
         let mut has_epochs = false;
         let mut indexes: Vec<(i64, bool, u64, String)> = Vec::new();
+        let mut txn_indexes: Vec<(i64, u64, String)> = Vec::new();
         for e in entries {
             if e.is_dir {
                 tracing::warn!(dir = %self.dir, name = %e.name, "ignoring a directory in a log directory");
@@ -219,6 +240,7 @@ impl PartitionLog {
                     Some((base, "index")) => indexes.push((base, false, e.size, e.name)),
                     Some((base, "timeindex")) => indexes.push((base, true, e.size, e.name)),
                     Some((base, SNAPSHOT_EXT)) => rec.snapshots.push((base, e.size)),
+                    Some((base, TXN_INDEX_EXT)) => txn_indexes.push((base, e.size, e.name)),
                     _ => {
                         tracing::warn!(dir = %self.dir, name = %e.name, "ignoring an unknown file in a log directory")
                     }
@@ -230,6 +252,12 @@ impl PartitionLog {
             match rec.segs.iter_mut().find(|s| s.base == base) {
                 Some(s) if time => s.timeindex_size = Some(size),
                 Some(s) => s.index_size = Some(size),
+                None => rec.removals.push(name),
+            }
+        }
+        for (base, size, name) in txn_indexes {
+            match rec.segs.iter_mut().find(|s| s.base == base) {
+                Some(s) => s.txnindex_size = Some(size),
                 None => rec.removals.push(name),
             }
         }
@@ -251,12 +279,27 @@ impl PartitionLog {
             .iter()
             .rev()
             .find(|&&(o, _)| rec.segs.iter().any(|s| s.base == o));
+        // The aborted transactions of the segments below the snapshot come
+        // from their `.txnindex` files; without all of them (a log from before
+        // transactions, or a lost file) every segment is scanned instead.
+        let below = |o: i64| rec.segs.iter().enumerate().filter(move |(_, s)| s.base < o);
+        let snapshot = snapshot.filter(|&&(o, _)| {
+            let complete = below(o).all(|(_, s)| s.txnindex_size.is_some());
+            if !complete {
+                tracing::info!(dir = %self.dir, "transaction index files missing; rebuilding them from every batch");
+            }
+            complete
+        });
         if let Some(&(offset, size)) = snapshot {
             reads.push((
                 file_name(offset, SNAPSHOT_EXT),
                 size,
                 RecStep::ProducerSnapshot(offset),
             ));
+            for (i, s) in below(offset) {
+                let size = s.txnindex_size.unwrap_or(0);
+                reads.push((file_name(s.base, TXN_INDEX_EXT), size, RecStep::TxnIndex(i)));
+            }
         }
         let last = rec.segs.len().saturating_sub(1);
         for (i, s) in rec.segs.iter().enumerate().take(last) {
@@ -288,6 +331,14 @@ impl PartitionLog {
         // Without an epoch file every batch is scanned, so that the epochs
         // can be rebuilt from their headers.
         let rp = if rec.epochs.is_some() { rp } else { 0 };
+        if rec.txn_index_bad {
+            tracing::warn!(dir = %self.dir, "unreadable transaction index ignored; rebuilding it from every batch");
+            rec.producers_from = None;
+            rec.producers = ProducerStates::default();
+        }
+        if rec.producers_from.is_none() {
+            rec.aborted.clear();
+        }
 
         self.log_start = ls.max(0);
         let segs = std::mem::take(&mut rec.segs);
@@ -295,7 +346,7 @@ impl PartitionLog {
             let next_base = segs.get(i + 1).map(|n| n.base);
             if let Some(next) = next_base {
                 if next <= ls {
-                    for ext in ["log", "index", "timeindex"] {
+                    for ext in SEGMENT_EXTS {
                         rec.removals.push(file_name(s.base, ext));
                     }
                     continue;
@@ -312,9 +363,13 @@ impl PartitionLog {
                         tracing::warn!(dir = %self.dir, base = s.base, "invalid index files; rebuilding");
                     }
                 }
-            } else if s.index_size.is_some() || s.timeindex_size.is_some() {
+            } else if s.index_size.is_some()
+                || s.timeindex_size.is_some()
+                || s.txnindex_size.is_some()
+            {
                 rec.removals.push(file_name(s.base, "index"));
                 rec.removals.push(file_name(s.base, "timeindex"));
+                rec.removals.push(file_name(s.base, TXN_INDEX_EXT));
             }
             rec.plan.push_back(Plan::Scan {
                 base: s.base,
@@ -373,6 +428,7 @@ impl PartitionLog {
             scanning: Some(scan),
             producers,
             producers_from,
+            aborted,
             ..
         }) = self.recovery.as_deref_mut()
         else {
@@ -396,10 +452,22 @@ impl PartitionLog {
                 break;
             }
             scan.seg.add_batch(&h, pos + good as u64, interval);
-            good += h.length;
             if h.base_offset >= producers_from {
-                producers.record(&h);
+                if batch::is_control(&h) {
+                    let done = batch::read_marker(&buf[good..good + h.length], &h)
+                        .and_then(|m| producers.record_marker(&h, m));
+                    if let Some(t) = done.filter(|t| t.aborted) {
+                        aborted.push(AbortedTxn {
+                            last_offset: t.marker_offset,
+                            producer_id: t.producer_id,
+                            first_offset: t.first_offset,
+                        });
+                    }
+                } else {
+                    producers.record(&h);
+                }
             }
+            good += h.length;
             let epoch = h.partition_leader_epoch;
             if epoch >= 0 && rec_epochs_latest(&scan.epochs) < epoch {
                 scan.epochs.push((epoch, h.base_offset));
@@ -444,12 +512,13 @@ impl PartitionLog {
                 Plan::Trusted(seg) => seg.base,
                 Plan::Scan { base, .. } => base,
             };
-            for ext in ["log", "index", "timeindex"] {
+            for ext in SEGMENT_EXTS {
                 rec.removals.push(file_name(b, ext));
             }
         }
         rec.removals.push(file_name(base, "index"));
         rec.removals.push(file_name(base, "timeindex"));
+        rec.removals.push(file_name(base, TXN_INDEX_EXT));
         self.scan_done(io);
     }
 
@@ -517,6 +586,7 @@ impl PartitionLog {
             }
         }
         self.recover_producers(&mut rec, &segments);
+        self.write_rebuilt_txn_indexes(&rec, &segments, io);
         for name in &rec.removals {
             let path = self.path(name);
             self.submit(io, DiskOp::Remove { path }, Pending::Remove);
@@ -554,6 +624,10 @@ impl PartitionLog {
         producers.truncate_to(leo);
         producers.truncate_head(log_start);
         self.producers = producers;
+        self.aborted.clear();
+        self.aborted.extend(rec.aborted.iter().copied());
+        self.aborted.truncate_to(leo);
+        self.aborted.truncate_head(log_start);
         self.snapshots.clear();
         for &(offset, _) in &rec.snapshots {
             let kept = offset >= log_start && segments.iter().any(|s| s.base == offset);
@@ -565,6 +639,32 @@ impl PartitionLog {
         }
         if !self.producers.is_empty() {
             tracing::info!(dir = %self.dir, producers = self.producers.len(), from_snapshot = ?rec.producers_from, "producer state rebuilt");
+        }
+    }
+
+    /// The `.txnindex` of every closed segment whose aborts came from the
+    /// scan (at or above the snapshot, or all without one), written afresh
+    /// (the removals, issued after, never name these).
+    fn write_rebuilt_txn_indexes(&mut self, rec: &Recovery, segments: &[Segment], io: &mut DiskIo) {
+        let from = rec.producers_from.unwrap_or(i64::MIN);
+        for pair in segments.windows(2) {
+            let (seg, next) = (&pair[0], pair[1].base);
+            if seg.base < from {
+                continue;
+            }
+            let content = txn_index::encode(&self.aborted.in_segment(seg.base, next));
+            let path = self.path(&file_name(seg.base, TXN_INDEX_EXT));
+            self.submit(io, DiskOp::Create { path: path.clone() }, Pending::Step);
+            self.submit(
+                io,
+                DiskOp::Write {
+                    path: path.clone(),
+                    offset: 0,
+                    data: Bytes::from(content),
+                },
+                Pending::Step,
+            );
+            self.submit(io, DiskOp::SyncFile { path }, Pending::Step);
         }
     }
 
@@ -628,7 +728,7 @@ impl PartitionLog {
             "unsynced data of several segments lost; truncating log"
         );
         for seg in &dropped {
-            for ext in ["log", "index", "timeindex"] {
+            for ext in SEGMENT_EXTS {
                 rec.removals.push(file_name(seg.base, ext));
             }
             if rec.truncate.is_some_and(|(base, _)| base == seg.base) {
@@ -638,6 +738,7 @@ impl PartitionLog {
         // The segment before the gap is the active one now: no index files.
         rec.removals.push(file_name(last.base, "index"));
         rec.removals.push(file_name(last.base, "timeindex"));
+        rec.removals.push(file_name(last.base, TXN_INDEX_EXT));
     }
 
     /// Repairs are durable: record it, then the log is open.

@@ -253,7 +253,7 @@ impl PartitionLog {
         if self.truncation.is_some() {
             return Err(LogError::NotReady);
         }
-        self.start_read(fetch_offset, max_bytes, true, io)
+        self.start_read(fetch_offset, max_bytes, true, None, io)
     }
 
     /// An estimate of the bytes at or after `offset` and below `limit` (at
@@ -359,11 +359,11 @@ impl PartitionLog {
                 duplicate: false,
             });
         }
-        let info = self.write_batches(&headers, records.slice(..pos), now, io);
-        // Followers keep producer state too, so that a new leader dedups.
-        for h in &headers {
-            self.producers.record(h);
-        }
+        let data = records.slice(..pos);
+        let info = self.write_batches(&headers, data.clone(), now, io);
+        // Followers keep producer and transaction state too, so that a new
+        // leader dedups and knows which transactions are open.
+        self.note_batches(&headers, &data);
         let epochs: Vec<(i32, i64)> = headers
             .iter()
             .map(|h| (h.partition_leader_epoch, h.base_offset))
@@ -478,6 +478,7 @@ impl PartitionLog {
             self.write_epochs(io);
         }
         self.producers.truncate_to(offset);
+        self.aborted.truncate_to(offset);
         self.truncation = Some(Box::new(Truncation {
             target: offset,
             seg: Segment::new(base),
@@ -527,6 +528,7 @@ impl PartitionLog {
         self.marks.clear();
         self.epochs = Default::default();
         self.producers.clear();
+        self.aborted.clear();
         self.truncation = Some(Box::new(Truncation {
             target: offset,
             seg: Segment::new(offset),
@@ -541,7 +543,7 @@ impl PartitionLog {
         self.write_epochs(io);
         self.remove_snapshots(|_| true, io);
         for s in &removed {
-            for ext in ["log", "index", "timeindex"] {
+            for ext in super::SEGMENT_EXTS {
                 if s.base == offset && ext == "log" {
                     continue;
                 }
@@ -669,6 +671,7 @@ impl PartitionLog {
         self.marks.retain(|&(end, _, _)| end <= new_end);
         self.epochs.truncate_from_end(new_end);
         self.producers.truncate_to(new_end);
+        self.aborted.truncate_to(new_end);
         self.remove_snapshots(|s| s > new_end, io);
 
         self.write_checkpoint(io);
@@ -684,13 +687,13 @@ impl PartitionLog {
         );
         self.submit(io, DiskOp::SyncFile { path }, Pending::Step);
         if !was_active {
-            for ext in ["index", "timeindex"] {
+            for ext in ["index", "timeindex", super::TXN_INDEX_EXT] {
                 let path = self.path(&file_name(base, ext));
                 self.submit(io, DiskOp::Remove { path }, Pending::Remove);
             }
         }
         for s in &removed {
-            for ext in ["log", "index", "timeindex"] {
+            for ext in super::SEGMENT_EXTS {
                 let path = self.path(&file_name(s.base, ext));
                 self.submit(io, DiskOp::Remove { path }, Pending::Remove);
             }

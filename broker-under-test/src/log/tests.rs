@@ -1564,3 +1564,274 @@ fn a_follower_that_becomes_leader_dedups_a_retry_the_old_leader_appended() {
     );
     assert_eq!(follower.log_end_offset(), 5);
 }
+
+// ---- Transactions ----
+
+/// A transactional batch: an idempotent one with the transactional bit set.
+fn txn_batch(pid: i64, epoch: i16, seq: i32, count: usize) -> Bytes {
+    let mut b = BytesMut::from(&idem_batch(pid, epoch, seq, count)[..]);
+    let attributes = i16::from_be_bytes([b[21], b[22]]) | producers::TRANSACTIONAL_FLAG;
+    b[21..23].copy_from_slice(&attributes.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b.freeze()
+}
+
+fn end_txn(
+    h: &mut Harness,
+    log: &mut PartitionLog,
+    pid: i64,
+    epoch: i16,
+    commit: bool,
+) -> Result<Option<AppendInfo>, LogError> {
+    let marker = Marker {
+        commit,
+        coordinator_epoch: 0,
+    };
+    let r = h.call(|io, now| log.append_marker(pid, epoch, marker, 3, now, io));
+    h.run(log);
+    r
+}
+
+impl Harness {
+    fn read_committed(&mut self, log: &mut PartitionLog, offset: i64) -> FetchData {
+        self.events.clear();
+        let token = self
+            .call(|io, now| log.read_committed(offset, 1 << 20, now, io))
+            .unwrap();
+        self.drain(log);
+        self.run(log);
+        let pos = self
+            .events
+            .iter()
+            .position(|e| matches!(e, LogEvent::ReadDone { token: t, .. } if *t == token))
+            .expect("ReadDone");
+        match self.events.remove(pos) {
+            LogEvent::ReadDone { result, .. } => result.unwrap(),
+            _ => unreachable!(),
+        }
+    }
+}
+
+fn aborted(pid: i64, first: i64, last: i64) -> AbortedTxn {
+    AbortedTxn {
+        last_offset: last,
+        producer_id: pid,
+        first_offset: first,
+    }
+}
+
+#[test]
+fn read_committed_stops_at_the_last_stable_offset_and_learns_the_aborts() {
+    let mut h = Harness::new();
+    let mut log = h.create(config());
+    h.append(&mut log, txn_batch(1, 0, 0, 2)).unwrap(); // 0-1
+    h.append(&mut log, batch(1)).unwrap(); // 2
+    h.append(&mut log, txn_batch(2, 0, 0, 1)).unwrap(); // 3
+    h.run(&mut log);
+    assert_eq!((log.high_watermark(), log.last_stable_offset()), (4, 0));
+    let data = h.read_committed(&mut log, 0);
+    assert!(data.records.is_empty());
+    assert_eq!(data.last_stable_offset, 0);
+    // read_uncommitted sees everything below the high watermark.
+    assert_eq!(
+        offsets(&h.read(&mut log, 0, 1 << 20).unwrap().records).len(),
+        4
+    );
+
+    let abort = end_txn(&mut h, &mut log, 1, 0, false).unwrap().unwrap();
+    assert_eq!(abort.base_offset, 4);
+    assert_eq!(log.last_stable_offset(), 3, "producer 2 is still open");
+    let data = h.read_committed(&mut log, 0);
+    assert_eq!(offsets(&data.records), vec![0, 1, 2]);
+    assert_eq!(data.aborted, Some(vec![aborted(1, 0, 4)]));
+
+    end_txn(&mut h, &mut log, 2, 0, true).unwrap().unwrap(); // 5
+    assert_eq!(log.last_stable_offset(), 6);
+    let data = h.read_committed(&mut log, 3);
+    assert_eq!(offsets(&data.records), vec![3, 4, 5]);
+    assert_eq!(data.aborted, Some(vec![aborted(1, 0, 4)]));
+    let data = h.read_committed(&mut log, 5);
+    assert_eq!(data.aborted, Some(vec![]), "the abort ended before 5");
+
+    // A retried marker writes nothing; a fenced epoch is refused.
+    assert_eq!(end_txn(&mut h, &mut log, 2, 0, true).unwrap(), None);
+    h.append(&mut log, txn_batch(2, 0, 1, 1)).unwrap();
+    h.run(&mut log);
+    assert!(matches!(
+        h.append(&mut log, idem_batch(2, 0, 2, 1)),
+        Err(LogError::Producer(
+            producers::ProducerError::InvalidTxnState(_)
+        ))
+    ));
+    let end = log.log_end_offset();
+    assert!(matches!(end_txn(&mut h, &mut log, 1, 0, true), Ok(None)));
+    log.producers
+        .record(&batch::parse_header(&txn_batch(1, 4, 0, 1)).unwrap());
+    assert!(matches!(
+        end_txn(&mut h, &mut log, 1, 3, true),
+        Err(LogError::Producer(
+            producers::ProducerError::InvalidProducerEpoch(_)
+        ))
+    ));
+    assert_eq!(
+        log.log_end_offset(),
+        end,
+        "nothing written for refused markers"
+    );
+}
+
+#[test]
+fn retention_never_deletes_past_an_open_transaction() {
+    let mut h = Harness::new();
+    let b = txn_batch(1, 0, 0, 2);
+    let small = LogConfig {
+        segment_bytes: b.len() as u64,
+        retention_bytes: 0,
+        ..config()
+    };
+    let mut log = h.create(small);
+    h.append(&mut log, b).unwrap();
+    for _ in 0..4 {
+        h.append(&mut log, batch(2)).unwrap();
+        h.run(&mut log);
+    }
+    h.maintain(&mut log);
+    assert_eq!(
+        log.log_start_offset(),
+        0,
+        "the open transaction starts at 0"
+    );
+    end_txn(&mut h, &mut log, 1, 0, false).unwrap().unwrap();
+    h.append(&mut log, batch(1)).unwrap();
+    h.run(&mut log);
+    h.maintain(&mut log);
+    assert!(log.log_start_offset() > 0);
+}
+
+/// Transactions across rolls and a crash: the open transactions and the
+/// aborted ones recovered equal those before, whether recovery uses the
+/// snapshots and `.txnindex` files or, when one is lost or damaged, scans
+/// every segment (and writes the index files again).
+#[test]
+fn transaction_state_survives_crashes_and_lost_or_damaged_index_files() {
+    for damage in [
+        "none",
+        "remove-txnindex",
+        "garbage-txnindex",
+        "remove-newest-snapshot",
+    ] {
+        let mut h = Harness::new();
+        let b = txn_batch(1, 0, 0, 2);
+        let small = LogConfig {
+            segment_bytes: (b.len() * 3) as u64,
+            ..config()
+        };
+        let mut log = h.create(small.clone());
+        let mut seq = [0i32; 3];
+        for i in 0..40usize {
+            let pid = (i % 3) as i64;
+            if i % 4 == 3 {
+                if log.open_transactions().iter().any(|&(_, p)| p == pid) {
+                    end_txn(&mut h, &mut log, pid, 0, i % 8 == 3)
+                        .unwrap()
+                        .unwrap();
+                }
+                continue;
+            }
+            h.append(&mut log, txn_batch(pid, 0, seq[pid as usize], 2))
+                .unwrap();
+            seq[pid as usize] += 2;
+            h.run(&mut log);
+        }
+        let (open, aborts) = (log.open_transactions(), log.aborted.clone());
+        assert!(!open.is_empty() && aborts.len() >= 3, "{open:?} {aborts:?}");
+        let txn_files: Vec<String> = h
+            .files()
+            .into_iter()
+            .filter(|f| f.ends_with(".txnindex"))
+            .collect();
+        assert!(
+            txn_files.len() >= 5,
+            "one per closed segment: {txn_files:?}"
+        );
+        h.maintain(&mut log);
+        h.disk.crash();
+        match damage {
+            "remove-txnindex" => {
+                h.disk
+                    .execute(&DiskOp::Remove {
+                        path: txn_files[1].clone(),
+                    })
+                    .unwrap();
+            }
+            "garbage-txnindex" => {
+                h.disk
+                    .execute(&DiskOp::Write {
+                        path: txn_files[2].clone(),
+                        offset: 0,
+                        data: Bytes::from_static(b"garbage"),
+                    })
+                    .unwrap();
+            }
+            "remove-newest-snapshot" => {
+                let newest = h
+                    .files()
+                    .into_iter()
+                    .filter(|f| f.ends_with(".snapshot"))
+                    .next_back()
+                    .unwrap();
+                h.disk.execute(&DiskOp::Remove { path: newest }).unwrap();
+            }
+            _ => {}
+        }
+        let mut log = h.open(small.clone());
+        assert_eq!(log.open_transactions(), open, "damage: {damage}");
+        assert_eq!(log.aborted, aborts, "damage: {damage}");
+        let lso = log.last_stable_offset();
+        let data = h.read_committed(&mut log, 0);
+        assert!(offsets(&data.records).iter().all(|&o| o < lso));
+        assert_eq!(
+            data.aborted.unwrap(),
+            aborts.overlapping(0, *offsets(&data.records).last().unwrap() + 1)
+        );
+        // Every closed segment has its index file again; a second open
+        // trusts them (and gives the same state).
+        let now_files = h
+            .files()
+            .into_iter()
+            .filter(|f| f.ends_with(".txnindex"))
+            .count();
+        assert!(now_files >= txn_files.len(), "damage: {damage}");
+        h.disk.crash();
+        let log = h.open(small);
+        assert_eq!(log.aborted, aborts, "damage: {damage}, second open");
+    }
+}
+
+/// A follower copying the leader's batches, markers included, ends up with
+/// the same open and aborted transactions; a truncation that cuts a marker
+/// reopens its transaction.
+#[test]
+fn followers_track_transactions_and_truncation_reopens_them() {
+    let mut h = Harness::new();
+    let mut leader = h.create(config());
+    h.append(&mut leader, txn_batch(1, 0, 0, 2)).unwrap();
+    h.append(&mut leader, txn_batch(2, 0, 0, 1)).unwrap();
+    h.run(&mut leader);
+    end_txn(&mut h, &mut leader, 1, 0, false).unwrap().unwrap(); // 3
+    let all = h.read(&mut leader, 0, 1 << 20).unwrap().records;
+
+    let mut fh = Harness::new();
+    let mut follower = fh.create(config());
+    follower.set_replicated(true);
+    fh.call(|io, now| follower.append_replica(all, now, io))
+        .unwrap();
+    fh.run(&mut follower);
+    assert_eq!(follower.open_transactions(), leader.open_transactions());
+    assert_eq!(follower.aborted, leader.aborted);
+    fh.call(|io, _| follower.truncate_to(3, io)).unwrap();
+    fh.run(&mut follower);
+    assert_eq!(follower.open_transactions(), vec![(0, 1), (2, 2)]);
+    assert!(follower.aborted.is_empty());
+}

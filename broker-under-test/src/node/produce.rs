@@ -36,6 +36,18 @@ pub(super) struct PendingProduce {
     acks: i16,
 }
 
+/// The Kafka error code for a batch or marker the producer state refuses.
+pub(super) fn producer_error_code(refused: &ProducerError) -> ResponseError {
+    match refused {
+        ProducerError::InvalidRecord(_) => ResponseError::InvalidRecord,
+        ProducerError::OutOfOrderSequence(_) => ResponseError::OutOfOrderSequenceNumber,
+        ProducerError::InvalidProducerEpoch(_) => ResponseError::InvalidProducerEpoch,
+        ProducerError::UnknownProducerId(_) => ResponseError::UnknownProducerId,
+        ProducerError::InvalidTxnState(_) => ResponseError::InvalidTxnState,
+        ProducerError::CoordinatorFenced(_) => ResponseError::TransactionCoordinatorFenced,
+    }
+}
+
 impl Node {
     pub(super) fn handle_produce(
         &mut self,
@@ -209,13 +221,7 @@ impl Node {
             ),
             LogError::Batch(other) => (ResponseError::CorruptMessage, Some(other.to_string())),
             LogError::Producer(refused) => {
-                let code = match &refused {
-                    ProducerError::InvalidRecord(_) => ResponseError::InvalidRecord,
-                    ProducerError::OutOfOrderSequence(_) => ResponseError::OutOfOrderSequenceNumber,
-                    ProducerError::InvalidProducerEpoch(_) => ResponseError::InvalidProducerEpoch,
-                    ProducerError::UnknownProducerId(_) => ResponseError::UnknownProducerId,
-                };
-                (code, Some(refused.to_string()))
+                (producer_error_code(&refused), Some(refused.to_string()))
             }
             LogError::Offline(why) => (ResponseError::KafkaStorageError, Some(why)),
             LogError::NotReady => (ResponseError::NotLeaderOrFollower, None),
