@@ -32,6 +32,8 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AllocateProducerIds, 0, 0),
     // Idempotent producers (v5 and up speak of transactions V2).
     (ApiKey::InitProducerId, 0, 4),
+    // Transactions: the coordinator's markers to partition leaders.
+    (ApiKey::WriteTxnMarkers, 0, 1),
     // Consumer groups (classic protocol).
     (ApiKey::FindCoordinator, 0, 4),
     (ApiKey::JoinGroup, 0, 9),

@@ -6,11 +6,12 @@
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_response::{
-    FetchResponse, FetchableTopicResponse, PartitionData,
+    AbortedTransaction, FetchResponse, FetchableTopicResponse, PartitionData,
 };
 use kafka_protocol::messages::{FetchRequest, TopicName};
 
 use super::{decode, HandlerResult, Node, OpId, OpKind, PartId, ReplyTo};
+use crate::log::producers::AbortedTxn;
 use crate::log::{FetchData, LogError, LogState};
 use crate::seam::{Now, Output};
 
@@ -42,6 +43,8 @@ pub(super) struct PendingFetch {
     error_code: i16,
     /// A follower's replica fetch (its broker id): reads go up to the log end.
     replica: Option<i32>,
+    /// isolation_level 1: reads stop at the last stable offset.
+    read_committed: bool,
 }
 
 impl Node {
@@ -138,6 +141,7 @@ impl Node {
             reading: false,
             error_code,
             replica,
+            read_committed: request.isolation_level == 1 && replica.is_none(),
         };
         let id = self.park(
             reply,
@@ -188,10 +192,13 @@ impl Node {
                     // Followers may read everything appended; consumers up to the high watermark.
                     let end = if pending.replica.is_some() {
                         log.log_end_offset()
+                    } else if pending.read_committed {
+                        log.last_stable_offset()
                     } else {
                         log.high_watermark()
                     };
-                    if p.fetch_offset > end || p.fetch_offset < log.log_start_offset() {
+                    let hw = log.high_watermark().max(end);
+                    if p.fetch_offset > hw || p.fetch_offset < log.log_start_offset() {
                         urgent = true; // out of range: answer now
                     } else {
                         available += log.bytes_available_to(p.fetch_offset, end);
@@ -218,6 +225,7 @@ impl Node {
         }
         pending.reading = true;
         let replica = pending.replica.is_some();
+        let read_committed = pending.read_committed;
         let mut reads = Vec::new();
         for (slot, p) in pending.partitions.iter().enumerate() {
             if p.error == 0 && pending.error_code == 0 && p.diverging.is_none() {
@@ -232,6 +240,8 @@ impl Node {
                 .with_log(part, out, |log, io| {
                     if replica {
                         log.read_replica(offset, max_bytes, now, io)
+                    } else if read_committed {
+                        log.read_committed(offset, max_bytes, now, io)
                     } else {
                         log.read(offset, max_bytes, now, io)
                     }
@@ -322,6 +332,7 @@ impl Node {
         let OpKind::Fetch(pending) = op.kind else {
             return;
         };
+        let read_committed = pending.read_committed;
         let mut budget = pending.max_bytes;
         let mut first = true;
         let mut by_topic: Vec<Vec<PartitionData>> = vec![Vec::new(); pending.topics.len()];
@@ -330,14 +341,23 @@ impl Node {
                 .part
                 .and_then(|part| self.partitions.get(&part))
                 .map(|x| &x.log);
-            let (hw, start) = log
-                .map(|l| (l.high_watermark(), l.log_start_offset()))
-                .unwrap_or((-1, -1));
+            let (hw, start, lso) = log
+                .map(|l| {
+                    (
+                        l.high_watermark(),
+                        l.log_start_offset(),
+                        l.last_stable_offset(),
+                    )
+                })
+                .unwrap_or((-1, -1, -1));
             let mut records = Bytes::new();
-            let (mut high_watermark, mut log_start) = (hw, start);
+            let (mut high_watermark, mut log_start, mut last_stable) = (hw, start, lso);
+            let mut aborted = Vec::new();
             if let Some(data) = p.data {
                 high_watermark = data.high_watermark;
                 log_start = data.log_start_offset;
+                last_stable = data.last_stable_offset;
+                aborted = data.aborted.unwrap_or_default();
                 // The response limit: at least the first non-empty answer goes
                 // whole (KIP-74); later ones only if they fit.
                 if first || data.records.len() <= budget {
@@ -361,9 +381,9 @@ impl Node {
                     .with_partition_index(p.index)
                     .with_error_code(p.error)
                     .with_high_watermark(high_watermark)
-                    .with_last_stable_offset(high_watermark)
+                    .with_last_stable_offset(last_stable)
                     .with_log_start_offset(log_start)
-                    .with_aborted_transactions(Some(Vec::new()))
+                    .with_aborted_transactions(Some(aborted_list(read_committed, &aborted)))
                     .with_preferred_read_replica(kafka_protocol::messages::BrokerId(-1))
                     .with_records(Some(records)),
             );
@@ -388,3 +408,19 @@ impl Node {
 }
 
 type RawRequestAlias = crate::protocol::RawRequest;
+
+/// The aborted transactions of a partition's answer: what a read_committed
+/// consumer needs to drop aborted records (none for read_uncommitted).
+fn aborted_list(read_committed: bool, aborted: &[AbortedTxn]) -> Vec<AbortedTransaction> {
+    if !read_committed {
+        return Vec::new();
+    }
+    aborted
+        .iter()
+        .map(|t| {
+            AbortedTransaction::default()
+                .with_producer_id(kafka_protocol::messages::ProducerId(t.producer_id))
+                .with_first_offset(t.first_offset)
+        })
+        .collect()
+}

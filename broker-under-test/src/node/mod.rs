@@ -23,6 +23,7 @@ mod producer_ids;
 pub mod quorum_store;
 pub mod quorum_wire;
 pub mod replication;
+mod txn_markers;
 mod versions;
 pub mod view;
 
@@ -183,6 +184,8 @@ pub struct Node {
     groups: Box<group::GroupHost>,
     /// Producer ids for InitProducerId.
     pids: producer_ids::ProducerIds,
+    /// Partitions each open transaction has added (KIP-890 verification).
+    txn_verification: crate::txn::verification::TxnVerification,
 }
 
 impl Node {
@@ -205,6 +208,7 @@ impl Node {
         ));
         Node {
             pids: Default::default(),
+            txn_verification: Default::default(),
             groups,
             cluster,
             shutdown_gave_up: false,
@@ -782,6 +786,7 @@ impl Node {
             | ApiKey::EndQuorumEpoch
             | ApiKey::FetchSnapshot => self.handle_quorum_api(now, reply, &raw, out),
             ApiKey::Produce => self.handle_produce(now, reply, &raw, out),
+            ApiKey::WriteTxnMarkers => self.handle_write_txn_markers(now, reply, &raw, out),
             ApiKey::Fetch => self.handle_fetch(now, reply, &raw, out),
             ApiKey::ListOffsets => self.handle_list_offsets(now, reply, &raw, out),
             ApiKey::OffsetForLeaderEpoch => self.handle_offset_for_leader_epoch(reply, &raw, out),
@@ -1114,3 +1119,5 @@ mod group_tests;
 mod idempotence_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod txn_tests;

@@ -1,4 +1,5 @@
-//! ListOffsets: earliest (-2), latest (-1), max timestamp (-3) from memory;
+//! ListOffsets: earliest (-2), latest (-1: the high watermark, or the last
+//! stable offset for read_committed), max timestamp (-3) from memory;
 //! by timestamp through the log's time index (a disk read, so it may wait).
 
 use kafka_protocol::error::ResponseError;
@@ -34,6 +35,8 @@ impl Node {
         out: &mut Vec<Output>,
     ) -> HandlerResult {
         let request: ListOffsetsRequest = decode(raw)?;
+        // read_committed (v2+): the latest offset is the last stable offset.
+        let read_committed = request.isolation_level == 1;
         let mut topics = Vec::new();
         let mut partitions = Vec::new();
         let mut lookups = Vec::new();
@@ -72,6 +75,7 @@ impl Node {
                     Some(log) => match log.state() {
                         LogState::Online => match p.timestamp {
                             EARLIEST => answer.offset = log.log_start_offset(),
+                            LATEST if read_committed => answer.offset = log.last_stable_offset(),
                             LATEST => answer.offset = log.high_watermark(),
                             MAX_TIMESTAMP => {
                                 if let Some((offset, ts)) = log.max_timestamp() {

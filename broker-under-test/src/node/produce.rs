@@ -18,22 +18,40 @@ use crate::seam::{Now, Output};
 
 /// One partition of a produce request.
 pub(super) struct ProducePartition {
-    index: i32,
-    part: Option<PartId>,
-    error: i16,
-    message: Option<String>,
-    base_offset: i64,
-    log_start_offset: i64,
+    pub(super) index: i32,
+    pub(super) part: Option<PartId>,
+    pub(super) error: i16,
+    pub(super) message: Option<String>,
+    pub(super) base_offset: i64,
+    pub(super) log_start_offset: i64,
     /// Durable once the high watermark passes this offset.
-    awaiting: Option<i64>,
+    pub(super) awaiting: Option<i64>,
     /// min.insync.replicas of the partition's topic when appended.
-    min_insync: usize,
+    pub(super) min_insync: usize,
+}
+
+impl ProducePartition {
+    pub(super) fn new(index: i32) -> ProducePartition {
+        ProducePartition {
+            index,
+            part: None,
+            error: 0,
+            message: None,
+            base_offset: -1,
+            log_start_offset: -1,
+            awaiting: None,
+            min_insync: 1,
+        }
+    }
 }
 
 pub(super) struct PendingProduce {
-    topics: Vec<(kafka_protocol::messages::TopicName, Vec<ProducePartition>)>,
+    pub(super) topics: Vec<(kafka_protocol::messages::TopicName, Vec<ProducePartition>)>,
     /// 1: the leader's own copy counts; -1: the high watermark must pass.
-    acks: i16,
+    pub(super) acks: i16,
+    /// A WriteTxnMarkers request: (producer id, how many of `topics` are its
+    /// marker's), in order; answered in that shape instead of a produce's.
+    pub(super) markers: Option<Vec<(i64, usize)>>,
 }
 
 /// The Kafka error code for a batch or marker the producer state refuses.
@@ -64,16 +82,7 @@ impl Node {
             let name = topic.name.0.to_string();
             let mut partitions = Vec::with_capacity(topic.partition_data.len());
             for data in topic.partition_data {
-                let mut result = ProducePartition {
-                    index: data.index,
-                    part: None,
-                    error: 0,
-                    message: None,
-                    base_offset: -1,
-                    log_start_offset: -1,
-                    awaiting: None,
-                    min_insync: 1,
-                };
+                let mut result = ProducePartition::new(data.index);
                 let outcome = if !matches!(acks, -1..=1) {
                     Err((ResponseError::InvalidRequiredAcks, None))
                 } else if let Err(why) = protocol::validate_topic_name(&name) {
@@ -93,7 +102,10 @@ impl Node {
                     ))
                 } else {
                     match self.leader_lookup(&name, data.index) {
-                        Ok(part) => match self.admit_produce(part, acks) {
+                        Ok(part) => match self.admit_produce(part, acks).and_then(|m| {
+                            self.verify_transactional(part, &name, data.index, &data.records)
+                                .map(|()| m)
+                        }) {
                             Ok(min_insync) => {
                                 result.part = Some(part);
                                 result.min_insync = min_insync;
@@ -148,7 +160,11 @@ impl Node {
         let id = self.park(
             reply,
             Some(deadline),
-            OpKind::Produce(PendingProduce { topics, acks }),
+            OpKind::Produce(PendingProduce {
+                topics,
+                acks,
+                markers: None,
+            }),
             &waiting_on,
         );
         // Appends may have settled at once, and parked fetches may now have data.
@@ -158,6 +174,47 @@ impl Node {
         }
         self.produce_poll(id, false, out);
         Ok(())
+    }
+
+    /// KIP-890: a transactional batch may open a transaction in a partition
+    /// only if the coordinator added the partition to it; once one is open
+    /// here, the rest of its batches follow freely.
+    fn verify_transactional(
+        &self,
+        part: PartId,
+        topic: &str,
+        index: i32,
+        records: &Option<bytes::Bytes>,
+    ) -> Result<(), (ResponseError, Option<String>)> {
+        let Some(h) = records
+            .as_deref()
+            .and_then(|r| crate::log::batch::parse_header(r).ok())
+        else {
+            return Ok(());
+        };
+        if h.attributes & crate::log::producers::TRANSACTIONAL_FLAG == 0 || h.producer_id < 0 {
+            return Ok(());
+        }
+        let open = self.partitions.get(&part).is_some_and(|p| {
+            p.log
+                .producer_states()
+                .get(h.producer_id)
+                .is_some_and(|e| e.txn_first_offset.is_some() && e.epoch == h.producer_epoch)
+        });
+        if open
+            || self
+                .txn_verification
+                .includes(h.producer_id, h.producer_epoch, topic, index)
+        {
+            return Ok(());
+        }
+        Err((
+            ResponseError::InvalidTxnState,
+            Some(format!(
+                "{topic}-{index} is not part of an open transaction of producer {} epoch {} (AddPartitionsToTxn first)",
+                h.producer_id, h.producer_epoch
+            )),
+        ))
     }
 
     /// The producer id of a batch that names one no block ever held.
@@ -297,9 +354,14 @@ impl Node {
             return;
         }
         let Some(op) = self.unpark(id) else { return };
-        let OpKind::Produce(pending) = op.kind else {
+        let OpKind::Produce(mut pending) = op.kind else {
             return;
         };
+        if let Some(markers) = pending.markers.take() {
+            let response = super::txn_markers::markers_response(markers, pending.topics);
+            self.respond(op.reply, &response, out);
+            return;
+        }
         let response = ProduceResponse::default().with_responses(
             pending
                 .topics

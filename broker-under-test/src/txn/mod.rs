@@ -3,3 +3,4 @@
 //! (`log::producers`): it is rebuilt from the log's own batches.
 
 pub mod producer_ids;
+pub mod verification;
