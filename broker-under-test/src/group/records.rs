@@ -255,37 +255,38 @@ pub fn decode_group_value(bytes: &[u8]) -> Result<GroupValue> {
 }
 
 /// Big-endian writer; `flexible` switches to compact lengths and tag sections.
-struct Writer {
+/// (Shared with the transaction log's records, `txn::records`.)
+pub(crate) struct Writer {
     buf: BytesMut,
     flexible: bool,
 }
 
 impl Writer {
-    fn new(flexible: bool) -> Writer {
+    pub(crate) fn new(flexible: bool) -> Writer {
         Writer {
             buf: BytesMut::new(),
             flexible,
         }
     }
-    fn finish(self) -> Bytes {
+    pub(crate) fn finish(self) -> Bytes {
         self.buf.freeze()
     }
-    fn i16(&mut self, v: i16) {
+    pub(crate) fn i16(&mut self, v: i16) {
         self.buf.put_i16(v);
     }
-    fn i32(&mut self, v: i32) {
+    pub(crate) fn i32(&mut self, v: i32) {
         self.buf.put_i32(v);
     }
-    fn i8(&mut self, v: i8) {
+    pub(crate) fn i8(&mut self, v: i8) {
         self.buf.put_i8(v);
     }
-    fn uuid(&mut self, v: &uuid::Uuid) {
+    pub(crate) fn uuid(&mut self, v: &uuid::Uuid) {
         self.buf.put_slice(v.as_bytes());
     }
-    fn i64(&mut self, v: i64) {
+    pub(crate) fn i64(&mut self, v: i64) {
         self.buf.put_i64(v);
     }
-    fn uvarint(&mut self, mut v: u64) {
+    pub(crate) fn uvarint(&mut self, mut v: u64) {
         while v >= 0x80 {
             self.buf.put_u8((v as u8) | 0x80);
             v >>= 7;
@@ -293,7 +294,7 @@ impl Writer {
         self.buf.put_u8(v as u8);
     }
     /// A length; `None` is null.
-    fn len(&mut self, len: Option<usize>, classic: fn(&mut Writer, usize)) {
+    pub(crate) fn len(&mut self, len: Option<usize>, classic: fn(&mut Writer, usize)) {
         match (self.flexible, len) {
             (true, None) => self.uvarint(0),
             (true, Some(n)) => self.uvarint(n as u64 + 1),
@@ -301,10 +302,10 @@ impl Writer {
             (false, None) => classic(self, usize::MAX),
         }
     }
-    fn string(&mut self, s: &str) {
+    pub(crate) fn string(&mut self, s: &str) {
         self.nullable_string(Some(s));
     }
-    fn nullable_string(&mut self, s: Option<&str>) {
+    pub(crate) fn nullable_string(&mut self, s: Option<&str>) {
         self.len(s.map(str::len), |w, n| {
             w.i16(if n == usize::MAX { -1 } else { n as i16 })
         });
@@ -312,31 +313,31 @@ impl Writer {
             self.buf.put_slice(s.as_bytes());
         }
     }
-    fn bytes(&mut self, b: &[u8]) {
+    pub(crate) fn bytes(&mut self, b: &[u8]) {
         self.len(Some(b.len()), |w, n| w.i32(n as i32));
         self.buf.put_slice(b);
     }
-    fn array_len(&mut self, n: usize) {
+    pub(crate) fn array_len(&mut self, n: usize) {
         self.len(Some(n), |w, n| w.i32(n as i32));
     }
     /// An empty tagged-field section (flexible versions only).
-    fn tags(&mut self) {
+    pub(crate) fn tags(&mut self) {
         if self.flexible {
             self.uvarint(0);
         }
     }
 }
 
-struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     buf: &'a [u8],
     flexible: bool,
 }
 
 impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8], flexible: bool) -> Reader<'a> {
+    pub(crate) fn new(buf: &'a [u8], flexible: bool) -> Reader<'a> {
         Reader { buf, flexible }
     }
-    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if n > self.buf.len() {
             return Err(DecodeError("truncated"));
         }
@@ -344,22 +345,22 @@ impl<'a> Reader<'a> {
         self.buf = tail;
         Ok(head)
     }
-    fn i16(&mut self) -> Result<i16> {
+    pub(crate) fn i16(&mut self) -> Result<i16> {
         Ok(i16::from_be_bytes(self.take(2)?.try_into().unwrap()))
     }
-    fn i32(&mut self) -> Result<i32> {
+    pub(crate) fn i32(&mut self) -> Result<i32> {
         Ok(i32::from_be_bytes(self.take(4)?.try_into().unwrap()))
     }
-    fn i8(&mut self) -> Result<i8> {
+    pub(crate) fn i8(&mut self) -> Result<i8> {
         Ok(self.take(1)?[0] as i8)
     }
-    fn uuid(&mut self) -> Result<uuid::Uuid> {
+    pub(crate) fn uuid(&mut self) -> Result<uuid::Uuid> {
         Ok(uuid::Uuid::from_bytes(self.take(16)?.try_into().unwrap()))
     }
-    fn i64(&mut self) -> Result<i64> {
+    pub(crate) fn i64(&mut self) -> Result<i64> {
         Ok(i64::from_be_bytes(self.take(8)?.try_into().unwrap()))
     }
-    fn uvarint(&mut self) -> Result<u64> {
+    pub(crate) fn uvarint(&mut self) -> Result<u64> {
         let mut v = 0u64;
         for shift in (0..35).step_by(7) {
             let b = self.take(1)?[0];
@@ -371,7 +372,7 @@ impl<'a> Reader<'a> {
         Err(DecodeError("varint too long"))
     }
     /// A length, `None` for null; never more than what is left.
-    fn len(&mut self, classic_i16: bool) -> Result<Option<usize>> {
+    pub(crate) fn len(&mut self, classic_i16: bool) -> Result<Option<usize>> {
         let n: i64 = if self.flexible {
             self.uvarint()? as i64 - 1
         } else if classic_i16 {
@@ -386,7 +387,7 @@ impl<'a> Reader<'a> {
             n => Ok(Some(n as usize)),
         }
     }
-    fn nullable_string(&mut self) -> Result<Option<String>> {
+    pub(crate) fn nullable_string(&mut self) -> Result<Option<String>> {
         match self.len(true)? {
             None => Ok(None),
             Some(n) => String::from_utf8(self.take(n)?.to_vec())
@@ -394,22 +395,22 @@ impl<'a> Reader<'a> {
                 .map_err(|_| DecodeError("string is not UTF-8")),
         }
     }
-    fn string(&mut self) -> Result<String> {
+    pub(crate) fn string(&mut self) -> Result<String> {
         self.nullable_string()?
             .ok_or(DecodeError("null in a non-nullable string"))
     }
-    fn bytes(&mut self) -> Result<Bytes> {
+    pub(crate) fn bytes(&mut self) -> Result<Bytes> {
         match self.len(false)? {
             None => Err(DecodeError("null in a non-nullable bytes field")),
             Some(n) => Ok(Bytes::copy_from_slice(self.take(n)?)),
         }
     }
-    fn array_len(&mut self) -> Result<usize> {
+    pub(crate) fn array_len(&mut self) -> Result<usize> {
         self.len(false)?
             .ok_or(DecodeError("null in a non-nullable array"))
     }
     /// Skips a tagged-field section (flexible versions only).
-    fn skip_tags(&mut self) -> Result<()> {
+    pub(crate) fn skip_tags(&mut self) -> Result<()> {
         if !self.flexible {
             return Ok(());
         }

@@ -1778,8 +1778,7 @@ fn transaction_state_survives_crashes_and_lost_or_damaged_index_files() {
                 let newest = h
                     .files()
                     .into_iter()
-                    .filter(|f| f.ends_with(".snapshot"))
-                    .next_back()
+                    .rfind(|f| f.ends_with(".snapshot"))
                     .unwrap();
                 h.disk.execute(&DiskOp::Remove { path: newest }).unwrap();
             }
