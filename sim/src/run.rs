@@ -286,6 +286,9 @@ impl Run {
                 max_wait_ms: 500,
                 request_timeout_ms: scenario.workload.request_timeout_ms,
                 start_at_nanos: scenario.workload.consumer_start_ms * 1_000_000,
+                // Every other consumer reads committed, as librdkafka's do by
+                // default: both fetch paths are checked in every scenario.
+                read_committed: i % 2 == 1,
             };
             let consumer = Consumer::new(config, 1 + process as u64 * 1_000_000);
             consumers.push(
@@ -1487,6 +1490,7 @@ pub fn member_config(scenario: &Scenario, i: u32) -> GroupConsumerConfig {
     c.retry_backoff_ms = scenario.workload.retry_backoff_ms;
     c.start_at_nanos = group.start_ms(i) * 1_000_000;
     c.leave_at_nanos = group.leave_ms(i).map(|ms| ms * 1_000_000);
+    c.read_committed = i % 2 == 1;
     c
 }
 

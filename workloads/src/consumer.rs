@@ -57,6 +57,9 @@ pub struct ConsumerConfig {
     pub request_timeout_ms: u64,
     /// Start consuming only at this simulated time (nanoseconds).
     pub start_at_nanos: u64,
+    /// `isolation.level=read_committed`: fetches stop at the last stable
+    /// offset, and "latest" is the last stable offset.
+    pub read_committed: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -269,6 +272,7 @@ impl Consumer {
     ) {
         let request = ListOffsetsRequest::default()
             .with_replica_id(BrokerId(-1))
+            .with_isolation_level(i8::from(self.config.read_committed))
             .with_topics(vec![ListOffsetsTopic::default()
                 .with_name(self.topic())
                 .with_partitions(
@@ -307,6 +311,7 @@ impl Consumer {
     fn fetch(&mut self, now: Now, session: SessionId, partitions: Vec<i32>, out: &mut Vec<Output>) {
         let request = FetchRequest::default()
             .with_replica_id(BrokerId(-1))
+            .with_isolation_level(i8::from(self.config.read_committed))
             .with_max_wait_ms(self.config.max_wait_ms)
             .with_min_bytes(1)
             .with_max_bytes(4 * 1024 * 1024)
@@ -465,6 +470,7 @@ mod tests {
                 max_wait_ms: 500,
                 request_timeout_ms: 5_000,
                 start_at_nanos: 0,
+                read_committed: false,
             },
             BASE,
         )

@@ -257,7 +257,8 @@ impl PartitionLog {
     }
 
     /// An estimate of the bytes at or after `offset` and below `limit` (at
-    /// most the log end): what a follower's fetch would get, for long polls.
+    /// most the log end): what a follower's (or a read_committed consumer's)
+    /// fetch would get, for long polls. Never 0 when `offset < limit`.
     pub fn bytes_available_to(&self, offset: i64, limit: i64) -> u64 {
         if self.state != LogState::Online || self.truncation.is_some() || self.segments.is_empty() {
             return 0;
@@ -282,7 +283,10 @@ impl PartitionLog {
             };
             total += end.saturating_sub(from);
         }
-        total
+        // A limit below the high watermark (a last stable offset) is placed
+        // by the sparse index, which may put it at `offset`'s own position:
+        // there is still data, and a long poll must not wait for it.
+        total.max(1)
     }
 
     /// (segment base, file position) of `offset`, or of the batch start

@@ -215,3 +215,27 @@ fn bad_markers_get_kafka_codes_and_change_nothing() {
     assert_eq!(refused.error_code, ResponseError::InvalidRecord.code());
     assert_eq!(end(&mut h), 3);
 }
+
+/// A read_committed long poll whose data lies below the last stable offset
+/// is answered at once, even when the sparse index cannot tell the bytes
+/// apart (the LSO inside one index interval of the fetch offset).
+#[test]
+fn a_read_committed_long_poll_with_data_below_the_lso_does_not_wait() {
+    let (mut h, a, _) = setup();
+    h.node.txn_verification.add(a, 0, "t", 0);
+    produce(&mut h, 1, "t", 0, txn(a, 0, 0, &["x"])); // 0: open
+    produce(&mut h, 1, "t", 0, super::tests::batch(&["plain"])); // 1
+    assert_eq!(markers(&mut h, a, 0, true, &[0]), vec![0]); // 2
+    h.node.txn_verification.add(a, 0, "t", 0);
+    produce(&mut h, 1, "t", 0, txn(a, 0, 1, &["y"])); // 3: open again
+    let request = fetch_request("t", 0, 0, 10_000, 1).with_isolation_level(1);
+    h.send(1, ApiKey::Fetch, 12, &request);
+    let (_, response): (i32, FetchResponse) = h.recv(1, 12);
+    let p = &response.responses[0].partitions[0];
+    assert_eq!(p.last_stable_offset, 3);
+    let got: Vec<i64> = values(p.records.clone().unwrap())
+        .into_iter()
+        .map(|(o, _)| o)
+        .collect();
+    assert_eq!(got, [0, 1, 2]);
+}

@@ -154,6 +154,8 @@ pub struct GroupConsumerConfig {
     pub start_at_nanos: u64,
     /// Close (commit, then LeaveGroup unless static) at this time.
     pub leave_at_nanos: Option<u64>,
+    /// `isolation.level=read_committed`: fetches stop at the last stable offset.
+    pub read_committed: bool,
 }
 
 impl GroupConsumerConfig {
@@ -177,6 +179,7 @@ impl GroupConsumerConfig {
             retry_backoff_ms: 100,
             start_at_nanos: 0,
             leave_at_nanos: None,
+            read_committed: false,
         }
     }
 }
@@ -1693,6 +1696,7 @@ impl GroupConsumer {
             }
             let request = FetchRequest::default()
                 .with_replica_id(BrokerId(-1))
+                .with_isolation_level(i8::from(self.config.read_committed))
                 .with_max_wait_ms(self.config.max_wait_ms)
                 .with_min_bytes(1)
                 .with_max_bytes(4 * 1024 * 1024)
