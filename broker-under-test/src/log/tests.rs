@@ -1834,3 +1834,95 @@ fn followers_track_transactions_and_truncation_reopens_them() {
     assert_eq!(follower.open_transactions(), vec![(0, 1), (2, 2)]);
     assert!(follower.aborted.is_empty());
 }
+
+/// Open and aborted transactions rebuilt by replaying every batch the log
+/// serves, markers included.
+fn replayed_txns(h: &mut Harness, log: &mut PartitionLog) -> (Vec<(i64, i64)>, AbortedIndex) {
+    let mut states = producers::ProducerStates::default();
+    let mut aborted = AbortedIndex::default();
+    let mut next = log.log_start_offset();
+    while next < log.high_watermark() {
+        let data = h.read(log, next, 1 << 20).unwrap();
+        let (headers, _, _) = batch::scan(&data.records);
+        let mut pos = 0;
+        for hd in &headers {
+            let bytes = &data.records[pos..pos + hd.length];
+            pos += hd.length;
+            if hd.base_offset < next {
+                continue;
+            }
+            match batch::read_marker(bytes, hd) {
+                Some(m) => {
+                    if let Some(t) = states.record_marker(hd, m).filter(|t| t.aborted) {
+                        aborted.insert(aborted_txn(t));
+                    }
+                }
+                None => states.record(hd),
+            }
+        }
+        next = headers.last().unwrap().next_offset();
+    }
+    (states.open_transactions().collect(), aborted)
+}
+
+fn aborted_txn(t: producers::CompletedTxn) -> AbortedTxn {
+    AbortedTxn {
+        last_offset: t.marker_offset,
+        producer_id: t.producer_id,
+        first_offset: t.first_offset,
+    }
+}
+
+/// A crash at every step of transactional appends and markers across
+/// rolls: whatever survives, the recovered open transactions and aborts
+/// are exactly those its batches give.
+#[test]
+fn recovered_transactions_match_the_recovered_log_at_every_crash_point() {
+    let b = txn_batch(1, 0, 0, 2);
+    let small = LogConfig {
+        segment_bytes: (b.len() * 2) as u64,
+        ..config()
+    };
+    let mut checked_aborts = 0;
+    for crash_after in (0..200).step_by(3) {
+        let mut h = Harness::new();
+        let mut log = h.create(small.clone());
+        let mut steps = 0;
+        let mut seq = [0i32; 2];
+        for i in 0..24usize {
+            let pid = (i % 2) as i64;
+            if i % 3 == 2 {
+                let marker = Marker {
+                    commit: i % 4 == 0,
+                    coordinator_epoch: 0,
+                };
+                h.call(|io, now| log.append_marker(pid, 0, marker, 3, now, io))
+                    .unwrap();
+            } else {
+                h.append(&mut log, txn_batch(pid, 0, seq[pid as usize], 2))
+                    .unwrap();
+                seq[pid as usize] += 2;
+            }
+            for _ in 0..3 {
+                if steps < crash_after && h.step(&mut log) {
+                    steps += 1;
+                }
+            }
+        }
+        h.queue.clear();
+        h.disk.crash();
+        let mut log = h.open(small.clone());
+        let (open, aborted) = replayed_txns(&mut h, &mut log);
+        assert_eq!(
+            log.open_transactions(),
+            open,
+            "crash after {crash_after} steps"
+        );
+        assert_eq!(log.aborted, aborted, "crash after {crash_after} steps");
+        checked_aborts += aborted.len();
+    }
+    assert!(
+        checked_aborts > 20,
+        "the crashes kept aborts to check: {checked_aborts}"
+    );
+}
