@@ -114,6 +114,16 @@ pub struct BrokerConfig {
     pub offsets_commit_timeout_ms: u64,
     /// The group coordinator's settings (`offsets.topic.num.partitions`, `group.*`).
     pub group: crate::group::GroupConfig,
+    /// `transaction.state.log.num.partitions`: partitions of `__transaction_state`.
+    pub txn_state_partitions: i32,
+    /// `transaction.state.log.replication.factor`.
+    pub txn_state_replication_factor: i16,
+    /// `transaction.state.log.min.isr`: its `min.insync.replicas`.
+    pub txn_state_min_isr: i16,
+    /// `transaction.max.timeout.ms`: the largest `transaction.timeout.ms` a producer may ask.
+    pub txn_max_timeout_ms: i32,
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`.
+    pub txn_abort_check_interval_ms: u64,
 }
 
 /// One of `process.roles`.
@@ -321,6 +331,11 @@ impl Default for BrokerConfig {
             offsets_topic_replication_factor: 3,
             offsets_commit_timeout_ms: 5000,
             group: crate::group::GroupConfig::default(),
+            txn_state_partitions: 50,
+            txn_state_replication_factor: 3,
+            txn_state_min_isr: 2,
+            txn_max_timeout_ms: 900_000,
+            txn_abort_check_interval_ms: 10_000,
         }
     }
 }
@@ -397,8 +412,6 @@ pub const IGNORED_KAFKA_KEYS: &[&str] = &[
     "socket.send.buffer.bytes",
     "socket.receive.buffer.bytes",
     "num.recovery.threads.per.data.dir",
-    "transaction.state.log.replication.factor",
-    "transaction.state.log.min.isr",
     "zookeeper.connect",
     "zookeeper.connection.timeout.ms",
 ];
@@ -576,6 +589,25 @@ impl BrokerConfig {
                         i16::try_from(positive()?).map_err(|_| bad("out of range"))?
                 }
                 "offsets.commit.timeout.ms" => self.offsets_commit_timeout_ms = positive()?,
+                "transaction.state.log.num.partitions" => {
+                    self.txn_state_partitions =
+                        i32::try_from(positive()?).map_err(|_| bad("out of range"))?
+                }
+                "transaction.state.log.replication.factor" => {
+                    self.txn_state_replication_factor =
+                        i16::try_from(positive()?).map_err(|_| bad("out of range"))?
+                }
+                "transaction.state.log.min.isr" => {
+                    self.txn_state_min_isr =
+                        i16::try_from(positive()?).map_err(|_| bad("out of range"))?
+                }
+                "transaction.max.timeout.ms" => {
+                    self.txn_max_timeout_ms =
+                        i32::try_from(positive()?).map_err(|_| bad("out of range"))?
+                }
+                "transaction.abort.timed.out.transaction.cleanup.interval.ms" => {
+                    self.txn_abort_check_interval_ms = positive()?
+                }
                 "offsets.topic.num.partitions" => {
                     self.group.offsets_partitions =
                         i32::try_from(positive()?).map_err(|_| bad("out of range"))?

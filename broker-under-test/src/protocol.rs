@@ -32,8 +32,13 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AllocateProducerIds, 0, 0),
     // Idempotent producers (v5 and up speak of transactions V2).
     (ApiKey::InitProducerId, 0, 4),
-    // Transactions: the coordinator's markers to partition leaders.
+    // Transactions (v4 of AddPartitionsToTxn and v5 of EndTxn speak of
+    // KIP-890's broker verification and transactions V2).
+    (ApiKey::AddPartitionsToTxn, 0, 3),
+    (ApiKey::EndTxn, 0, 3),
     (ApiKey::WriteTxnMarkers, 0, 1),
+    (ApiKey::DescribeTransactions, 0, 0),
+    (ApiKey::ListTransactions, 0, 0),
     // Consumer groups (classic protocol).
     (ApiKey::FindCoordinator, 0, 4),
     (ApiKey::JoinGroup, 0, 9),

@@ -506,6 +506,9 @@ impl Node {
                     PeerTag::AllocateProducerIds => {
                         self.allocate_producer_ids_response(version, Some(body), now, out)
                     }
+                    PeerTag::WriteTxnMarkers { id } => {
+                        self.txn_markers_response(id, version, Some(body), now, out)
+                    }
                 },
                 PeerEvent::Failed { node, tag } => match tag {
                     PeerTag::Raft { .. } => {
@@ -525,6 +528,9 @@ impl Node {
                     }
                     PeerTag::AllocateProducerIds => {
                         self.allocate_producer_ids_response(0, None, now, out)
+                    }
+                    PeerTag::WriteTxnMarkers { id } => {
+                        self.txn_markers_response(id, 0, None, now, out)
                     }
                 },
             }

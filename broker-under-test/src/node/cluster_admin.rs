@@ -32,6 +32,17 @@ fn sb(s: &str) -> StrBytes {
 /// forwarded again (a forwarding loop between two stale nodes).
 const PEER_CLIENT_PREFIX: &str = "stormlog-node-";
 
+/// An internal topic a coordinator keeps its state in.
+pub(super) struct InternalTopic {
+    pub name: &'static str,
+    pub partitions: i32,
+    pub replication_factor: i16,
+    /// The setting that gives the replication factor, for messages.
+    pub replication_factor_key: &'static str,
+    /// Its `min.insync.replicas` (capped at the replication factor).
+    pub min_isr: Option<i16>,
+}
+
 impl Node {
     /// The partition of `topic` numbered `index` if this node should serve
     /// clients for it, or the error that tells them where to go.
@@ -225,30 +236,39 @@ impl Node {
     }
 
     /// Ask the controller to create `__consumer_offsets` (compacted, as Kafka's).
-    pub(super) fn create_offsets_topic(
+    /// Ask the active controller to create an internal topic (compacted).
+    pub(super) fn create_internal_topic(
         &mut self,
         now: Now,
-        partitions: i32,
-        replication_factor: i16,
+        topic: &InternalTopic,
         out: &mut Vec<Output>,
     ) {
         use kafka_protocol::messages::create_topics_request::{
             CreatableTopic, CreatableTopicConfig,
         };
-        let topic = CreatableTopic::default()
-            .with_name(TopicName(sb(super::group::OFFSETS_TOPIC)))
-            .with_num_partitions(partitions)
-            .with_replication_factor(replication_factor)
-            .with_configs(vec![CreatableTopicConfig::default()
-                .with_name(sb("cleanup.policy"))
-                .with_value(Some(sb("compact")))]);
+        let mut configs = vec![CreatableTopicConfig::default()
+            .with_name(sb("cleanup.policy"))
+            .with_value(Some(sb("compact")))];
+        if let Some(min_isr) = topic.min_isr {
+            let min_isr = min_isr.min(topic.replication_factor);
+            configs.push(
+                CreatableTopicConfig::default()
+                    .with_name(sb("min.insync.replicas"))
+                    .with_value(Some(sb(&min_isr.to_string()))),
+            );
+        }
+        let request = CreatableTopic::default()
+            .with_name(TopicName(sb(topic.name)))
+            .with_num_partitions(topic.partitions)
+            .with_replication_factor(topic.replication_factor)
+            .with_configs(configs);
         tracing::info!(
-            partitions,
-            replication_factor,
+            partitions = topic.partitions,
+            replication_factor = topic.replication_factor,
             "asking the controller to create {}",
-            super::group::OFFSETS_TOPIC
+            topic.name
         );
-        self.ask_controller_to_create(now, vec![topic], out);
+        self.ask_controller_to_create(now, vec![request], out);
     }
 
     /// Send a CreateTopics nobody waits for to the active controller (or do it

@@ -70,8 +70,6 @@ pub(super) struct GroupHost {
     /// Effects not yet carried out (handled in a loop, never recursively).
     effects: VecDeque<Effect>,
     pumping: bool,
-    /// When this node last asked for `__consumer_offsets` to be created.
-    create_asked_ms: Option<u64>,
     armed: Option<u64>,
 }
 
@@ -86,7 +84,6 @@ impl GroupHost {
             reads: BTreeMap::new(),
             effects: VecDeque::new(),
             pumping: false,
-            create_asked_ms: None,
             armed: None,
         }
     }
@@ -111,18 +108,6 @@ impl GroupHost {
     pub(super) fn take_read(&mut self, part: PartId, token: u64) -> Option<i32> {
         self.reads.remove(&(part, token))
     }
-
-    /// Whether this node should ask for the offsets topic now (at most once a second).
-    pub(super) fn should_ask_create(&mut self, now_ms: u64) -> bool {
-        if self
-            .create_asked_ms
-            .is_some_and(|at| now_ms < at.saturating_add(1000))
-        {
-            return false;
-        }
-        self.create_asked_ms = Some(now_ms);
-        true
-    }
 }
 
 /// Kafka's mapping of a failed group write to what the client is told
@@ -144,7 +129,7 @@ fn client_error_for_append(error: ResponseError) -> i16 {
 }
 
 /// One batch of records (key, value or tombstone) in the v2 format.
-fn encode_batch(
+pub(super) fn encode_batch(
     records: &[(Bytes, Option<Bytes>)],
     leader_epoch: i32,
     wall_ms: i64,
@@ -183,9 +168,9 @@ fn encode_batch(
 /// (offset, key, value). Returns them and the offset after the last batch.
 /// A batch that does not decode is skipped with a warning.
 /// A record read back: (offset, key, value or tombstone).
-type ReadRecord = (i64, Bytes, Option<Bytes>);
+pub(super) type ReadRecord = (i64, Bytes, Option<Bytes>);
 
-fn decode_batches(mut data: Bytes, from: i64) -> (Vec<ReadRecord>, Option<i64>) {
+pub(super) fn decode_batches(mut data: Bytes, from: i64) -> (Vec<ReadRecord>, Option<i64>) {
     let mut out = Vec::new();
     let mut next = None;
     // Batch header: base offset (8), length (4), then `length` bytes.

@@ -149,10 +149,10 @@ fn find_coordinator_creates_the_offsets_topic_then_names_this_node() {
     let batched: FindCoordinatorResponse = h.call(1, ApiKey::FindCoordinator, 4, &r);
     assert_eq!(batched.coordinators.len(), 2);
     assert!(batched.coordinators.iter().all(|c| c.error_code == 0));
-    // Transaction coordinators are not served yet: a clear error, not a hang.
+    // A key type not served (share groups, 2): a clear error, not a hang.
     let mut r = FindCoordinatorRequest::default();
-    r.key = sb("txn");
-    r.key_type = 1;
+    r.key = sb("share");
+    r.key_type = 2;
     let txn: FindCoordinatorResponse = h.call(1, ApiKey::FindCoordinator, 3, &r);
     assert_eq!(txn.error_code, ResponseError::InvalidRequest.code());
 }

@@ -18,6 +18,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use tracing::info;
 
+use super::cluster_admin::InternalTopic;
 use super::group::OFFSETS_TOPIC;
 use super::{decode, HandlerResult, Node, ReplyTo};
 use crate::group::{self, Reply};
@@ -47,10 +48,11 @@ fn by_topic<T>(parts: impl IntoIterator<Item = (String, i32, T)>) -> Vec<(String
 
 /// Kafka's FindCoordinator key types.
 const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
 
 /// Where a group's coordinator is, or why it cannot be told yet.
-struct Located {
-    error: i16,
+pub(super) struct Located {
+    pub(super) error: i16,
     message: Option<String>,
     node: i32,
     host: String,
@@ -359,11 +361,13 @@ impl Node {
             .map(|key| {
                 let found = if request.key_type == KEY_TYPE_GROUP {
                     self.locate_group(now, &key, out)
+                } else if request.key_type == KEY_TYPE_TRANSACTION {
+                    self.locate_txn_coordinator(now, &key, out)
                 } else {
                     Located {
                         error: ResponseError::InvalidRequest.code(),
                         message: Some(format!(
-                            "coordinator key type {} is not served (only groups, type 0)",
+                            "coordinator key type {} is not served (groups 0, transactions 1)",
                             request.key_type
                         )),
                         node: -1,
@@ -404,8 +408,32 @@ impl Node {
     fn locate_group(&mut self, now: Now, group_id: &str, out: &mut Vec<Output>) -> Located {
         let partitions = self.groups.coordinator.config().offsets_partitions;
         let index = group::partition_for(group_id, partitions);
+        let topic = InternalTopic {
+            name: OFFSETS_TOPIC,
+            partitions,
+            replication_factor: self.config.offsets_topic_replication_factor,
+            replication_factor_key: "offsets.topic.replication.factor",
+            min_isr: None,
+        };
+        let located = self.locate_internal(now, &topic, index, out);
+        if self.cluster.is_none() && located.error != 0 {
+            self.groups_reconcile(now, out);
+        }
+        located
+    }
+
+    /// The broker leading partition `index` of an internal topic (a
+    /// coordinator's); the topic is created on first use, as Kafka does.
+    pub(super) fn locate_internal(
+        &mut self,
+        now: Now,
+        topic: &InternalTopic,
+        index: i32,
+        out: &mut Vec<Output>,
+    ) -> Located {
+        let name = topic.name;
         let Some(cluster) = self.cluster.as_ref() else {
-            if self.topics.contains_key(OFFSETS_TOPIC) {
+            if self.topics.contains_key(name) {
                 let (host, port) = self.advertised_host_port();
                 return Located {
                     error: 0,
@@ -415,27 +443,31 @@ impl Node {
                     port,
                 };
             }
-            info!(partitions, "creating {OFFSETS_TOPIC}");
-            self.create_topic(OFFSETS_TOPIC, partitions, now, out);
-            self.groups_reconcile(now, out);
-            return Located::unavailable(format!("{OFFSETS_TOPIC} is being created"));
+            info!(partitions = topic.partitions, "creating {name}");
+            self.create_topic(name, topic.partitions, now, out);
+            return Located::unavailable(format!("{name} is being created"));
         };
         let image = &cluster.image;
-        if image.topic(OFFSETS_TOPIC).is_none() {
+        if image.topic(name).is_none() {
             let brokers = image.live_brokers().len();
-            let rf = self.config.offsets_topic_replication_factor;
+            let rf = topic.replication_factor;
             if brokers < rf as usize {
                 return Located::unavailable(format!(
-                    "{OFFSETS_TOPIC} needs offsets.topic.replication.factor={rf} brokers; {brokers} are registered"
+                    "{name} needs {}={rf} brokers; {brokers} are registered",
+                    topic.replication_factor_key
                 ));
             }
-            if self.groups.should_ask_create(now.mono_millis()) {
-                self.create_offsets_topic(now, partitions, rf, out);
+            // At most one ask a second: whoever needs the topic asks again.
+            let now_ms = now.mono_millis();
+            let asked = self.internal_create_asked.get(name).copied();
+            if asked.is_none_or(|at| now_ms >= at.saturating_add(1000)) {
+                self.internal_create_asked.insert(name, now_ms);
+                self.create_internal_topic(now, topic, out);
             }
-            return Located::unavailable(format!("{OFFSETS_TOPIC} is being created"));
+            return Located::unavailable(format!("{name} is being created"));
         }
-        let Some(p) = image.partition(OFFSETS_TOPIC, index) else {
-            return Located::unavailable(format!("{OFFSETS_TOPIC} has no partition {index}"));
+        let Some(p) = image.partition(name, index) else {
+            return Located::unavailable(format!("{name} has no partition {index}"));
         };
         let endpoint = image
             .brokers
@@ -450,9 +482,7 @@ impl Node {
                 host: e.host.clone(),
                 port: e.port as i32,
             },
-            None => {
-                Located::unavailable(format!("{OFFSETS_TOPIC} partition {index} has no leader"))
-            }
+            None => Located::unavailable(format!("{name} partition {index} has no leader")),
         }
     }
 

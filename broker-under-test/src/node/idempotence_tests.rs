@@ -132,20 +132,6 @@ fn a_retry_after_a_crash_is_still_a_duplicate_and_ids_are_not_reissued() {
     h.step(Input::Shutdown);
 }
 
-#[test]
-fn a_transactional_id_is_refused_until_transactions_exist() {
-    let mut h = Harness::new(BrokerConfig::default());
-    h.connect(1);
-    let request = InitProducerIdRequest::default()
-        .with_transactional_id(Some(TransactionalId(
-            kafka_protocol::protocol::StrBytes::from_static_str("tx-1"),
-        )))
-        .with_transaction_timeout_ms(60_000);
-    let response: InitProducerIdResponse = h.call(1, ApiKey::InitProducerId, 4, &request);
-    assert_eq!(response.error_code, ResponseError::InvalidRequest.code());
-    assert_eq!(response.producer_id.0, -1);
-}
-
 /// The block file lost: ids start above every producer id in the logs, so
 /// a new producer is never taken for an old one. A garbage file: no ids.
 #[test]

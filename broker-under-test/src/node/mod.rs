@@ -23,6 +23,7 @@ mod producer_ids;
 pub mod quorum_store;
 pub mod quorum_wire;
 pub mod replication;
+mod txn_host;
 mod txn_markers;
 mod versions;
 pub mod view;
@@ -64,6 +65,8 @@ const TIMER_REPLICATION: TimerId = 7;
 const TIMER_GROUP: TimerId = 8;
 /// Asking again for a block of producer ids.
 const TIMER_PRODUCER_IDS: TimerId = 9;
+/// The transaction coordinator: markers to retry, writes to time out, the abort check.
+const TIMER_TXN: TimerId = 10;
 
 /// How long an orderly stop waits for the controller to move leaderships away.
 const CONTROLLED_SHUTDOWN_MS: u64 = 5_000;
@@ -186,6 +189,10 @@ pub struct Node {
     pids: producer_ids::ProducerIds,
     /// Partitions each open transaction has added (KIP-890 verification).
     txn_verification: crate::txn::verification::TxnVerification,
+    /// When this node last asked the controller to create each internal topic.
+    internal_create_asked: BTreeMap<&'static str, u64>,
+    /// The transaction coordinator over `__transaction_state`.
+    txns: Box<txn_host::TxnHost>,
 }
 
 impl Node {
@@ -209,6 +216,8 @@ impl Node {
         Node {
             pids: Default::default(),
             txn_verification: Default::default(),
+            internal_create_asked: BTreeMap::new(),
+            txns: Box::default(),
             groups,
             cluster,
             shutdown_gave_up: false,
@@ -409,6 +418,7 @@ impl Node {
                 TIMER_REPLICATION => self.on_replication_timer(now, out),
                 TIMER_GROUP => self.on_group_timer(now, out),
                 TIMER_PRODUCER_IDS => self.on_producer_ids_timer(now, out),
+                TIMER_TXN => self.on_txn_timer(now, out),
                 _ => {}
             },
             Input::DiskDone { req, result } => match self.disk_owner.remove(&req) {
@@ -590,7 +600,7 @@ impl Node {
         self.lifecycle_kick(now, out);
         self.pump_raft(now, out);
         self.reconcile_replicas(now, out);
-        self.groups_reconcile(now, out);
+        self.coordinators_reconcile(now, out);
     }
 
     fn maintenance_interval_ms(&self) -> u64 {
@@ -787,6 +797,10 @@ impl Node {
             | ApiKey::FetchSnapshot => self.handle_quorum_api(now, reply, &raw, out),
             ApiKey::Produce => self.handle_produce(now, reply, &raw, out),
             ApiKey::WriteTxnMarkers => self.handle_write_txn_markers(now, reply, &raw, out),
+            ApiKey::AddPartitionsToTxn => self.handle_add_partitions_to_txn(now, reply, &raw, out),
+            ApiKey::EndTxn => self.handle_end_txn(now, reply, &raw, out),
+            ApiKey::DescribeTransactions => self.handle_describe_transactions(reply, &raw, out),
+            ApiKey::ListTransactions => self.handle_list_transactions(reply, &raw, out),
             ApiKey::Fetch => self.handle_fetch(now, reply, &raw, out),
             ApiKey::ListOffsets => self.handle_list_offsets(now, reply, &raw, out),
             ApiKey::OffsetForLeaderEpoch => self.handle_offset_for_leader_epoch(reply, &raw, out),
@@ -943,7 +957,7 @@ impl Node {
         }
         self.replica_log_activity(part, now, out);
         self.wake(part, now, out);
-        self.groups_log_activity(part, now, out);
+        self.coordinators_log_activity(part, now, out);
     }
 
     fn dispatch_log_event(
@@ -958,7 +972,7 @@ impl Node {
                 self.check_recovered(now, out);
                 if self.phase == Phase::Running {
                     self.reconcile_replicas(now, out);
-                    self.groups_reconcile(now, out);
+                    self.coordinators_reconcile(now, out);
                 }
             }
             LogEvent::Truncated { .. } => self.replica_truncated(part, now, out),
@@ -974,6 +988,8 @@ impl Node {
                     self.fetch_read_done(op, part, token, result, out);
                 } else if let Some(index) = self.groups.take_read(part, token) {
                     self.group_read_done(index, result, now, out);
+                } else if let Some(index) = self.txns.take_read(part, token) {
+                    self.txn_read_done(index, result, now, out);
                 }
             }
             LogEvent::TimestampFound { token, result } => {

@@ -38,6 +38,10 @@ pub enum PeerTag {
     },
     /// A broker's request for a block of producer ids.
     AllocateProducerIds,
+    /// A transaction coordinator's markers to a partition leader.
+    WriteTxnMarkers {
+        id: u64,
+    },
 }
 
 impl PeerTag {

@@ -87,7 +87,8 @@ impl Node {
                     Err((ResponseError::InvalidRequiredAcks, None))
                 } else if let Err(why) = protocol::validate_topic_name(&name) {
                     Err((ResponseError::InvalidTopicException, Some(why)))
-                } else if name == super::group::OFFSETS_TOPIC {
+                } else if name == super::group::OFFSETS_TOPIC || name == super::txn_host::TXN_TOPIC
+                {
                     // Only the group coordinator writes there (Kafka refuses too).
                     Err((
                         ResponseError::InvalidTopicException,
@@ -204,6 +205,9 @@ impl Node {
         if open
             || self
                 .txn_verification
+                .includes(h.producer_id, h.producer_epoch, topic, index)
+            || self
+                .txns
                 .includes(h.producer_id, h.producer_epoch, topic, index)
         {
             return Ok(());

@@ -60,7 +60,7 @@ enum Reserved {
 
 #[derive(Debug)]
 pub(super) struct ProducerIds {
-    manager: ProducerIdManager,
+    pub(super) manager: ProducerIdManager,
     /// Parked InitProducerId requests, oldest first.
     waiting: VecDeque<super::OpId>,
     /// Standalone only.
@@ -211,14 +211,14 @@ impl Node {
     ) -> HandlerResult {
         let request: InitProducerIdRequest = decode(raw)?;
         if let Some(id) = &request.transactional_id {
-            let response = init_error(
-                ResponseError::InvalidRequest,
-                format!(
-                    "transactional id {:?}: transactions are not supported yet; only idempotent producers (no transactional.id) are",
-                    id.0.as_str()
-                ),
+            let txn_id = id.0.to_string();
+            self.init_transactional_producer(
+                now,
+                reply,
+                &txn_id,
+                request.transaction_timeout_ms,
+                out,
             );
-            self.respond(reply, &response, out);
             return Ok(());
         }
         if self.cluster.is_none() && self.pids.reserved == Reserved::Broken {
@@ -272,7 +272,7 @@ impl Node {
 
     /// Ask for the next block if one is wanted: from the controller, or by
     /// reserving one on disk.
-    fn request_producer_id_block(&mut self, now: Now, out: &mut Vec<Output>) {
+    pub(super) fn request_producer_id_block(&mut self, now: Now, out: &mut Vec<Output>) {
         if !self.pids.manager.wants_block() {
             return;
         }

@@ -187,11 +187,11 @@ impl Node {
         for part in changed {
             self.replica_log_activity(part, now, out);
             self.wake(part, now, out);
-            self.groups_log_activity(part, now, out);
+            self.coordinators_log_activity(part, now, out);
         }
         self.pump_fetchers(now, out);
         self.arm_replication_timer(now, out);
-        self.groups_reconcile(now, out);
+        self.coordinators_reconcile(now, out);
     }
 
     /// After a log's activity: move its high watermark, and let a follower
@@ -565,7 +565,7 @@ impl Node {
         self.maybe_alter_isr(part, Some(follower), now, out);
         self.wake(part, now, out);
         // A follower's fetch moves the high watermark: group writes may be done.
-        self.groups_log_activity(part, now, out);
+        self.coordinators_log_activity(part, now, out);
         Ok(None)
     }
 
@@ -770,7 +770,7 @@ impl Node {
         }
         self.replica_log_activity(part, now, out);
         self.wake(part, now, out);
-        self.groups_log_activity(part, now, out);
+        self.coordinators_log_activity(part, now, out);
     }
 
     // ----- the periodic tick -----

@@ -85,7 +85,7 @@ impl Node {
 
     /// Append one marker; the partition and the offset to wait for.
     #[allow(clippy::too_many_arguments)]
-    fn write_marker(
+    pub(super) fn write_marker(
         &mut self,
         topic: &str,
         index: i32,

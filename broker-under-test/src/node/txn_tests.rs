@@ -239,3 +239,279 @@ fn a_read_committed_long_poll_with_data_below_the_lso_does_not_wait() {
         .collect();
     assert_eq!(got, [0, 1, 2]);
 }
+
+// ---- The transaction coordinator, on one node ----
+
+fn coordinator_config() -> BrokerConfig {
+    let mut config = BrokerConfig::default();
+    config.txn_state_partitions = 4;
+    config
+}
+
+fn sbs(s: &str) -> kafka_protocol::protocol::StrBytes {
+    kafka_protocol::protocol::StrBytes::from_string(s.to_string())
+}
+
+/// FindCoordinator for a transactional id until it is served (the first
+/// creates `__transaction_state`).
+fn find_txn_coordinator(h: &mut Harness, txn_id: &str) -> FindCoordinatorResponse {
+    for _ in 0..20 {
+        let r: FindCoordinatorResponse = h.call(
+            1,
+            ApiKey::FindCoordinator,
+            3,
+            &FindCoordinatorRequest::default()
+                .with_key(sbs(txn_id))
+                .with_key_type(1),
+        );
+        if r.error_code == 0 {
+            return r;
+        }
+        assert_eq!(
+            r.error_code,
+            ResponseError::CoordinatorNotAvailable.code(),
+            "{r:?}"
+        );
+        h.advance_millis(10);
+    }
+    panic!("no transaction coordinator for {txn_id}");
+}
+
+fn init_txn(h: &mut Harness, txn_id: &str, timeout_ms: i32) -> InitProducerIdResponse {
+    let request = InitProducerIdRequest::default()
+        .with_transactional_id(Some(TransactionalId(sbs(txn_id))))
+        .with_transaction_timeout_ms(timeout_ms);
+    h.call(1, ApiKey::InitProducerId, 4, &request)
+}
+
+/// InitProducerId, retried while the coordinator says CONCURRENT_TRANSACTIONS.
+fn init_txn_ready(h: &mut Harness, txn_id: &str, timeout_ms: i32) -> (i64, i16) {
+    for _ in 0..50 {
+        let r = init_txn(h, txn_id, timeout_ms);
+        if r.error_code == 0 {
+            return (r.producer_id.0, r.producer_epoch);
+        }
+        assert_eq!(
+            r.error_code,
+            ResponseError::ConcurrentTransactions.code(),
+            "{r:?}"
+        );
+        h.advance_millis(20);
+    }
+    panic!("InitProducerId never succeeded");
+}
+
+fn add_partitions(
+    h: &mut Harness,
+    txn_id: &str,
+    pid: i64,
+    epoch: i16,
+    partitions: &[i32],
+) -> Vec<i16> {
+    let request = AddPartitionsToTxnRequest::default()
+        .with_v3_and_below_transactional_id(TransactionalId(sbs(txn_id)))
+        .with_v3_and_below_producer_id(ProducerId(pid))
+        .with_v3_and_below_producer_epoch(epoch)
+        .with_v3_and_below_topics(vec![
+            add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                .with_name(TopicName(sbs("t")))
+                .with_partitions(partitions.to_vec()),
+        ]);
+    let r: AddPartitionsToTxnResponse = h.call(1, ApiKey::AddPartitionsToTxn, 3, &request);
+    r.results_by_topic_v3_and_below
+        .iter()
+        .flat_map(|t| {
+            t.results_by_partition
+                .iter()
+                .map(|p| p.partition_error_code)
+        })
+        .collect()
+}
+
+fn end(h: &mut Harness, txn_id: &str, pid: i64, epoch: i16, commit: bool) -> i16 {
+    let request = EndTxnRequest::default()
+        .with_transactional_id(TransactionalId(sbs(txn_id)))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_committed(commit);
+    let r: EndTxnResponse = h.call(1, ApiKey::EndTxn, 3, &request);
+    r.error_code
+}
+
+fn describe(h: &mut Harness, txn_id: &str) -> describe_transactions_response::TransactionState {
+    let request = DescribeTransactionsRequest::default()
+        .with_transactional_ids(vec![TransactionalId(sbs(txn_id))]);
+    let r: DescribeTransactionsResponse = h.call(1, ApiKey::DescribeTransactions, 0, &request);
+    r.transaction_states[0].clone()
+}
+
+fn coordinator_setup() -> Harness {
+    let mut h = Harness::new(coordinator_config());
+    h.connect(1);
+    assert_eq!(create_topics(&mut h, 1, "t", 2).topics[0].error_code, 0);
+    let found = find_txn_coordinator(&mut h, "tx");
+    assert_eq!(found.node_id.0, h.node.config().node_id);
+    h
+}
+
+#[test]
+fn a_transaction_commits_and_aborts_through_the_coordinator() {
+    let mut h = coordinator_setup();
+    let (pid, epoch) = init_txn_ready(&mut h, "tx", 60_000);
+    assert_eq!(epoch, 0);
+    // Without AddPartitionsToTxn the partition refuses the batch.
+    let early = produce(&mut h, 1, "t", 0, txn(pid, epoch, 0, &["early"]));
+    assert_eq!(early.error_code, ResponseError::InvalidTxnState.code());
+    assert_eq!(
+        add_partitions(&mut h, "tx", pid, epoch, &[0, 1]),
+        vec![0, 0]
+    );
+    assert_eq!(describe(&mut h, "tx").transaction_state.as_str(), "Ongoing");
+    assert_eq!(
+        produce(&mut h, 1, "t", 0, txn(pid, epoch, 0, &["c1", "c2"])).error_code,
+        0
+    );
+    assert_eq!(
+        produce(&mut h, 1, "t", 1, txn(pid, epoch, 0, &["c3"])).error_code,
+        0
+    );
+    assert_eq!(fetch_isolated(&mut h, 0, 0, 1).last_stable_offset, 0);
+    assert_eq!(end(&mut h, "tx", pid, epoch, true), 0);
+    h.advance_millis(10);
+    let state = describe(&mut h, "tx");
+    assert_eq!(state.transaction_state.as_str(), "CompleteCommit");
+    for partition in [0, 1] {
+        let p = fetch_isolated(&mut h, partition, 0, 1);
+        assert_eq!(
+            p.last_stable_offset, p.high_watermark,
+            "partition {partition}"
+        );
+        assert_eq!(p.aborted_transactions, Some(vec![]));
+    }
+    // A retried EndTxn is fine; the other outcome is not.
+    assert_eq!(end(&mut h, "tx", pid, epoch, true), 0);
+    assert_eq!(
+        end(&mut h, "tx", pid, epoch, false),
+        ResponseError::InvalidTxnState.code()
+    );
+
+    // The next transaction aborts: read_committed consumers are told.
+    assert_eq!(add_partitions(&mut h, "tx", pid, epoch, &[0]), vec![0]);
+    produce(&mut h, 1, "t", 0, txn(pid, epoch, 2, &["a1"])); // offset 3
+    assert_eq!(end(&mut h, "tx", pid, epoch, false), 0);
+    h.advance_millis(10);
+    assert_eq!(
+        describe(&mut h, "tx").transaction_state.as_str(),
+        "CompleteAbort"
+    );
+    let p = fetch_isolated(&mut h, 0, 0, 1);
+    assert_eq!(p.last_stable_offset, 5);
+    let aborted = p.aborted_transactions.unwrap();
+    assert_eq!(aborted.len(), 1);
+    assert_eq!(
+        (aborted[0].producer_id.0, aborted[0].first_offset),
+        (pid, 3)
+    );
+    // ListTransactions names it.
+    let listed: ListTransactionsResponse = h.call(
+        1,
+        ApiKey::ListTransactions,
+        0,
+        &ListTransactionsRequest::default(),
+    );
+    assert_eq!(listed.transaction_states.len(), 1);
+    assert_eq!(listed.transaction_states[0].producer_id.0, pid);
+}
+
+#[test]
+fn a_new_producer_fences_the_old_one_and_its_open_transaction_is_aborted() {
+    let mut h = coordinator_setup();
+    let (pid, old) = init_txn_ready(&mut h, "tx", 60_000);
+    add_partitions(&mut h, "tx", pid, old, &[0]);
+    produce(&mut h, 1, "t", 0, txn(pid, old, 0, &["zombie"]));
+    // The new instance: told to retry while the old transaction is aborted.
+    let first = init_txn(&mut h, "tx", 60_000);
+    assert_eq!(
+        first.error_code,
+        ResponseError::ConcurrentTransactions.code()
+    );
+    let (same, new) = init_txn_ready(&mut h, "tx", 60_000);
+    assert_eq!(
+        (same, new),
+        (pid, old + 2),
+        "one bump to abort, one for the new producer"
+    );
+    let p = fetch_isolated(&mut h, 0, 0, 1);
+    assert_eq!(
+        p.last_stable_offset, p.high_watermark,
+        "the old transaction ended"
+    );
+    assert_eq!(p.aborted_transactions.unwrap().len(), 1);
+    // The old producer is fenced everywhere.
+    assert_eq!(
+        end(&mut h, "tx", pid, old, true),
+        ResponseError::ProducerFenced.code()
+    );
+    assert_eq!(
+        add_partitions(&mut h, "tx", pid, old, &[1]),
+        vec![ResponseError::ProducerFenced.code()]
+    );
+    let late = produce(&mut h, 1, "t", 0, txn(pid, old, 1, &["late"]));
+    assert_ne!(late.error_code, 0);
+    // The wrong producer id for the transactional id.
+    assert_eq!(
+        end(&mut h, "tx", pid + 1000, new, true),
+        ResponseError::InvalidProducerIdMapping.code()
+    );
+}
+
+#[test]
+fn a_stuck_transaction_is_aborted_after_its_timeout() {
+    let mut h = coordinator_setup();
+    let (pid, epoch) = init_txn_ready(&mut h, "tx", 1_000);
+    add_partitions(&mut h, "tx", pid, epoch, &[0]);
+    produce(&mut h, 1, "t", 0, txn(pid, epoch, 0, &["stuck"]));
+    assert_eq!(fetch_isolated(&mut h, 0, 0, 1).last_stable_offset, 0);
+    // The abort check runs every 10 s (Kafka's default).
+    h.advance_millis(10_500);
+    h.advance_millis(50);
+    let p = fetch_isolated(&mut h, 0, 0, 1);
+    assert_eq!(p.last_stable_offset, p.high_watermark);
+    assert_eq!(
+        describe(&mut h, "tx").transaction_state.as_str(),
+        "CompleteAbort"
+    );
+    assert_eq!(
+        end(&mut h, "tx", pid, epoch, true),
+        ResponseError::ProducerFenced.code(),
+        "the producer was fenced by the abort"
+    );
+}
+
+/// A crash after EndTxn: the restarted coordinator loads the transaction
+/// from `__transaction_state` (finishing its markers if it was still in
+/// PrepareCommit) and the producer carries on at the next epoch.
+#[test]
+fn a_restarted_coordinator_keeps_the_outcome_and_the_epoch() {
+    let mut h = coordinator_setup();
+    let (pid, epoch) = init_txn_ready(&mut h, "tx", 60_000);
+    add_partitions(&mut h, "tx", pid, epoch, &[0]);
+    produce(&mut h, 1, "t", 0, txn(pid, epoch, 0, &["x"]));
+    assert_eq!(end(&mut h, "tx", pid, epoch, true), 0);
+    h.step(crate::seam::Input::Shutdown);
+    let mut disk = std::mem::take(&mut h.disk);
+    disk.crash();
+    let mut h = Harness::on_disk(coordinator_config(), disk);
+    h.connect(1);
+    find_txn_coordinator(&mut h, "tx");
+    h.advance_millis(50);
+    assert_eq!(
+        describe(&mut h, "tx").transaction_state.as_str(),
+        "CompleteCommit"
+    );
+    let p = fetch_isolated(&mut h, 0, 0, 1);
+    assert_eq!(p.last_stable_offset, p.high_watermark);
+    // The producer carries on after a new InitProducerId.
+    let (again, bumped) = init_txn_ready(&mut h, "tx", 60_000);
+    assert_eq!((again, bumped), (pid, epoch + 1));
+}
