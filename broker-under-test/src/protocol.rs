@@ -34,7 +34,8 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::InitProducerId, 0, 4),
     // Transactions (v4 of AddPartitionsToTxn and v5 of EndTxn speak of
     // KIP-890's broker verification and transactions V2).
-    (ApiKey::AddPartitionsToTxn, 0, 3),
+    // v4: a partition leader's verification (KIP-890), as Kafka advertises it.
+    (ApiKey::AddPartitionsToTxn, 0, 4),
     (ApiKey::EndTxn, 0, 3),
     (ApiKey::WriteTxnMarkers, 0, 1),
     (ApiKey::DescribeTransactions, 0, 0),

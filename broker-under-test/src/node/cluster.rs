@@ -509,6 +509,9 @@ impl Node {
                     PeerTag::WriteTxnMarkers { id } => {
                         self.txn_markers_response(id, version, Some(body), now, out)
                     }
+                    PeerTag::VerifyTxn { id } => {
+                        self.verify_txn_response(id, version, Some(body), now, out)
+                    }
                 },
                 PeerEvent::Failed { node, tag } => match tag {
                     PeerTag::Raft { .. } => {
@@ -532,6 +535,7 @@ impl Node {
                     PeerTag::WriteTxnMarkers { id } => {
                         self.txn_markers_response(id, 0, None, now, out)
                     }
+                    PeerTag::VerifyTxn { id } => self.verify_txn_response(id, 0, None, now, out),
                 },
             }
         }

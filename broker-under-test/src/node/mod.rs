@@ -25,6 +25,7 @@ pub mod quorum_wire;
 pub mod replication;
 mod txn_host;
 mod txn_markers;
+mod txn_verify;
 mod versions;
 pub mod view;
 
@@ -193,6 +194,9 @@ pub struct Node {
     internal_create_asked: BTreeMap<&'static str, u64>,
     /// The transaction coordinator over `__transaction_state`.
     txns: Box<txn_host::TxnHost>,
+    /// Transactional batches held until their coordinator confirms them.
+    pending_verifies: BTreeMap<u64, txn_verify::PendingVerify>,
+    next_verify: u64,
 }
 
 impl Node {
@@ -218,6 +222,8 @@ impl Node {
             txn_verification: Default::default(),
             internal_create_asked: BTreeMap::new(),
             txns: Box::default(),
+            pending_verifies: BTreeMap::new(),
+            next_verify: 1,
             groups,
             cluster,
             shutdown_gave_up: false,

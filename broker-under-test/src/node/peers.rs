@@ -42,6 +42,11 @@ pub enum PeerTag {
     WriteTxnMarkers {
         id: u64,
     },
+    /// A partition leader's question to a transaction coordinator: is the
+    /// partition in the producer's transaction (KIP-890)?
+    VerifyTxn {
+        id: u64,
+    },
 }
 
 impl PeerTag {

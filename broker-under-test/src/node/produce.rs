@@ -28,6 +28,9 @@ pub(super) struct ProducePartition {
     pub(super) awaiting: Option<i64>,
     /// min.insync.replicas of the partition's topic when appended.
     pub(super) min_insync: usize,
+    /// Waiting for the transaction coordinator to confirm the partition is
+    /// in the batch's transaction (KIP-890); appended after.
+    pub(super) verifying: bool,
 }
 
 impl ProducePartition {
@@ -41,6 +44,7 @@ impl ProducePartition {
             log_start_offset: -1,
             awaiting: None,
             min_insync: 1,
+            verifying: false,
         }
     }
 }
@@ -76,8 +80,10 @@ impl Node {
     ) -> HandlerResult {
         let request: ProduceRequest = decode(raw)?;
         let acks = request.acks;
+        let txn_id = request.transactional_id.as_ref().map(|t| t.0.to_string());
         let mut topics = Vec::with_capacity(request.topic_data.len());
         let mut waiting_on = Vec::new();
+        let mut to_verify = Vec::new();
         for topic in request.topic_data {
             let name = topic.name.0.to_string();
             let mut partitions = Vec::with_capacity(topic.partition_data.len());
@@ -103,14 +109,37 @@ impl Node {
                     ))
                 } else {
                     match self.leader_lookup(&name, data.index) {
-                        Ok(part) => match self.admit_produce(part, acks).and_then(|m| {
-                            self.verify_transactional(part, &name, data.index, &data.records)
-                                .map(|()| m)
-                        }) {
+                        Ok(part) => match self.admit_produce(part, acks) {
                             Ok(min_insync) => {
                                 result.part = Some(part);
                                 result.min_insync = min_insync;
-                                self.append_one(part, data.records, now, out)
+                                match self.verify_transactional(
+                                    part,
+                                    &name,
+                                    data.index,
+                                    &data.records,
+                                ) {
+                                    Ok(()) => self.append_one(part, data.records, now, out),
+                                    Err(refused) => match self
+                                        .remote_txn_coordinator(txn_id.as_deref(), acks)
+                                    {
+                                        Some(coordinator) => {
+                                            result.verifying = true;
+                                            to_verify.push(super::txn_verify::ToVerify {
+                                                topic_slot: topics.len(),
+                                                part_slot: partitions.len(),
+                                                part,
+                                                topic: name.clone(),
+                                                index: data.index,
+                                                records: data.records.clone().unwrap_or_default(),
+                                                txn_id: txn_id.clone().unwrap_or_default(),
+                                                coordinator,
+                                            });
+                                            Err(refused)
+                                        }
+                                        None => Err(refused),
+                                    },
+                                }
                             }
                             Err(refused) => Err(refused),
                         },
@@ -126,6 +155,8 @@ impl Node {
                             waiting_on.push(part);
                         }
                     }
+                    // Answered once the coordinator has confirmed.
+                    Err(_) if result.verifying => {}
                     Err((error, message)) => {
                         result.error = error.code();
                         result.message = message;
@@ -168,6 +199,7 @@ impl Node {
             }),
             &waiting_on,
         );
+        self.send_txn_verifications(id, to_verify, now, out);
         // Appends may have settled at once, and parked fetches may now have data.
         waiting_on.dedup();
         for part in waiting_on {
@@ -303,6 +335,15 @@ impl Node {
         let mut open = false;
         for (_, partitions) in &mut pending.topics {
             for p in partitions.iter_mut() {
+                if p.verifying {
+                    if expired {
+                        p.verifying = false;
+                        p.error = ResponseError::RequestTimedOut.code();
+                    } else {
+                        open = true;
+                    }
+                    continue;
+                }
                 let Some(last) = p.awaiting else { continue };
                 let partition = p.part.and_then(|part| self.partitions.get(&part));
                 let log = partition.map(|x| &x.log);

@@ -1118,6 +1118,10 @@ impl Node {
         out: &mut Vec<Output>,
     ) -> HandlerResult {
         let request: AddPartitionsToTxnRequest = decode(raw)?;
+        if raw.api_version >= 4 {
+            self.verify_partitions_in_txn(reply, request, out);
+            return Ok(());
+        }
         let txn_id = request.v3_and_below_transactional_id.0.to_string();
         let partitions: Vec<TxnPartition> = request
             .v3_and_below_topics
@@ -1176,6 +1180,67 @@ impl Node {
         }
         self.arm_txn_timer(now, out);
         Ok(())
+    }
+
+    /// AddPartitionsToTxn v4 from a partition leader (KIP-890): is each
+    /// partition in the transaction's open transaction? Nothing changes.
+    /// Only `verify_only` transactions are served (transactions V2's
+    /// adding through a broker is not).
+    fn verify_partitions_in_txn(
+        &mut self,
+        reply: ReplyTo,
+        request: AddPartitionsToTxnRequest,
+        out: &mut Vec<Output>,
+    ) {
+        let results = request
+            .transactions
+            .iter()
+            .map(|t| {
+                let txn_id = t.transactional_id.0.to_string();
+                let serving = self.txn_serving(&txn_id);
+                let topic_results = t
+                    .topics
+                    .iter()
+                    .map(|topic| {
+                        let name = topic.name.0.to_string();
+                        add_partitions_to_txn_response::AddPartitionsToTxnTopicResult::default()
+                            .with_name(topic.name.clone())
+                            .with_results_by_partition(
+                                topic
+                                    .partitions
+                                    .iter()
+                                    .map(|&p| {
+                                        let code = match serving {
+                                            Err(e) => e.code(),
+                                            Ok(_) if !t.verify_only => {
+                                                ResponseError::InvalidRequest.code()
+                                            }
+                                            Ok(_) if self.txns.includes(
+                                                t.producer_id.0,
+                                                t.producer_epoch,
+                                                &name,
+                                                p,
+                                            ) =>
+                                            {
+                                                NONE
+                                            }
+                                            Ok(_) => ResponseError::InvalidTxnState.code(),
+                                        };
+                                        add_partitions_to_txn_response::AddPartitionsToTxnPartitionResult::default()
+                                            .with_partition_index(p)
+                                            .with_partition_error_code(code)
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect();
+                add_partitions_to_txn_response::AddPartitionsToTxnResult::default()
+                    .with_transactional_id(t.transactional_id.clone())
+                    .with_topic_results(topic_results)
+            })
+            .collect();
+        let response = AddPartitionsToTxnResponse::default().with_results_by_transaction(results);
+        self.respond(reply, &response, out);
     }
 
     fn respond_add_partitions(

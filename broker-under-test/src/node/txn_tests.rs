@@ -515,3 +515,80 @@ fn a_restarted_coordinator_keeps_the_outcome_and_the_epoch() {
     let (again, bumped) = init_txn_ready(&mut h, "tx", 60_000);
     assert_eq!((again, bumped), (pid, epoch + 1));
 }
+
+/// In a (one-node) KRaft cluster `__transaction_state` is created through
+/// the controller with its replication factor, and a transaction commits.
+#[test]
+fn a_cluster_creates_the_transaction_state_topic_and_commits() {
+    let config = BrokerConfig {
+        node_id: 0,
+        advertised: "node-0:9092".into(),
+        cluster_id: "c1".into(),
+        process_roles: vec![
+            crate::config::ProcessRole::Broker,
+            crate::config::ProcessRole::Controller,
+        ],
+        controller_quorum_voters: vec![(0, "node-0:9092".into())],
+        broker_heartbeat_interval_ms: 200,
+        txn_state_replication_factor: 1,
+        ..coordinator_config()
+    };
+    let mut h = Harness::new(config);
+    h.connect(1);
+    for _ in 0..60 {
+        h.advance_millis(50);
+    }
+    let mut created = false;
+    for _ in 0..40 {
+        let r = create_topics(&mut h, 1, "t", 2);
+        if r.topics[0].error_code == 0 {
+            created = true;
+            break;
+        }
+        h.advance_millis(50);
+    }
+    assert!(created, "topic t created");
+    let mut found = None;
+    for _ in 0..100 {
+        let r: FindCoordinatorResponse = h.call(
+            1,
+            ApiKey::FindCoordinator,
+            3,
+            &FindCoordinatorRequest::default()
+                .with_key(sbs("tx"))
+                .with_key_type(1),
+        );
+        if r.error_code == 0 {
+            found = Some(r);
+            break;
+        }
+        h.advance_millis(50);
+    }
+    assert_eq!(found.expect("a coordinator").node_id.0, 0);
+    let mut ready = None;
+    for _ in 0..100 {
+        let r = init_txn(&mut h, "tx", 60_000);
+        if r.error_code == 0 {
+            ready = Some((r.producer_id.0, r.producer_epoch));
+            break;
+        }
+        h.advance_millis(50);
+    }
+    let (pid, epoch) = ready.expect("InitProducerId answered");
+    assert_eq!(add_partitions(&mut h, "tx", pid, epoch, &[0]), vec![0]);
+    assert_eq!(
+        produce(&mut h, 1, "t", 0, txn(pid, epoch, 0, &["c"])).error_code,
+        0
+    );
+    assert_eq!(end(&mut h, "tx", pid, epoch, true), 0);
+    for _ in 0..20 {
+        h.advance_millis(50);
+    }
+    assert_eq!(
+        describe(&mut h, "tx").transaction_state.as_str(),
+        "CompleteCommit"
+    );
+    let p = fetch_isolated(&mut h, 0, 0, 1);
+    assert_eq!(p.last_stable_offset, p.high_watermark);
+    assert_eq!(p.high_watermark, 2, "the record and its marker");
+}
