@@ -155,8 +155,9 @@ impl Node {
                             waiting_on.push(part);
                         }
                     }
-                    // Answered once the coordinator has confirmed.
-                    Err(_) if result.verifying => {}
+                    // Answered once the coordinator has confirmed; the
+                    // request waits on the partition from now on.
+                    Err(_) if result.verifying => waiting_on.extend(result.part),
                     Err((error, message)) => {
                         result.error = error.code();
                         result.message = message;

@@ -1192,6 +1192,7 @@ impl Node {
         request: AddPartitionsToTxnRequest,
         out: &mut Vec<Output>,
     ) {
+        tracing::debug!(conn = reply.conn, transactions = request.transactions.len(), "verifying partitions for a leader");
         let results = request
             .transactions
             .iter()

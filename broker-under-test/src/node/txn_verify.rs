@@ -90,6 +90,7 @@ impl Node {
             let id = self.next_verify;
             self.next_verify += 1;
             let (node, addr) = h.coordinator.clone();
+            tracing::debug!(id, node, topic = %h.topic, partition = h.index, "asking the transaction coordinator to verify a partition");
             self.pending_verifies.insert(
                 id,
                 PendingVerify {
@@ -126,6 +127,7 @@ impl Node {
         let Some(v) = self.pending_verifies.remove(&id) else {
             return;
         };
+        tracing::debug!(id, answered = body.is_some(), "transaction coordinator's verification answer");
         let response: Option<AddPartitionsToTxnResponse> =
             body.and_then(|b| super::peers::decode_response(b, version));
         let code = response.as_ref().and_then(|r| {
