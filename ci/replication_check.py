@@ -28,6 +28,19 @@ Modes:
                    each time) under a steady produce; failover time per kill,
                    p50 and max; then the same read-back check as `check`.
 
+  transactions     REPL_TXN_PRODUCERS transactional producers (confluent-kafka,
+                   transactional.id) each run transactions of one record per
+                   partition of an RF 3 topic for REPL_TXN_SECONDS, committing
+                   two of every three and aborting the third, while the broker
+                   leading most partitions is kill -9ed and later the next one
+                   (each restarted). Each transaction's outcome is what the
+                   client was told: committed, aborted, or unknown (a commit
+                   that failed fatally). Then a read_committed consumer reads
+                   every partition: every committed record once, no aborted
+                   record, and each unknown transaction all or nothing (never
+                   in part); the committed records written after the faults
+                   are readable, so no transaction was left hanging.
+
 Run through ci/replication, which installs confluent-kafka and finds the
 broker binary; directly: python3 ci/replication_check.py --broker BIN [MODE].
 
@@ -906,7 +919,142 @@ def mode_failover(cluster, meta):
     return 1 if problems else 0
 
 
-MODES = {"check": mode_check, "bench": mode_bench, "failover": mode_failover}
+def mode_transactions(cluster, meta):
+    from confluent_kafka import KafkaException, Producer
+
+    partitions = env_int("REPL_PARTITIONS", 6)
+    producers = env_int("REPL_TXN_PRODUCERS", 3)
+    seconds = env_int("REPL_TXN_SECONDS", 24)
+    topic = "replication-txn-%d" % os.getpid()
+    meta.create_topic(topic, partitions, 3, topic_configs(2))
+    meta.wait_leaders(topic, partitions)
+    outcomes = {}  # transaction name -> (values, "committed" | "aborted" | "unknown")
+    errors = []
+    stop = threading.Event()
+    t0 = time.monotonic()
+
+    def run(n):
+        txn_id = "%s-producer-%d" % (topic, n)
+        conf = {"bootstrap.servers": cluster.bootstrap, "transactional.id": txn_id,
+                "transaction.timeout.ms": 10000, "message.timeout.ms": 10000,
+                "request.timeout.ms": 5000}
+        p, i = None, 0
+        while not stop.is_set():
+            if p is None:
+                try:
+                    p = Producer(conf)
+                    p.init_transactions(60)
+                except KafkaException as e:
+                    errors.append("producer %d init: %s" % (n, e))
+                    p = None
+                    time.sleep(0.5)
+                    continue
+            name = "%d-%d" % (n, i)
+            i += 1
+            values = ["%s-%s-%d" % (topic, name, part) for part in range(partitions)]
+            commit = i % 3 != 0
+            try:
+                p.begin_transaction()
+                for part, v in enumerate(values):
+                    p.produce(topic, value=v.encode(), partition=part)
+                if not commit:
+                    p.flush(60)
+                    p.abort_transaction(60)
+                    outcomes[name] = (values, "aborted")
+                    continue
+                while True:
+                    try:
+                        p.commit_transaction(60)
+                        outcomes[name] = (values, "committed")
+                        break
+                    except KafkaException as e:
+                        err = e.args[0]
+                        if err.retriable():
+                            continue
+                        if err.txn_requires_abort():
+                            p.abort_transaction(60)
+                            outcomes[name] = (values, "aborted")
+                            break
+                        raise
+            except KafkaException as e:
+                # Fatal (or the abort failed): the outcome is unknown; a new
+                # producer fences this one and aborts what it left open.
+                outcomes.setdefault(name, (values, "unknown"))
+                if outcomes[name][1] != "unknown":
+                    pass
+                errors.append("producer %d transaction %s: %s" % (n, name, e))
+                p = None
+
+    threads = [threading.Thread(target=run, args=(n,), daemon=True) for n in range(producers)]
+    for t in threads:
+        t.start()
+    for at, down in ((seconds * 0.25, 3), (seconds * 0.55, 3)):
+        time.sleep(max(0.0, t0 + at - time.monotonic()))
+        victim = most_leading(meta.leaders(topic))[0]
+        say("kill -9 node %d (leads most partitions) at %.1f s" % (victim, time.monotonic() - t0))
+        cluster.kill(victim)
+        time.sleep(down)
+        cluster.start(victim)
+    time.sleep(max(0.0, t0 + seconds - time.monotonic()))
+    stop.set()
+    for t in threads:
+        t.join(120)
+    counts = {k: sum(1 for _, o in outcomes.values() if o == k) for k in ("committed", "aborted", "unknown")}
+    say("transactions: %s; client errors: %d" % (counts, len(errors)))
+    for e in errors[:5]:
+        say("  client error: %s" % e)
+    want = sum(len(v) for v, o in outcomes.values() if o == "committed")
+    got = read_committed_values(cluster.bootstrap, topic, partitions, want)
+    problems = []
+    seen = {}
+    for v in got:
+        seen[v] = seen.get(v, 0) + 1
+    twice = [v for v, c in seen.items() if c > 1]
+    if twice:
+        problems.append("%d records read twice (e.g. %s)" % (len(twice), twice[0]))
+    for name, (values, outcome) in sorted(outcomes.items()):
+        present = [v for v in values if v in seen]
+        if outcome == "committed" and len(present) != len(values):
+            problems.append("committed transaction %s: %d of %d records readable" % (name, len(present), len(values)))
+        elif outcome == "aborted" and present:
+            problems.append("aborted transaction %s: %d records read (G1a)" % (name, len(present)))
+        elif outcome == "unknown" and present and len(present) != len(values):
+            problems.append("transaction %s read in part: %d of %d records" % (name, len(present), len(values)))
+    if counts["committed"] == 0:
+        problems.append("no transaction committed")
+    for p in problems[:20]:
+        print("FAIL: %s" % p)
+    if not problems:
+        say("read_committed: %d records, every committed one once, no aborted one, no transaction in part"
+            % len(got))
+    return 1 if problems else 0
+
+
+def read_committed_values(bootstrap, topic, partitions, want, timeout=60.0):
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "replication-txn-reader-%d" % os.getpid(),
+                  "isolation.level": "read_committed", "enable.auto.commit": False})
+    c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    got = []
+    deadline = time.monotonic() + timeout
+    committed_seen = 0
+    while time.monotonic() < deadline and committed_seen < want:
+        m = c.poll(0.2)
+        if m is not None and not m.error():
+            got.append(m.value().decode())
+            committed_seen += 1
+    end = time.monotonic() + 2.0
+    while time.monotonic() < end:
+        m = c.poll(0.1)
+        if m is not None and not m.error():
+            got.append(m.value().decode())
+    c.close()
+    return got
+
+
+MODES = {"check": mode_check, "bench": mode_bench, "failover": mode_failover,
+         "transactions": mode_transactions}
 
 
 def main(argv):
