@@ -1192,7 +1192,11 @@ impl Node {
         request: AddPartitionsToTxnRequest,
         out: &mut Vec<Output>,
     ) {
-        tracing::debug!(conn = reply.conn, transactions = request.transactions.len(), "verifying partitions for a leader");
+        tracing::debug!(
+            conn = reply.conn,
+            transactions = request.transactions.len(),
+            "verifying partitions for a leader"
+        );
         let results = request
             .transactions
             .iter()

@@ -243,9 +243,10 @@ fn a_read_committed_long_poll_with_data_below_the_lso_does_not_wait() {
 // ---- The transaction coordinator, on one node ----
 
 fn coordinator_config() -> BrokerConfig {
-    let mut config = BrokerConfig::default();
-    config.txn_state_partitions = 4;
-    config
+    BrokerConfig {
+        txn_state_partitions: 4,
+        ..BrokerConfig::default()
+    }
 }
 
 fn sbs(s: &str) -> kafka_protocol::protocol::StrBytes {

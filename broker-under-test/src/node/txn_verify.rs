@@ -127,7 +127,11 @@ impl Node {
         let Some(v) = self.pending_verifies.remove(&id) else {
             return;
         };
-        tracing::debug!(id, answered = body.is_some(), "transaction coordinator's verification answer");
+        tracing::debug!(
+            id,
+            answered = body.is_some(),
+            "transaction coordinator's verification answer"
+        );
         let response: Option<AddPartitionsToTxnResponse> =
             body.and_then(|b| super::peers::decode_response(b, version));
         let code = response.as_ref().and_then(|r| {
