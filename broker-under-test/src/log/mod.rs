@@ -772,6 +772,24 @@ impl PartitionLog {
         }
     }
 
+    /// Write one of a segment's small files whole (create, write, sync): its
+    /// indexes, which only closed segments have.
+    fn write_segment_file(&mut self, io: &mut DiskIo, base: i64, ext: &str, content: Vec<u8>) {
+        let path = self.path(&file_name(base, ext));
+        self.submit(io, DiskOp::Create { path: path.clone() }, Pending::Step);
+        let data = Bytes::from(content);
+        self.submit(
+            io,
+            DiskOp::Write {
+                path: path.clone(),
+                offset: 0,
+                data,
+            },
+            Pending::Step,
+        );
+        self.submit(io, DiskOp::SyncFile { path }, Pending::Step);
+    }
+
     /// Close the active segment (index files written, data synced) and start a new one at the log end.
     fn roll(&mut self, io: &mut DiskIo) {
         let old = self.active().clone();
@@ -781,18 +799,7 @@ impl PartitionLog {
             ("timeindex", old.encode_time_index()),
             (TXN_INDEX_EXT, aborted),
         ] {
-            let path = self.path(&file_name(old.base, ext));
-            self.submit(io, DiskOp::Create { path: path.clone() }, Pending::Step);
-            self.submit(
-                io,
-                DiskOp::Write {
-                    path: path.clone(),
-                    offset: 0,
-                    data: Bytes::from(content),
-                },
-                Pending::Step,
-            );
-            self.submit(io, DiskOp::SyncFile { path }, Pending::Step);
+            self.write_segment_file(io, old.base, ext, content);
         }
         self.issue_sync(io);
         let base = self.leo;

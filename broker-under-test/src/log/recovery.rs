@@ -570,18 +570,7 @@ impl PartitionLog {
                     ("index", seg.encode_index()),
                     ("timeindex", seg.encode_time_index()),
                 ] {
-                    let path = self.path(&file_name(seg.base, ext));
-                    self.submit(io, DiskOp::Create { path: path.clone() }, Pending::Step);
-                    self.submit(
-                        io,
-                        DiskOp::Write {
-                            path: path.clone(),
-                            offset: 0,
-                            data: Bytes::from(content),
-                        },
-                        Pending::Step,
-                    );
-                    self.submit(io, DiskOp::SyncFile { path }, Pending::Step);
+                    self.write_segment_file(io, seg.base, ext, content);
                 }
             }
         }
@@ -653,18 +642,7 @@ impl PartitionLog {
                 continue;
             }
             let content = txn_index::encode(&self.aborted.in_segment(seg.base, next));
-            let path = self.path(&file_name(seg.base, TXN_INDEX_EXT));
-            self.submit(io, DiskOp::Create { path: path.clone() }, Pending::Step);
-            self.submit(
-                io,
-                DiskOp::Write {
-                    path: path.clone(),
-                    offset: 0,
-                    data: Bytes::from(content),
-                },
-                Pending::Step,
-            );
-            self.submit(io, DiskOp::SyncFile { path }, Pending::Step);
+            self.write_segment_file(io, seg.base, TXN_INDEX_EXT, content);
         }
     }
 

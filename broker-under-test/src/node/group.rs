@@ -13,6 +13,7 @@ use kafka_protocol::records::{
 };
 use tracing::{info, warn};
 
+use super::internal_load::{Loader, Loads};
 use super::{Node, PartId, ReplyTo, TIMER_GROUP};
 use crate::group::{AppendToken, Coordinator, Effect, ReqId};
 use crate::log::{FetchData, LogError, LogState};
@@ -20,34 +21,6 @@ use crate::seam::{Now, Output};
 
 /// The internal topic holding committed offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
-/// Bytes read per step while loading a partition.
-const LOAD_READ_BYTES: usize = 1 << 20;
-
-/// How far a served `__consumer_offsets` partition is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LoadPhase {
-    /// Replaying the log from `next` up to `target` (its end when leadership began).
-    Reading {
-        next: i64,
-        target: i64,
-    },
-    /// Everything is replayed; waiting for the high watermark to reach
-    /// `target`, so nothing served can still be lost with a leader change.
-    Settling {
-        target: i64,
-    },
-    Served,
-}
-
-#[derive(Debug)]
-struct Load {
-    part: PartId,
-    leader_epoch: i32,
-    phase: LoadPhase,
-    /// A read in flight (its token).
-    reading: Option<u64>,
-}
-
 /// A coordinator write waiting to be replicated.
 #[derive(Debug)]
 struct PendingAppend {
@@ -64,9 +37,8 @@ pub(super) struct GroupHost {
     next_req: ReqId,
     appends: BTreeMap<AppendToken, PendingAppend>,
     /// `__consumer_offsets` partition index -> its load.
-    loads: BTreeMap<i32, Load>,
-    /// Log reads of loads: (partition handle, token) -> partition index.
-    reads: BTreeMap<(PartId, u64), i32>,
+    /// Loading the `__consumer_offsets` partitions this node leads.
+    pub(super) loads: Loads,
     /// Effects not yet carried out (handled in a loop, never recursively).
     effects: VecDeque<Effect>,
     pumping: bool,
@@ -80,8 +52,7 @@ impl GroupHost {
             waiting: BTreeMap::new(),
             next_req: 1,
             appends: BTreeMap::new(),
-            loads: BTreeMap::new(),
-            reads: BTreeMap::new(),
+            loads: Loads::new(OFFSETS_TOPIC),
             effects: VecDeque::new(),
             pumping: false,
             armed: None,
@@ -98,7 +69,7 @@ impl GroupHost {
 
     /// Whether `part` is a partition the coordinator waits on.
     pub(super) fn watches(&self, part: PartId) -> bool {
-        self.loads.values().any(|l| l.part == part) || self.appends.values().any(|a| a.part == part)
+        self.loads.watches(part) || self.appends.values().any(|a| a.part == part)
     }
 
     pub(super) fn push_effects(&mut self, effects: Vec<Effect>) {
@@ -106,7 +77,7 @@ impl GroupHost {
     }
 
     pub(super) fn take_read(&mut self, part: PartId, token: u64) -> Option<i32> {
-        self.reads.remove(&(part, token))
+        self.loads.take_read(part, token)
     }
 }
 
@@ -217,65 +188,20 @@ impl Node {
             return;
         }
         self.groups_set_topics();
-        let mut wanted: BTreeMap<i32, (PartId, i32)> = BTreeMap::new();
-        if let Some(topic) = self.topics.get(OFFSETS_TOPIC) {
-            for (&index, &part) in &topic.partitions {
-                let online = self
-                    .partitions
-                    .get(&part)
-                    .is_some_and(|p| matches!(p.log.state(), LogState::Online));
-                if online && self.leads(part) {
-                    wanted.insert(
-                        index,
-                        (part, self.partition_leader_epoch(OFFSETS_TOPIC, index)),
-                    );
-                }
-            }
-        }
-        let current: Vec<(i32, PartId, i32)> = self
-            .groups
-            .loads
-            .iter()
-            .map(|(&i, l)| (i, l.part, l.leader_epoch))
-            .collect();
-        for (index, part, epoch) in current {
-            if wanted.get(&index) != Some(&(part, epoch)) {
-                info!(
-                    partition = index,
-                    "no longer coordinating this __consumer_offsets partition"
-                );
-                self.groups.loads.remove(&index);
-                self.groups.reads.retain(|_, i| *i != index);
-                let mut effects = Vec::new();
-                self.groups.coordinator.unload(index, &mut effects);
-                self.groups.effects.extend(effects);
-            }
-        }
-        for (index, (part, leader_epoch)) in wanted {
-            if self.groups.loads.contains_key(&index) {
-                continue;
-            }
-            let Some(p) = self.partitions.get(&part) else {
-                continue;
-            };
-            let target = p.log.log_end_offset();
-            let next = p.log.log_start_offset();
+        let wanted = self.led_partitions(OFFSETS_TOPIC);
+        let (dropped, added) = self.groups.loads.changes(&wanted);
+        for index in dropped {
             info!(
                 partition = index,
-                leader_epoch,
-                from = next,
-                to = target,
-                "loading __consumer_offsets partition"
+                "no longer coordinating this __consumer_offsets partition"
             );
-            self.groups.loads.insert(
-                index,
-                Load {
-                    part,
-                    leader_epoch,
-                    phase: LoadPhase::Reading { next, target },
-                    reading: None,
-                },
-            );
+            self.groups.loads.remove(index);
+            let mut effects = Vec::new();
+            self.groups.coordinator.unload(index, &mut effects);
+            self.groups.effects.extend(effects);
+        }
+        for (index, part, leader_epoch) in added {
+            self.begin_load(Loader::Groups, index, part, leader_epoch);
             let mut effects = Vec::new();
             self.groups.coordinator.begin_load(index, &mut effects);
             self.groups.effects.extend(effects);
@@ -284,70 +210,18 @@ impl Node {
         self.pump_groups(now, out);
     }
 
-    /// Move a load along: issue the next read, or finish when replicated.
+    /// Move a load along; once loaded, the coordinator serves the partition.
     fn group_load_step(&mut self, index: i32, now: Now, out: &mut Vec<Output>) {
-        let Some(load) = self.groups.loads.get(&index) else {
-            return;
-        };
-        let part = load.part;
-        match load.phase {
-            LoadPhase::Reading { next, target } => {
-                if load.reading.is_some() {
-                    return;
-                }
-                if next >= target {
-                    if let Some(l) = self.groups.loads.get_mut(&index) {
-                        l.phase = LoadPhase::Settling { target };
-                    }
-                    return self.group_load_step(index, now, out);
-                }
-                let start = self.partitions.get(&part).map(|p| p.log.log_start_offset());
-                let from = start.map_or(next, |s| next.max(s));
-                match self.with_log(part, out, |log, io| {
-                    log.read_replica(from, LOAD_READ_BYTES, now, io)
-                }) {
-                    Some(Ok(token)) => {
-                        self.groups.reads.insert((part, token), index);
-                        if let Some(l) = self.groups.loads.get_mut(&index) {
-                            l.reading = Some(token);
-                            l.phase = LoadPhase::Reading { next: from, target };
-                        }
-                    }
-                    // Truncating or busy: tried again on the log's next activity.
-                    Some(Err(LogError::NotReady)) | None => {}
-                    Some(Err(e)) => {
-                        warn!(partition = index, error = ?e, "cannot read __consumer_offsets; retrying");
-                    }
-                }
-            }
-            LoadPhase::Settling { target } => {
-                let hw = self
-                    .partitions
-                    .get(&part)
-                    .map_or(-1, |p| p.log.high_watermark());
-                if hw >= target {
-                    info!(
-                        partition = index,
-                        end = target,
-                        "__consumer_offsets partition loaded"
-                    );
-                    if let Some(l) = self.groups.loads.get_mut(&index) {
-                        l.phase = LoadPhase::Served;
-                    }
-                    let mut effects = Vec::new();
-                    self.groups.coordinator.finish_load(
-                        index,
-                        now.mono_millis() as i64,
-                        &mut effects,
-                    );
-                    self.groups.effects.extend(effects);
-                }
-            }
-            LoadPhase::Served => {}
+        if self.load_step(Loader::Groups, index, now, out) {
+            let mut effects = Vec::new();
+            self.groups
+                .coordinator
+                .finish_load(index, now.mono_millis() as i64, &mut effects);
+            self.groups.effects.extend(effects);
         }
     }
 
-    /// A load's read finished.
+    /// A load's read finished: replay its records.
     pub(super) fn group_read_done(
         &mut self,
         index: i32,
@@ -355,40 +229,10 @@ impl Node {
         now: Now,
         out: &mut Vec<Output>,
     ) {
-        let Some(load) = self.groups.loads.get_mut(&index) else {
-            return;
-        };
-        load.reading = None;
-        let LoadPhase::Reading { next, target } = load.phase else {
-            return;
-        };
-        match result {
-            Ok(data) => {
-                let (records, after) = decode_batches(data.records, next);
-                for (offset, key, value) in &records {
-                    self.groups
-                        .coordinator
-                        .replay(index, *offset, key, value.as_deref());
-                }
-                let moved = after.filter(|a| *a > next);
-                if let Some(load) = self.groups.loads.get_mut(&index) {
-                    load.phase = match moved {
-                        Some(after) => LoadPhase::Reading {
-                            next: after,
-                            target,
-                        },
-                        None => {
-                            // Nothing more could be read below the target.
-                            warn!(partition = index, next, target,
-                                "__consumer_offsets ends before its recorded end; serving what was read");
-                            LoadPhase::Settling { target: next }
-                        }
-                    };
-                }
-            }
-            Err(e) => {
-                warn!(partition = index, error = ?e, "reading __consumer_offsets failed; retrying")
-            }
+        for (offset, key, value) in self.load_read_done(Loader::Groups, index, result) {
+            self.groups
+                .coordinator
+                .replay(index, offset, &key, value.as_deref());
         }
         self.group_load_step(index, now, out);
         self.pump_groups(now, out);
@@ -399,14 +243,7 @@ impl Node {
         if !self.groups.watches(part) {
             return;
         }
-        let indexes: Vec<i32> = self
-            .groups
-            .loads
-            .iter()
-            .filter(|(_, l)| l.part == part)
-            .map(|(&i, _)| i)
-            .collect();
-        for index in indexes {
+        for index in self.groups.loads.indexes_on(part) {
             self.group_load_step(index, now, out);
         }
         self.settle_group_appends(Some(part), now, out);

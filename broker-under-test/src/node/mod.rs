@@ -15,6 +15,7 @@ mod group;
 mod group_consumer_wire;
 mod group_wire;
 mod hw_checkpoint;
+mod internal_load;
 mod lifecycle;
 mod offsets;
 pub mod peers;

@@ -30,8 +30,9 @@ use kafka_protocol::protocol::StrBytes;
 use tracing::{info, warn};
 
 use super::cluster_admin::InternalTopic;
-use super::group::{decode_batches, encode_batch};
+use super::group::encode_batch;
 use super::group_wire::Located;
+use super::internal_load::{LoadPhase, Loader, Loads};
 use super::peers::PeerTag;
 use super::{decode, HandlerResult, Node, PartId, ReplyTo, TIMER_TXN};
 use crate::log::producers::Marker;
@@ -45,35 +46,12 @@ use crate::txn::state::{
 
 /// The internal topic holding the transaction coordinator's state.
 pub const TXN_TOPIC: &str = "__transaction_state";
-/// Bytes read per step while loading a partition.
-const LOAD_READ_BYTES: usize = 1 << 20;
 /// How long a coordinator write waits to be replicated.
 const WRITE_TIMEOUT_MS: u64 = 5_000;
 /// A marker that failed is sent again after this long.
 const MARKER_RETRY_MS: u64 = 100;
 /// WriteTxnMarkers as sent to partition leaders.
 const MARKERS_VERSION: i16 = 1;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LoadPhase {
-    Reading {
-        next: i64,
-        target: i64,
-    },
-    /// Replayed; waiting for the high watermark to reach `target`.
-    Settling {
-        target: i64,
-    },
-    Served,
-}
-
-#[derive(Debug)]
-struct Load {
-    part: PartId,
-    leader_epoch: i32,
-    phase: LoadPhase,
-    reading: Option<u64>,
-}
 
 /// Where one partition's marker stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,11 +104,10 @@ struct TxnWrite {
     then: Then,
 }
 
-#[derive(Default)]
 pub(super) struct TxnHost {
     txns: BTreeMap<String, TxnEntry>,
-    loads: BTreeMap<i32, Load>,
-    reads: BTreeMap<(PartId, u64), i32>,
+    /// Loading the `__transaction_state` partitions this node leads.
+    pub(super) loads: Loads,
     writes: BTreeMap<u64, TxnWrite>,
     next_write: u64,
     /// Remote WriteTxnMarkers in flight: id -> (transactional id, partitions).
@@ -140,13 +117,28 @@ pub(super) struct TxnHost {
     last_abort_check_ms: u64,
 }
 
+impl Default for TxnHost {
+    fn default() -> TxnHost {
+        TxnHost {
+            txns: BTreeMap::new(),
+            loads: Loads::new(TXN_TOPIC),
+            writes: BTreeMap::new(),
+            next_write: 0,
+            remote: BTreeMap::new(),
+            next_remote: 0,
+            armed: None,
+            last_abort_check_ms: 0,
+        }
+    }
+}
+
 impl TxnHost {
     pub(super) fn take_read(&mut self, part: PartId, token: u64) -> Option<i32> {
-        self.reads.remove(&(part, token))
+        self.loads.take_read(part, token)
     }
 
     fn watches(&self, part: PartId) -> bool {
-        self.loads.values().any(|l| l.part == part)
+        self.loads.watches(part)
             || self.writes.values().any(|w| w.part == part)
             || self.txns.values().any(|e| {
                 e.markers.as_ref().is_some_and(|m| {
@@ -245,7 +237,7 @@ impl Node {
     /// its partition, else the error to answer.
     fn txn_serving(&self, txn_id: &str) -> Result<i32, ResponseError> {
         let index = self.txn_partition_of(txn_id);
-        match self.txns.loads.get(&index).map(|l| l.phase) {
+        match self.txns.loads.phase(index) {
             Some(LoadPhase::Served) => Ok(index),
             Some(_) => Err(ResponseError::CoordinatorLoadInProgress),
             None => Err(ResponseError::NotCoordinator),
@@ -258,57 +250,17 @@ impl Node {
         if !self.config.is_broker() && self.cluster.is_some() {
             return;
         }
-        let mut wanted: BTreeMap<i32, (PartId, i32)> = BTreeMap::new();
-        if let Some(topic) = self.topics.get(TXN_TOPIC) {
-            for (&index, &part) in &topic.partitions {
-                let online = self
-                    .partitions
-                    .get(&part)
-                    .is_some_and(|p| matches!(p.log.state(), LogState::Online));
-                if online && self.leads(part) {
-                    wanted.insert(index, (part, self.partition_leader_epoch(TXN_TOPIC, index)));
-                }
-            }
-        }
-        let current: Vec<(i32, PartId, i32)> = self
-            .txns
-            .loads
-            .iter()
-            .map(|(&i, l)| (i, l.part, l.leader_epoch))
-            .collect();
-        for (index, part, epoch) in current {
-            if wanted.get(&index) != Some(&(part, epoch)) {
-                info!(
-                    partition = index,
-                    "no longer coordinating this {TXN_TOPIC} partition"
-                );
-                self.txns_unload(index, out);
-            }
-        }
-        for (index, (part, leader_epoch)) in wanted {
-            if self.txns.loads.contains_key(&index) {
-                continue;
-            }
-            let Some(p) = self.partitions.get(&part) else {
-                continue;
-            };
-            let (next, target) = (p.log.log_start_offset(), p.log.log_end_offset());
+        let wanted = self.led_partitions(TXN_TOPIC);
+        let (dropped, added) = self.txns.loads.changes(&wanted);
+        for index in dropped {
             info!(
                 partition = index,
-                leader_epoch,
-                from = next,
-                to = target,
-                "loading {TXN_TOPIC} partition"
+                "no longer coordinating this {TXN_TOPIC} partition"
             );
-            self.txns.loads.insert(
-                index,
-                Load {
-                    part,
-                    leader_epoch,
-                    phase: LoadPhase::Reading { next, target },
-                    reading: None,
-                },
-            );
+            self.txns_unload(index, out);
+        }
+        for (index, part, leader_epoch) in added {
+            self.begin_load(Loader::Txns, index, part, leader_epoch);
             self.txn_load_step(index, now, out);
         }
         self.arm_txn_timer(now, out);
@@ -316,8 +268,7 @@ impl Node {
 
     /// Drop what partition `index` held; waiting requests are told NOT_COORDINATOR.
     fn txns_unload(&mut self, index: i32, out: &mut Vec<Output>) {
-        self.txns.loads.remove(&index);
-        self.txns.reads.retain(|_, i| *i != index);
+        self.txns.loads.remove(index);
         self.txns.txns.retain(|_, e| e.partition != index);
         let failed: Vec<u64> = self
             .txns
@@ -333,82 +284,29 @@ impl Node {
         }
     }
 
+    /// Move a load along; once loaded, transactions caught between Prepare
+    /// and Complete get their markers (again).
     fn txn_load_step(&mut self, index: i32, now: Now, out: &mut Vec<Output>) {
-        let Some(load) = self.txns.loads.get(&index) else {
+        if !self.load_step(Loader::Txns, index, now, out) {
             return;
-        };
-        let part = load.part;
-        match load.phase {
-            LoadPhase::Reading { next, target } => {
-                if load.reading.is_some() {
-                    return;
-                }
-                if next >= target {
-                    if let Some(l) = self.txns.loads.get_mut(&index) {
-                        l.phase = LoadPhase::Settling { target };
-                    }
-                    return self.txn_load_step(index, now, out);
-                }
-                let start = self.partitions.get(&part).map(|p| p.log.log_start_offset());
-                let from = start.map_or(next, |s| next.max(s));
-                match self.with_log(part, out, |log, io| {
-                    log.read_replica(from, LOAD_READ_BYTES, now, io)
-                }) {
-                    Some(Ok(token)) => {
-                        self.txns.reads.insert((part, token), index);
-                        if let Some(l) = self.txns.loads.get_mut(&index) {
-                            l.reading = Some(token);
-                            l.phase = LoadPhase::Reading { next: from, target };
-                        }
-                    }
-                    Some(Err(LogError::NotReady)) | None => {}
-                    Some(Err(e)) => {
-                        warn!(partition = index, error = ?e, "cannot read {TXN_TOPIC}; retrying")
-                    }
-                }
-            }
-            LoadPhase::Settling { target } => {
-                let hw = self
-                    .partitions
-                    .get(&part)
-                    .map_or(-1, |p| p.log.high_watermark());
-                if hw >= target {
-                    let count = self
-                        .txns
-                        .txns
-                        .values()
-                        .filter(|e| e.partition == index)
-                        .count();
-                    info!(
-                        partition = index,
-                        end = target,
-                        transactional_ids = count,
-                        "{TXN_TOPIC} partition loaded"
-                    );
-                    if let Some(l) = self.txns.loads.get_mut(&index) {
-                        l.phase = LoadPhase::Served;
-                    }
-                    // Transactions caught between Prepare and Complete get
-                    // their markers (again).
-                    let preparing: Vec<String> = self
-                        .txns
-                        .txns
-                        .iter()
-                        .filter(|(_, e)| {
-                            e.partition == index
-                                && matches!(
-                                    e.md.state,
-                                    TxnState::PrepareCommit | TxnState::PrepareAbort
-                                )
-                        })
-                        .map(|(id, _)| id.clone())
-                        .collect();
-                    for txn_id in preparing {
-                        self.start_markers(&txn_id, now, out);
-                    }
-                }
-            }
-            LoadPhase::Served => {}
+        }
+        let preparing: Vec<String> = self
+            .txns
+            .txns
+            .iter()
+            .filter(|(_, e)| {
+                e.partition == index
+                    && matches!(e.md.state, TxnState::PrepareCommit | TxnState::PrepareAbort)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        info!(
+            partition = index,
+            preparing = preparing.len(),
+            "{TXN_TOPIC} partition served"
+        );
+        for txn_id in preparing {
+            self.start_markers(&txn_id, now, out);
         }
     }
 
@@ -420,31 +318,8 @@ impl Node {
         now: Now,
         out: &mut Vec<Output>,
     ) {
-        let Some(load) = self.txns.loads.get_mut(&index) else {
-            return;
-        };
-        load.reading = None;
-        let LoadPhase::Reading { next, target } = load.phase else {
-            return;
-        };
-        match result {
-            Ok(data) => {
-                let (read, after) = decode_batches(data.records, next);
-                for (offset, key, value) in read {
-                    self.txn_replay(index, offset, &key, value.as_deref());
-                }
-                let moved = after.filter(|a| *a > next);
-                if let Some(load) = self.txns.loads.get_mut(&index) {
-                    load.phase = match moved {
-                        Some(after) => LoadPhase::Reading {
-                            next: after,
-                            target,
-                        },
-                        None => LoadPhase::Settling { target: next },
-                    };
-                }
-            }
-            Err(e) => warn!(partition = index, error = ?e, "reading {TXN_TOPIC} failed; retrying"),
+        for (offset, key, value) in self.load_read_done(Loader::Txns, index, result) {
+            self.txn_replay(index, offset, &key, value.as_deref());
         }
         self.txn_load_step(index, now, out);
         self.arm_txn_timer(now, out);
@@ -484,14 +359,7 @@ impl Node {
         if !self.txns.watches(part) {
             return;
         }
-        let indexes: Vec<i32> = self
-            .txns
-            .loads
-            .iter()
-            .filter(|(_, l)| l.part == part)
-            .map(|(&i, _)| i)
-            .collect();
-        for index in indexes {
+        for index in self.txns.loads.indexes_on(part) {
             self.txn_load_step(index, now, out);
         }
         self.settle_txn_writes(now, out);
@@ -651,11 +519,8 @@ impl Node {
             TxnState::PrepareAbort => false,
             _ => return,
         };
-        let coordinator_epoch = self
-            .txns
-            .loads
-            .get(&entry.partition)
-            .map_or(0, |l| l.leader_epoch);
+        // Markers carry the coordinator's epoch: its partition's leader epoch.
+        let coordinator_epoch = self.txns.loads.leader_epoch(entry.partition).unwrap_or(0);
         let now_ms = now.mono_millis();
         entry.markers = Some(Markers {
             marker: Marker {
@@ -1039,10 +904,7 @@ impl Node {
     }
 
     fn txn_serving_index(&self, index: i32) -> bool {
-        self.txns
-            .loads
-            .get(&index)
-            .is_some_and(|l| l.phase == LoadPhase::Served)
+        self.txns.loads.is_served(index)
     }
 
     // ----- the client APIs -----
