@@ -256,15 +256,9 @@ pub fn end_txn(
     commit: bool,
     now_ms: i64,
 ) -> Result<EndOutcome, TxnError> {
-    if md.producer_id != producer_id {
-        return Err(TxnError::WrongProducerId);
-    }
-    if epoch < md.producer_epoch {
-        return Err(TxnError::Fenced);
-    }
-    if epoch > md.producer_epoch {
-        return Err(TxnError::InvalidState);
-    }
+    // A client never bumps its own epoch: any other epoch is a fenced
+    // producer's (as Kafka answers).
+    check_producer(md, producer_id, epoch)?;
     let target = if commit {
         TxnState::PrepareCommit
     } else {
@@ -282,8 +276,7 @@ pub fn end_txn(
         (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {
             Err(TxnError::Concurrent)
         }
-        // An abort with nothing open (the client aborts defensively) is fine.
-        (TxnState::Empty, false) => Ok(EndOutcome::AlreadyDone),
+        // Nothing was begun (clients send EndTxn only after adding a partition).
         _ => Err(TxnError::InvalidState),
     }
 }
@@ -447,12 +440,13 @@ mod tests {
             (1, TxnState::PrepareAbort)
         );
         assert_eq!(end_txn(&aborting, 7, 0, true, 1_200), Err(TxnError::Fenced));
-        assert_eq!(
-            end_txn(&md, 7, 0, false, 5),
-            Ok(EndOutcome::AlreadyDone),
-            "an abort with nothing open"
-        );
+        assert_eq!(end_txn(&md, 7, 0, false, 5), Err(TxnError::InvalidState));
         assert_eq!(end_txn(&md, 7, 0, true, 5), Err(TxnError::InvalidState));
+        assert_eq!(
+            end_txn(&md, 7, 3, true, 5),
+            Err(TxnError::Fenced),
+            "a newer epoch"
+        );
     }
 
     #[test]
