@@ -165,6 +165,14 @@ mod regressions {
         must_pass("silent-corruption", 0x17);
     }
 
+    /// A flipped bit in a batch's base offset (outside its CRC) was served:
+    /// a consumer read one value at offsets 771 and 771 + 2^14 (`duplicate`).
+    /// Reads now check that base offsets run on from the index entry.
+    #[test]
+    fn silent_corruption_seed_0x1d_a_damaged_base_offset_is_never_served() {
+        must_pass("silent-corruption", 0x1d);
+    }
+
     #[test]
     fn silent_corruption_seed_0xc_recovery_repairs_old_segments() {
         must_pass("silent-corruption", 0xc);

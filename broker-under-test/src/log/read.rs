@@ -21,6 +21,9 @@ pub(super) struct ReadReq {
     max_bytes: usize,
     seg_base: i64,
     pos: u64,
+    /// The base offset the batch at `pos` must have: a batch's base offset
+    /// is outside its CRC, so a flipped bit there is caught only by this.
+    expect: i64,
     asked: u64,
     /// A follower's fetch: bounded by the log end, not the high watermark.
     replica: bool,
@@ -42,8 +45,9 @@ pub(super) struct TsReq {
 enum Walk {
     /// Whole batches found: the byte range of the buffer to return.
     Found(usize, usize),
-    /// Nothing wanted yet; continue at this file position, wanting at least this many bytes.
-    More(u64, u64),
+    /// Nothing wanted yet; continue at this file position (where a batch
+    /// with this base offset must start), wanting at least this many bytes.
+    More(u64, u64, i64),
     Corrupt(String),
 }
 
@@ -178,8 +182,9 @@ impl PartitionLog {
             return Ok(token);
         }
         let seg = &self.segments[self.segment_for(fetch_offset)];
-        let pos = seg.position_for(fetch_offset);
+        let (expect, pos) = seg.entry_for(fetch_offset);
         let req = ReadReq {
+            expect,
             token,
             fetch_offset,
             max_bytes,
@@ -227,7 +232,7 @@ impl PartitionLog {
             match self.segments.get(i + 1) {
                 Some(next) => {
                     req.seg_base = next.base;
-                    req.pos = next.position_for(req.fetch_offset);
+                    (req.expect, req.pos) = next.entry_for(req.fetch_offset);
                 }
                 None => {
                     let data = self.fetch_data(Bytes::new());
@@ -307,7 +312,14 @@ impl PartitionLog {
         let end = self
             .segment_index(req.seg_base)
             .map_or(0, |i| self.read_end(&self.segments[i], req.replica));
-        match walk_fetch(&buf, req.pos, end, req.fetch_offset, req.max_bytes) {
+        match walk_fetch(
+            &buf,
+            req.pos,
+            end,
+            req.fetch_offset,
+            req.max_bytes,
+            req.expect,
+        ) {
             Walk::Found(from, to) => {
                 let records = buf.slice(from..to);
                 let data = match req.stable_below {
@@ -319,9 +331,9 @@ impl PartitionLog {
                     result: Ok(data),
                 });
             }
-            Walk::More(pos, needed) => {
+            Walk::More(pos, needed, expect) => {
                 let want = needed.max(req.max_bytes as u64);
-                let next = ReadReq { pos, ..req };
+                let next = ReadReq { pos, expect, ..req };
                 self.issue_read(next, want, io);
             }
             Walk::Corrupt(why) => {
@@ -504,7 +516,14 @@ impl PartitionLog {
 /// Pick whole batches out of `buf` (read at file position `pos`; committed
 /// data ends at `end`): skip those wholly below `fetch_offset`, then take
 /// batches while they fit in `max_bytes`, always at least one.
-fn walk_fetch(buf: &Bytes, pos: u64, end: u64, fetch_offset: i64, max_bytes: usize) -> Walk {
+fn walk_fetch(
+    buf: &Bytes,
+    pos: u64,
+    end: u64,
+    fetch_offset: i64,
+    max_bytes: usize,
+    mut expect: i64,
+) -> Walk {
     let mut i = 0usize;
     let mut start: Option<usize> = None;
     loop {
@@ -512,11 +531,23 @@ fn walk_fetch(buf: &Bytes, pos: u64, end: u64, fetch_offset: i64, max_bytes: usi
         if i >= buf.len() || at >= end {
             return match start {
                 Some(s) => Walk::Found(s, i),
-                None => Walk::More(at, 0),
+                None => Walk::More(at, 0, expect),
             };
         }
         match parse_header(&buf[i..]) {
             Ok(h) => {
+                // Offsets run on without a gap inside a segment: a batch
+                // elsewhere is damaged (its base offset is not under its CRC).
+                if h.base_offset != expect {
+                    return match start {
+                        Some(s) => Walk::Found(s, i),
+                        None => Walk::Corrupt(format!(
+                            "the batch at position {at} has base offset {}, {expect} was due",
+                            h.base_offset
+                        )),
+                    };
+                }
+                expect = h.next_offset();
                 if h.last_offset() < fetch_offset {
                     i += h.length;
                     continue;
@@ -543,7 +574,7 @@ fn walk_fetch(buf: &Bytes, pos: u64, end: u64, fetch_offset: i64, max_bytes: usi
                 return match start {
                     Some(s) => Walk::Found(s, i),
                     None if at + needed as u64 <= end && (buf.len() - i) < needed => {
-                        Walk::More(at, needed as u64)
+                        Walk::More(at, needed as u64, expect)
                     }
                     None => Walk::Corrupt(format!(
                         "batch at position {at} runs past the committed end {end}"

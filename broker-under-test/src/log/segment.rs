@@ -79,6 +79,23 @@ impl Segment {
         self.size = self.size.max(pos + h.length as u64);
     }
 
+    /// The base offset and file position of the batch containing `offset`
+    /// or an earlier one, as the index knows it: where a read starts, and
+    /// the base offset the batch found there must have.
+    pub fn entry_for(&self, offset: i64) -> (i64, u64) {
+        if offset <= self.base {
+            return (self.base, 0);
+        }
+        let rel = self.rel(offset);
+        let i = self.index.partition_point(|&(r, _)| r <= rel);
+        if i == 0 {
+            (self.base, 0)
+        } else {
+            let (r, pos) = self.index[i - 1];
+            (self.base + i64::from(r), u64::from(pos))
+        }
+    }
+
     /// File position of the batch containing `offset` or an earlier one.
     pub fn position_for(&self, offset: i64) -> u64 {
         if offset <= self.base {

@@ -1926,3 +1926,35 @@ fn recovered_transactions_match_the_recovered_log_at_every_crash_point() {
         "the crashes kept aborts to check: {checked_aborts}"
     );
 }
+
+/// A batch's base offset is outside its CRC: a flipped bit there must be
+/// caught by the read (offsets run on from the index entry), never served
+/// as a record at a wildly wrong offset.
+#[test]
+fn a_damaged_base_offset_is_corruption_not_a_wrong_offset() {
+    let mut h = Harness::new();
+    let mut log = h.create(config());
+    let first = batch(2);
+    let first_len = first.len() as u64;
+    h.append(&mut log, first).unwrap();
+    h.append(&mut log, batch(2)).unwrap(); // offsets 2-3
+    h.append(&mut log, batch(2)).unwrap(); // offsets 4-5
+    h.run(&mut log);
+    // Flip bit 14 of the second batch's base offset (2 -> 2 + 2^14).
+    let flipped = (2i64 | (1 << 14)).to_be_bytes();
+    h.disk
+        .execute(&DiskOp::Write {
+            path: seg_path(0, "log"),
+            offset: first_len,
+            data: Bytes::copy_from_slice(&flipped),
+        })
+        .unwrap();
+    // From 0: the good first batch only.
+    let data = h.read(&mut log, 0, 1 << 20).unwrap();
+    assert_eq!(offsets(&data.records), vec![0, 1]);
+    // At the damaged batch: corruption, not the batch at a wrong offset.
+    assert!(matches!(
+        h.read(&mut log, 2, 1 << 20),
+        Err(LogError::Batch(BatchError::Corrupt(_)))
+    ));
+}
